@@ -1,0 +1,219 @@
+"""The one exception tree of `migrate`, and the exit code each branch maps to (DESIGN.md A5).
+
+    MigrateError                      base; exit 1 only if a bare MigrateError ever escapes
+    ├── UsageError                    2  bad flags or arguments
+    ├── PlanError                     3  plan, saved plan, bundle or input file unusable
+    │   ├── UntrustedJSONError        3  too big, too deep, duplicate keys, NaN, bad UTF-8, truncated
+    │   ├── BundleError               3  manifest unreadable, file missing/extra/tampered
+    │   └── InsecureURLError          3  plain http to a non-loopback host (2 when from a flag)
+    ├── PayloadInvalidError           4  payloads fail the dashboard schema (carries violations)
+    ├── EndpointError                 5  a Databrain endpoint answered badly or not at all
+    │   ├── AuthError                 5  bad / missing credentials (names the env var, never the token)
+    │   ├── WorkspaceNotFoundError    5  WORKSPACE_ID_ERROR (names the workspace and those that exist)
+    │   ├── DashboardNotFoundError    5  export of a dashboard that is not there
+    │   ├── RequestRejectedError      5  other 4xx: INVALID_REQUEST_BODY, unknown codes (code + message)
+    │   │   └── DuplicateDashboardError  an import refused because the id exists
+    │   ├── RateLimitedError          5  429 beyond the retry budget or Retry-After cap
+    │   ├── ServerError               5  5xx
+    │   ├── BadResponseError          5  HTML, non-JSON or mis-shaped body, body over the size cap
+    │   └── TransportError            5  connection refused, reset, dropped, timed out
+    ├── PartialError                  6  apply finished but not every dashboard succeeded
+    └── RefusedError                  7  refused to start
+        ├── StalePlanError            7  a saved plan no longer matches source or target
+        └── LockHeldError             7  another run holds the target's lock
+
+Exceptions carry data (url, workspace, dashboard id, status, code, violations), never a console;
+`cli.py` renders them. Messages say what happened and what to do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class MigrateError(Exception):
+    """Root of every error `migrate` raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  fix: {self.hint}"
+        return self.message
+
+
+class UsageError(MigrateError):
+    """Bad command-line usage."""
+
+    exit_code = 2
+
+
+class PlanError(MigrateError):
+    """A plan, saved plan, bundle or input file cannot be used; located when possible."""
+
+    exit_code = 3
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.column = column
+        super().__init__(message, hint=hint)
+
+    @property
+    def location(self) -> str:
+        """`file:line:column`, as much of it as is known."""
+        parts = [self.file or "<input>"]
+        if self.line is not None:
+            parts.append(str(self.line))
+            if self.column is not None:
+                parts.append(str(self.column))
+        return ":".join(parts)
+
+    def __str__(self) -> str:
+        text = f"{self.location}: {self.message}" if self.file or self.line else self.message
+        if self.hint:
+            text += f"\n  fix: {self.hint}"
+        return text
+
+
+class UntrustedJSONError(PlanError):
+    """JSON from a file or the network refused before it could do harm."""
+
+
+class BundleError(PlanError):
+    """A bundle is incomplete, has extra files, or was changed after export."""
+
+
+class InsecureURLError(PlanError):
+    """Plain http to a host that is not loopback, without --allow-insecure-http."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One schema violation: where (`data.metrics[3].query`) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class PayloadInvalidError(MigrateError):
+    """One or more payloads fail the dashboard schema."""
+
+    exit_code = 4
+
+    def __init__(
+        self, message: str, *, violations: Sequence[Violation] = (), source: str | None = None
+    ) -> None:
+        self.violations = tuple(violations)
+        self.source = source
+        super().__init__(message)
+
+
+class EndpointError(MigrateError):
+    """A Databrain endpoint is unusable or answered a request with an error."""
+
+    exit_code = 5
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.url = url
+        self.status = status
+        self.code = code
+        super().__init__(message, hint=hint)
+
+    @property
+    def error_code(self) -> str:
+        """A stable code for reports: the server's code if it gave one, else the class's."""
+        return self.code or type(self).__name__.removesuffix("Error").upper()
+
+
+class AuthError(EndpointError):
+    """Credentials missing or refused; names where the token came from, never the token."""
+
+
+class WorkspaceNotFoundError(EndpointError):
+    """The named workspace does not exist on this endpoint."""
+
+    def __init__(
+        self, message: str, *, workspace: str, available: Sequence[str] = (), **kw: object
+    ) -> None:
+        self.workspace = workspace
+        self.available = tuple(available)
+        super().__init__(message, **kw)  # type: ignore[arg-type]  # kw are EndpointError's
+
+
+class DashboardNotFoundError(EndpointError):
+    """The dashboard asked for is not in the workspace."""
+
+    def __init__(self, message: str, *, dashboard_id: str, workspace: str, **kw: object) -> None:
+        self.dashboard_id = dashboard_id
+        self.workspace = workspace
+        super().__init__(message, **kw)  # type: ignore[arg-type]  # kw are EndpointError's
+
+
+class RequestRejectedError(EndpointError):
+    """The server refused the request (a 4xx other than auth/workspace); carries code + message."""
+
+
+class DuplicateDashboardError(RequestRejectedError):
+    """An import was refused because the dashboard id already exists somewhere."""
+
+
+class RateLimitedError(EndpointError):
+    """429 beyond what the retry policy will wait for."""
+
+
+class ServerError(EndpointError):
+    """The server failed (5xx)."""
+
+
+class BadResponseError(EndpointError):
+    """The server answered something that is not the documented JSON."""
+
+
+class TransportError(EndpointError):
+    """No usable HTTP exchange: refused, reset, dropped, timed out."""
+
+
+class PartialError(MigrateError):
+    """Apply finished, but some dashboards did not reach created/unchanged/skipped."""
+
+    exit_code = 6
+
+
+class RefusedError(MigrateError):
+    """Refused to start."""
+
+    exit_code = 7
+
+
+class StalePlanError(RefusedError):
+    """A saved plan no longer matches the source or the target."""
+
+
+class LockHeldError(RefusedError):
+    """Another run holds the target's lock."""
