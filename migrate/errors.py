@@ -3,15 +3,15 @@
     MigrateError                      base; exit 1 only if a bare MigrateError ever escapes
     ├── UsageError                    2  bad flags or arguments
     ├── PlanError                     3  plan, saved plan, bundle or input file unusable
-    │   ├── UntrustedJSONError        3  too big, too deep, duplicate keys, NaN, bad UTF-8, truncated
+    │   ├── UntrustedJSONError        3  too big/deep, duplicate keys, NaN, bad UTF-8, cut short
     │   ├── BundleError               3  manifest unreadable, file missing/extra/tampered
     │   └── InsecureURLError          3  plain http to a non-loopback host (2 when from a flag)
     ├── PayloadInvalidError           4  payloads fail the dashboard schema (carries violations)
     ├── EndpointError                 5  a Databrain endpoint answered badly or not at all
-    │   ├── AuthError                 5  bad / missing credentials (names the env var, never the token)
-    │   ├── WorkspaceNotFoundError    5  WORKSPACE_ID_ERROR (names the workspace and those that exist)
+    │   ├── AuthError                 5  bad or missing credentials (names the env var only)
+    │   ├── WorkspaceNotFoundError    5  WORKSPACE_ID_ERROR (names it and the workspaces that exist)
     │   ├── DashboardNotFoundError    5  export of a dashboard that is not there
-    │   ├── RequestRejectedError      5  other 4xx: INVALID_REQUEST_BODY, unknown codes (code + message)
+    │   ├── RequestRejectedError      5  other 4xx: INVALID_REQUEST_BODY, unknown codes
     │   │   └── DuplicateDashboardError  an import refused because the id exists
     │   ├── RateLimitedError          5  429 beyond the retry budget or Retry-After cap
     │   ├── ServerError               5  5xx
@@ -139,10 +139,14 @@ class EndpointError(MigrateError):
         status: int | None = None,
         code: str | None = None,
         hint: str | None = None,
+        uncertain: bool = False,
     ) -> None:
         self.url = url
         self.status = status
         self.code = code
+        # True when a write may have taken effect although it failed (sent, then no answer).
+        self.uncertain = uncertain
+        self.attempts = 1
         super().__init__(message, hint=hint)
 
     @property
@@ -185,6 +189,8 @@ class DuplicateDashboardError(RequestRejectedError):
 
 class RateLimitedError(EndpointError):
     """429 beyond what the retry policy will wait for."""
+
+    retry_after: float | None = None
 
 
 class ServerError(EndpointError):

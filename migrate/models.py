@@ -125,6 +125,7 @@ class ImportResult:
     dashboard_id: str
     message: str | None = None
     name: str | None = None
+    attempts: int = 1
 
 
 class Action(enum.StrEnum):

@@ -1,0 +1,639 @@
+"""Async client for the documented Databrain API; the only module that imports httpx.
+
+Every httpx failure and every documented (and undocumented) error body is translated here into
+the `migrate.errors` tree, `raise ... from exc`. Reads are retried on transient failures; writes
+only where the request certainly did not take effect (see `DatabrainClient.import_dashboard`).
+The transport is injectable: tests and `sandbox://` URLs pass an in-process ASGI transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from migrate.errors import (
+    AuthError,
+    BadResponseError,
+    DashboardNotFoundError,
+    EndpointError,
+    RateLimitedError,
+    RequestRejectedError,
+    ServerError,
+    TransportError,
+    UntrustedJSONError,
+    WorkspaceNotFoundError,
+)
+from migrate.jsontext import JSONLimits, parse_json
+from migrate.models import DashboardRef, ExportFile, ImportResult, JSONObject, MetricRef
+
+AUTH_CODES = frozenset(
+    {"AUTH_ERROR", "AUTHENTICATION_ERROR", "INVALID_SERVICE_TOKEN", "INVALID_DATA_APP_API_KEY"}
+)
+PAGE_SIZE = 10
+MAX_PAGES = 100_000  # a server that never sends a short page must not keep us forever
+
+Operation = Literal["list_workspaces", "list_dashboards", "list_metrics", "export", "import"]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with full jitter, bounded by attempts and by a deadline.
+
+    `retry_after_cap_s` bounds how long a `Retry-After` may make us wait: beyond it the request
+    fails with a clear message rather than sleeping for hours.
+    """
+
+    attempts: int = 6
+    deadline_s: float = 180.0
+    base_s: float = 0.2
+    cap_s: float = 10.0
+    retry_after_cap_s: float = 300.0
+
+    def backoff(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before attempt `attempt + 1` (full jitter)."""
+        return float(rand() * min(self.cap_s, self.base_s * (2 ** (attempt - 1))))
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Connection settings shared by every request of one client."""
+
+    timeout_s: float = 60.0
+    connect_timeout_s: float = 10.0
+    max_connections: int = 32
+    max_body_bytes: int = JSONLimits().max_bytes
+    retry: RetryPolicy = RetryPolicy()
+    verify: str | bool = True  # CA bundle path or True; never False
+    user_agent: str = "migrate/0.1"
+
+
+class Pacer:
+    """Hooks every request passes through; this default does nothing (see `throttle`)."""
+
+    async def acquire(self) -> None:
+        """Wait until one more request may start."""
+
+    def release(self, *, rate_limited: bool = False, retry_after: float | None = None) -> None:
+        """Record how the request ended."""
+
+
+class _Answer:
+    """One HTTP exchange's outcome, parsed."""
+
+    def __init__(self, status: int, body: Any, headers: httpx.Headers, raw: bytes) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
+        self.raw = raw
+
+
+def _error_fields(body: Any) -> tuple[str | None, str | None]:
+    """The (code, message) of a Databrain error body, tolerant of the shapes seen in the wild."""
+    if not isinstance(body, dict):
+        return None, None
+    err = body.get("error")
+    if isinstance(err, dict):
+        code = err.get("code")
+        message = err.get("message")
+        return (str(code) if code is not None else None, str(message) if message else None)
+    if isinstance(err, str) and err:
+        return None, err
+    message = body.get("message")
+    return None, str(message) if isinstance(message, str) else None
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+class DatabrainClient:
+    """One Databrain endpoint (base URL + token). Use as `async with`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        token_source: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        options: ClientOptions | None = None,
+        pacer: Pacer | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.options = options or ClientOptions()
+        self.base_url = base_url.rstrip("/")
+        self.token_source = token_source or "the configured token"
+        self._pacer = pacer or Pacer()
+        self._sleep = sleep
+        self._clock = clock
+        self._rand = rand
+        opts = self.options
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/json",
+                "User-Agent": opts.user_agent,
+            },
+            timeout=httpx.Timeout(opts.timeout_s, connect=opts.connect_timeout_s, pool=None),
+            limits=httpx.Limits(
+                max_connections=opts.max_connections,
+                max_keepalive_connections=opts.max_connections,
+            ),
+            transport=transport,
+            verify=opts.verify if transport is None else True,
+            # Never follow redirects: the Authorization header must not reach another host.
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def __aenter__(self) -> DatabrainClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    # ---- documented calls -------------------------------------------------------------------
+
+    async def list_workspaces(self) -> list[str]:
+        """Names of every workspace the token can see (all pages)."""
+        items = await self._paginate("GET", "/api/v2/workspace", None, "list_workspaces")
+        return [name for item in items if isinstance(name := item.get("name"), str)]
+
+    async def list_dashboards(self, workspace: str) -> list[DashboardRef]:
+        """The full dashboard inventory of `workspace` (all pages, ids deduplicated)."""
+        items = await self._paginate(
+            "POST", "/api/v2/workspace/dashboards", {"workspaceName": workspace}, "list_dashboards"
+        )
+        refs: dict[str, DashboardRef] = {}
+        for item in items:
+            dash_id = item.get("externalDashboardId")
+            if not isinstance(dash_id, str) or not dash_id:
+                continue  # a dashboard without an external id cannot be exported or planned
+            name = item.get("name")
+            refs.setdefault(dash_id, DashboardRef(dash_id, name if isinstance(name, str) else ""))
+        return list(refs.values())
+
+    async def list_metrics(self, workspace: str) -> list[MetricRef]:
+        """The metrics of `workspace` (all pages)."""
+        items = await self._paginate(
+            "POST", "/api/v2/workspace/metrics", {"workspaceName": workspace}, "list_metrics"
+        )
+        return [
+            MetricRef(str(item.get("metricId", "")), str(item.get("name", "")))
+            for item in items
+            if item.get("metricId") is not None
+        ]
+
+    async def export_dashboard(self, workspace: str, dashboard_id: str) -> ExportFile:
+        """The export file of one dashboard, raw bytes and parsed."""
+        answer = await self._call(
+            "POST",
+            "/api/v2/data-app/export-dashboard",
+            {"dashboardId": dashboard_id, "workspaceName": workspace},
+            op="export",
+            workspace=workspace,
+            dashboard_id=dashboard_id,
+        )
+        if not isinstance(answer.body, dict) or not isinstance(answer.body.get("data"), dict):
+            raise BadResponseError(
+                f"export of {dashboard_id!r} from {self._url('/api/v2/data-app/export-dashboard')}"
+                " did not return an object with a `data` object",
+                url=self._url("/api/v2/data-app/export-dashboard"),
+                status=answer.status,
+            )
+        return ExportFile(raw=answer.raw, document=answer.body)
+
+    async def import_dashboard(
+        self,
+        workspace: str,
+        dashboard_id: str,
+        data: JSONObject,
+        *,
+        name: str | None = None,
+        schema_pairs: tuple[tuple[str, str], ...] = (),
+        body: bytes | None = None,
+    ) -> ImportResult:
+        """Import `data` as `dashboard_id` into `workspace`; `dashboardId` is always sent.
+
+        Retried only when the request certainly did not reach the server (connection refused,
+        429). Any other failure propagates; `EndpointError.uncertain` tells the caller whether the
+        import may have happened anyway, so it can confirm through the inventory before re-sending.
+        `body` lets a caller pass the request already serialized (large payloads).
+        """
+        payload: JSONObject = {
+            "workspaceName": workspace,
+            "dashboardId": dashboard_id,
+            "importDashboardData": data,
+        }
+        if name:
+            payload["dashboardName"] = name
+        if schema_pairs:
+            payload["schemaPairs"] = [
+                {"replaceSchema": old, "targetSchema": new} for old, new in schema_pairs
+            ]
+        answer = await self._call(
+            "POST",
+            "/api/v2/data-app/import-dashboard",
+            payload,
+            op="import",
+            workspace=workspace,
+            dashboard_id=dashboard_id,
+            content=body,
+        )
+        response = answer.body.get("data") if isinstance(answer.body, dict) else None
+        # Newer docs: {"data": {"response": {...}}}; older: {"data": []}. Accept both.
+        if isinstance(response, dict) and isinstance(response.get("response"), dict):
+            info = response["response"]
+            message = info.get("message")
+            new_name = info.get("dashboardName")
+            return ImportResult(
+                dashboard_id=str(info.get("dashboardId") or dashboard_id),
+                message=message if isinstance(message, str) else None,
+                name=new_name if isinstance(new_name, str) else None,
+                attempts=answer.attempts,
+            )
+        return ImportResult(dashboard_id=dashboard_id, attempts=answer.attempts)
+
+    # ---- plumbing ---------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    async def _paginate(
+        self, method: str, path: str, body: JSONObject | None, op: Operation
+    ) -> list[JSONObject]:
+        """Every item of a paginated list: request pages until a short or empty one.
+
+        Robust to servers that ignore pagination (a page longer than PAGE_SIZE is taken as the
+        whole list; a page repeating the previous one ends the walk).
+        """
+        items: list[JSONObject] = []
+        previous: list[Any] | None = None
+        workspace = body.get("workspaceName") if body else None
+        for page in range(1, MAX_PAGES + 1):
+            if method == "GET":
+                answer = await self._call(
+                    method,
+                    path,
+                    None,
+                    op=op,
+                    params={"isPagination": "true", "pageNumber": str(page)},
+                )
+            else:
+                answer = await self._call(
+                    method,
+                    path,
+                    {**(body or {}), "isPagination": True, "pageNumber": page},
+                    op=op,
+                    workspace=workspace if isinstance(workspace, str) else None,
+                )
+            data = answer.body.get("data") if isinstance(answer.body, dict) else None
+            if not isinstance(data, list):
+                raise BadResponseError(
+                    f"{self._url(path)} returned no `data` list (page {page})",
+                    url=self._url(path),
+                    status=answer.status,
+                )
+            if data == previous:
+                break
+            items.extend(item for item in data if isinstance(item, dict))
+            if len(data) < PAGE_SIZE or len(data) > PAGE_SIZE:
+                break
+            previous = data
+        return items
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        json_body: JSONObject | None,
+        *,
+        op: Operation,
+        workspace: str | None = None,
+        dashboard_id: str | None = None,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> _AnsweredCall:
+        """One logical call with retries; returns the parsed 2xx answer or raises EndpointError."""
+        policy = self.options.retry
+        started = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                answer = await self._exchange(
+                    method=method,
+                    path=path,
+                    json_body=json_body,
+                    params=params,
+                    content=content,
+                    op=op,
+                )
+                if 200 <= answer.status < 300:
+                    return _AnsweredCall(answer, attempt)
+                raise await self._translate(answer, path, op, workspace, dashboard_id)
+            except EndpointError as exc:
+                exc.attempts = attempt
+                delay = self._retry_delay(exc, op, attempt, started, policy)
+                if delay is None:
+                    raise
+                await self._sleep(delay)
+
+    def _retry_delay(
+        self, exc: EndpointError, op: Operation, attempt: int, started: float, policy: RetryPolicy
+    ) -> float | None:
+        """Seconds to wait before retrying, or None to give up now."""
+        if not _is_retryable(exc, op) or attempt >= policy.attempts:
+            return None
+        delay = policy.backoff(attempt, self._rand)
+        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+            if exc.retry_after > policy.retry_after_cap_s:
+                exc.message += (
+                    f" (the server asks to wait {exc.retry_after:.0f} s, more than the"
+                    f" {policy.retry_after_cap_s:.0f} s this run will wait)"
+                )
+                return None
+            delay = max(delay, exc.retry_after)
+        if self._clock() - started + delay > policy.deadline_s:
+            return None
+        return delay
+
+    async def _exchange(
+        self,
+        *,
+        method: str,
+        path: str,
+        json_body: JSONObject | None,
+        params: Mapping[str, str] | None,
+        content: bytes | None,
+        op: Operation,
+    ) -> _Answer:
+        """Send one HTTP request; read the body under the size cap; parse JSON."""
+        url = self._url(path)
+        if content is None and json_body is not None:
+            content = _dump(json_body)
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        await self._pacer.acquire()
+        rate_limited = False
+        retry_after: float | None = None
+        try:
+            request = self._http.build_request(
+                method, path, content=content, headers=headers, params=params
+            )
+            response = await self._http.send(request, stream=True)
+            try:
+                raw = await self._read_capped(response, url)
+            finally:
+                await response.aclose()
+            if response.status_code == 429:
+                rate_limited = True
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        except httpx.TimeoutException as exc:
+            sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+            raise TransportError(
+                f"{method} {url} timed out ({type(exc).__name__})", url=url, uncertain=sent
+            ) from exc
+        except httpx.ConnectError as exc:
+            raise TransportError(
+                f"cannot connect to {url}: {exc or type(exc).__name__}",
+                url=url,
+                hint="check the URL and that the server is running and reachable",
+                uncertain=False,
+            ) from exc
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise TransportError(
+                f"{method} {url} failed: the connection was lost"
+                f" ({type(exc).__name__}: {exc or 'no detail'})",
+                url=url,
+                uncertain=True,
+            ) from exc
+        finally:
+            self._pacer.release(rate_limited=rate_limited, retry_after=retry_after)
+        body: Any = None
+        if raw:
+            try:
+                body = parse_json(raw, source=f"the response of {method} {url}")
+            except UntrustedJSONError as exc:
+                if 200 <= response.status_code < 300:
+                    kind = _describe_body(response, raw)
+                    raise BadResponseError(
+                        f"{method} {url} answered HTTP {response.status_code} with {kind}, not"
+                        f" the documented JSON: {exc.message}",
+                        url=url,
+                        status=response.status_code,
+                        uncertain=op == "import",
+                    ) from exc
+                body = None  # an error status with a non-JSON body is translated by status
+        return _Answer(response.status_code, body, response.headers, raw)
+
+    async def _read_capped(self, response: httpx.Response, url: str) -> bytes:
+        limit = self.options.max_body_bytes
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise BadResponseError(
+                f"the response of {url} is {int(declared):,} bytes, over the {limit:,}-byte cap",
+                url=url,
+                status=response.status_code,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > limit:
+                raise BadResponseError(
+                    f"the response of {url} exceeds the {limit:,}-byte cap; reading stopped",
+                    url=url,
+                    status=response.status_code,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _translate(
+        self,
+        answer: _Answer,
+        path: str,
+        op: Operation,
+        workspace: str | None,
+        dashboard_id: str | None,
+    ) -> EndpointError:
+        """The EndpointError for a non-2xx answer."""
+        url = self._url(path)
+        status = answer.status
+        code, message = _error_fields(answer.body)
+        said = f"{code}: {message}" if code and message else (message or code or "")
+        detail = f" ({said})" if said else _html_note(answer)
+        if status in (401, 403) or (status in (400, 401) and code in AUTH_CODES):
+            return AuthError(
+                f"{url} refused the token from {self.token_source}{detail}",
+                url=url,
+                status=status,
+                code=code,
+                hint=f"check that {self.token_source} holds a valid Databrain service token"
+                " (Settings → Service Tokens) for this endpoint",
+            )
+        if status == 429:
+            err = RateLimitedError(
+                f"{url} is rate-limiting this client (HTTP 429){detail}",
+                url=url,
+                status=status,
+                code=code,
+                hint="lower --concurrency or set --max-rps / settings.max_rps",
+            )
+            err.retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+            return err
+        if status >= 500:
+            return ServerError(
+                f"{url} failed with HTTP {status}{detail}",
+                url=url,
+                status=status,
+                code=code,
+                uncertain=op == "import",
+            )
+        if code == "WORKSPACE_ID_ERROR" and workspace is not None:
+            available = await self._workspaces_if_possible()
+            where = f"; workspaces here: {', '.join(available)}" if available else ""
+            return WorkspaceNotFoundError(
+                f"workspace {workspace!r} not found at {self.base_url}{where}",
+                workspace=workspace,
+                available=available,
+                url=url,
+                status=status,
+                code=code,
+                hint="workspace names match exactly, case included; fix `workspace:` in the plan",
+            )
+        if op == "export" and status in (400, 404) and code != "INVALID_REQUEST_BODY":
+            return DashboardNotFoundError(
+                f"dashboard {dashboard_id} not found in workspace {workspace}{detail}",
+                dashboard_id=dashboard_id or "",
+                workspace=workspace or "",
+                url=url,
+                status=status,
+                code=code,
+            )
+        if code == "INVALID_REQUEST_BODY":
+            return RequestRejectedError(
+                f"{url} rejected the request body: {message or 'no detail given'}",
+                url=url,
+                status=status,
+                code=code,
+            )
+        if 300 <= status < 400:
+            return BadResponseError(
+                f"{url} redirected (HTTP {status}) to {answer.headers.get('Location', '?')};"
+                " redirects are not followed so the token never reaches another host",
+                url=url,
+                status=status,
+                hint="use the final API URL in the plan",
+            )
+        return RequestRejectedError(
+            f"{url} refused the request with HTTP {status}{detail}",
+            url=url,
+            status=status,
+            code=code or f"HTTP_{status}",
+        )
+
+    async def _workspaces_if_possible(self) -> list[str]:
+        """The workspace names for an error message; empty when they cannot be listed."""
+        try:
+            return await self.list_workspaces()
+        except EndpointError:
+            return []
+
+
+class _AnsweredCall(_Answer):
+    """A successful answer plus the number of HTTP attempts it took."""
+
+    def __init__(self, answer: _Answer, attempts: int) -> None:
+        super().__init__(answer.status, answer.body, answer.headers, answer.raw)
+        self.attempts = attempts
+
+
+def _is_retryable(exc: EndpointError, op: Operation) -> bool:
+    """Whether a failed attempt may simply be repeated."""
+    if isinstance(exc, RateLimitedError):
+        return True  # a 429 means the request was not processed
+    if op == "import":
+        # A write is repeated here only when it certainly never reached the server; any other
+        # failure goes up, so the caller can confirm through the inventory before re-sending.
+        return isinstance(exc, TransportError) and not exc.uncertain
+    if isinstance(exc, TransportError):
+        return True
+    return isinstance(exc, ServerError) and exc.status in (500, 502, 503, 504)
+
+
+def _dump(value: JSONObject) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _describe_body(response: httpx.Response, raw: bytes) -> str:
+    ctype = response.headers.get("Content-Type", "")
+    if "html" in ctype or raw.lstrip()[:1] == b"<":
+        return "an HTML page"
+    return f"a {ctype or 'non-JSON'} body"
+
+
+def _html_note(answer: _Answer) -> str:
+    if answer.raw and answer.body is None:
+        return f" ({'an HTML page' if answer.raw.lstrip()[:1] == b'<' else 'a non-JSON body'})"
+    return ""
+
+
+class _DroppedConnectionTransport(httpx.AsyncBaseTransport):
+    """Wraps an in-process ASGI app so that an app failure looks like a lost connection."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self._inner.handle_async_request(request)
+        except Exception as exc:  # any app crash is, to a client, a dead connection
+            raise httpx.RemoteProtocolError(
+                f"connection closed by the server ({type(exc).__name__})", request=request
+            ) from exc
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def asgi_transport(app: Any) -> httpx.AsyncBaseTransport:
+    """An in-process transport to an ASGI app; an app crash reads as a lost connection."""
+    return _DroppedConnectionTransport(httpx.ASGITransport(app=app))
+
+
+def ca_bundle_verify(ca_bundle: Path | None) -> str | bool:
+    """The `verify` setting: a CA bundle path when given, else the system store. Never off."""
+    return str(ca_bundle) if ca_bundle else True
