@@ -86,6 +86,9 @@ class Plan:
     dashboards: tuple[DashboardSpec, ...] = ()
     path: str = "<plan>"
     digest: str = ""  # sha256 of the plan file's bytes: keys journals and saved plans
+    # depends_on names that are no explicit `id:` entry in a plan that also has `match:` entries:
+    # they may name a matched dashboard, so only the source inventory can confirm them.
+    deferred_depends_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

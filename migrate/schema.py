@@ -1,0 +1,310 @@
+"""JSON Schemas shipped with `migrate`, compiled once, and the violations they find.
+
+The only module that imports `jsonschema`: plan checks come out as neutral `SchemaProblem`s (the
+plan loader turns them into located `PlanError`s), payload checks as `Violation`s with JSON paths
+like `data.metrics[3].query`. Every function here is pure apart from reading package data and the
+optional user schema file.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, ValidationError
+from jsonschema.validators import validator_for
+
+from migrate.errors import PlanError, Violation
+from migrate.jsontext import parse_json
+
+SchemaName = Literal["plan", "dashboard"]
+PathPart = str | int
+
+_MESSAGE_CAP = 200
+_IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
+
+
+@functools.cache
+def _schema(name: SchemaName) -> dict[str, Any]:
+    if name not in ("plan", "dashboard"):
+        raise ValueError(f"no schema named {name!r}")
+    raw = resources.files("migrate.schemas").joinpath(f"{name}.schema.json").read_bytes()
+    value = parse_json(raw, source=f"{name}.schema.json")
+    assert isinstance(value, dict)
+    return value
+
+
+def load_schema(name: SchemaName) -> dict[str, Any]:
+    """The package-data JSON Schema `name` (a copy: callers may change it freely)."""
+    return copy.deepcopy(_schema(name))
+
+
+@functools.cache
+def _validator(name: Literal["plan", "export", "data"]) -> Draft202012Validator:
+    """Compiled validators, built on first use and then shared by every caller."""
+    if name == "plan":
+        return Draft202012Validator(_schema("plan"))
+    dashboard = _schema("dashboard")
+    if name == "export":
+        return Draft202012Validator(dashboard)
+    data_only = {
+        "$schema": dashboard["$schema"],
+        "$defs": dashboard["$defs"],
+        "$ref": "#/$defs/importDashboardData",
+    }
+    return Draft202012Validator(data_only)
+
+
+# --- JSON paths -------------------------------------------------------------------------------
+
+
+def json_path(parts: Iterable[PathPart], root: str = "") -> str:
+    """`("data", "metrics", 3, "query")` → `data.metrics[3].query`; the empty path is `(root)`."""
+    text = root
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif _IDENTIFIER.match(part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{_quote(part)}]"
+    return text or "(root)"
+
+
+def _quote(key: str) -> str:
+    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name of a parsed value (`object`, `array`, `string`, ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _expected_types(value: Any) -> str:
+    names = [value] if isinstance(value, str) else list(value)
+    return " or ".join(f"{'an' if n[0] in 'aeiou' else 'a'} {n}" for n in names)
+
+
+def _listed(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def _natural_key(path: str) -> tuple[tuple[int, int, str], ...]:
+    return tuple(
+        (0, int(token), "") if token.isdigit() else (1, 0, token)
+        for token in re.split(r"(\d+)", path)
+        if token
+    )
+
+
+def _sorted(violations: Iterable[Violation]) -> list[Violation]:
+    return sorted(set(violations), key=lambda v: (_natural_key(v.path), v.message))
+
+
+def format_violations(violations: Sequence[Violation], limit: int = 20) -> list[str]:
+    """Lines for a report: violations sorted by path, at most `limit`, then `... and N more`."""
+    ordered = _sorted(violations)
+    lines = [str(v) for v in ordered[:limit]]
+    if len(ordered) > limit:
+        lines.append(f"... and {len(ordered) - limit} more")
+    return lines
+
+
+# --- payloads ---------------------------------------------------------------------------------
+
+
+def _violation(error: ValidationError, prefix: Sequence[PathPart]) -> Violation:
+    parts = [*prefix, *error.absolute_path]
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [k for k in _listed(error.validator_value) if k not in error.instance]
+        if missing:
+            return Violation(json_path([*parts, missing[0]]), "is required but missing")
+    if error.validator == "type":
+        message = (
+            f"must be {_expected_types(error.validator_value)}, "
+            f"not {'an' if json_type(error.instance)[0] in 'aeiou' else 'a'} "
+            f"{json_type(error.instance)}"
+        )
+    else:
+        # jsonschema's own text echoes the instance, which may be megabytes: keep it short.
+        message = error.message
+        if len(message) > _MESSAGE_CAP:
+            message = message[: _MESSAGE_CAP - 1] + "…"
+    return Violation(json_path(parts), message)
+
+
+def _violations(validator: Any, instance: Any, prefix: Sequence[PathPart] = ()) -> list[Violation]:
+    return [_violation(error, prefix) for error in validator.iter_errors(instance)]
+
+
+class PayloadValidator:
+    """The dashboard schema (plus an optional stricter user schema), compiled once, reused."""
+
+    def __init__(self, extra_schema_path: Path | None = None) -> None:
+        self._export = _validator("export")
+        self._data = _validator("data")
+        self._extra: Any = None
+        self.extra_schema_path = extra_schema_path
+        if extra_schema_path is not None:
+            self._extra = _compile_user_schema(extra_schema_path)
+
+    def validate_export(self, document: Any) -> list[Violation]:
+        """Every violation of a whole export file `{_meta, data}`, sorted by path."""
+        found = _violations(self._export, document)
+        if self._extra is not None and isinstance(document, dict) and "data" in document:
+            found += _violations(self._extra, document["data"], ("data",))
+        return _sorted(found)
+
+    def validate_data(self, data: Any) -> list[Violation]:
+        """Every violation of an `importDashboardData` object, paths under `data`, sorted."""
+        found = _violations(self._data, data, ("data",))
+        if self._extra is not None:
+            found += _violations(self._extra, data, ("data",))
+        return _sorted(found)
+
+
+def _compile_user_schema(path: Path) -> Any:
+    """Read and compile the user's `payload_schema`; anything wrong with it is a PlanError."""
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PlanError(
+            f"cannot read payload_schema: {exc.strerror or exc}",
+            file=source,
+            hint="fix settings.payload_schema: it must name a readable JSON Schema file",
+        ) from exc
+    schema = parse_json(raw, source=source)
+    if not isinstance(schema, (dict, bool)):
+        raise PlanError(
+            f"payload_schema is a JSON {json_type(schema)}, not a JSON Schema",
+            file=source,
+            hint='a JSON Schema is an object such as {"type": "object"}',
+        )
+    cls: Any = validator_for(schema, default=Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        where = json_path(exc.absolute_path) if exc.absolute_path else "(root)"
+        raise PlanError(
+            f"payload_schema is not a valid JSON Schema at {where}: {exc.message[:_MESSAGE_CAP]}",
+            file=source,
+            hint="check the schema against the JSON Schema 2020-12 metaschema",
+        ) from exc
+    try:
+        return cls(schema)
+    except jsonschema.exceptions.UnknownType as exc:  # pragma: no cover - check_schema catches
+        raise PlanError(f"payload_schema cannot be compiled: {exc}", file=source) from exc
+
+
+def check_export_meta(
+    document: Mapping[str, Any], *, dashboard_id: str, workspace: str
+) -> list[Violation]:
+    """Violations where `_meta` names another dashboard or workspace than the one asked for.
+
+    A missing `_meta` (or a missing field) is not a violation: the docs show it, but the payload
+    itself is what gets imported, and we do not reject what the API does not promise.
+    """
+    meta = document.get("_meta") if isinstance(document, Mapping) else None
+    if not isinstance(meta, Mapping):
+        return []
+    found: list[Violation] = []
+    for key, wanted in (("dashboardId", dashboard_id), ("workspaceName", workspace)):
+        value = meta.get(key)
+        if value is not None and value != wanted:
+            found.append(
+                Violation(
+                    f"_meta.{key}",
+                    f"names {str(value)[:_MESSAGE_CAP]!r}, but {wanted!r} was asked for",
+                )
+            )
+    return found
+
+
+# --- plans ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SchemaProblem:
+    """One plan-schema failure, in terms the plan loader can locate and explain."""
+
+    path: tuple[PathPart, ...]
+    kind: str  # the JSON Schema keyword that failed: type, required, additionalProperties, ...
+    expected: str = ""  # what would be valid, in words
+    keys: tuple[str, ...] = ()  # unexpected keys (additionalProperties) or missing (required)
+    allowed: tuple[str, ...] = ()  # the valid keys or values at this place
+    description: str = ""  # the schema's description of the failing place
+    got: str = ""  # the JSON type of the value found (never the value: it may be a secret)
+
+
+def _plan_problem(error: ValidationError) -> SchemaProblem:
+    path = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    description = str(schema.get("description", ""))
+    instance = error.instance
+    kind = str(error.validator)
+    if kind == "additionalProperties" and isinstance(instance, dict):
+        properties = tuple(schema.get("properties", {}))
+        extra = tuple(k for k in instance if k not in properties)
+        return SchemaProblem(path, kind, keys=extra, allowed=properties, description=description)
+    if kind == "required" and isinstance(instance, dict):
+        missing = tuple(k for k in _listed(error.validator_value) if k not in instance)
+        props = schema.get("properties", {})
+        return SchemaProblem(
+            path,
+            kind,
+            keys=missing,
+            allowed=tuple(props),
+            description=" ".join(str(props.get(k, {}).get("description", "")) for k in missing),
+        )
+    if kind == "type":
+        return SchemaProblem(
+            path,
+            kind,
+            expected=_expected_types(error.validator_value),
+            description=description,
+            got=json_type(instance),
+        )
+    if kind == "enum":
+        allowed = tuple(str(v) for v in _listed(error.validator_value))
+        return SchemaProblem(path, kind, expected="one of " + ", ".join(allowed), allowed=allowed)
+    if kind == "const":
+        return SchemaProblem(path, kind, expected=f"exactly {error.validator_value!r}")
+    if kind in ("minimum", "exclusiveMinimum"):
+        sign = "≥" if kind == "minimum" else ">"
+        return SchemaProblem(
+            path, kind, expected=f"a number {sign} {error.validator_value}", description=description
+        )
+    if kind == "minLength":
+        return SchemaProblem(path, kind, expected="a non-empty string", description=description)
+    if kind == "pattern":
+        return SchemaProblem(path, kind, expected=description or "a different form")
+    return SchemaProblem(path, kind, expected=error.message[:_MESSAGE_CAP], description=description)
+
+
+def plan_problems(document: Any) -> list[SchemaProblem]:
+    """Every way `document` fails the plan schema, outermost first (none: it is valid)."""
+    errors = sorted(_validator("plan").iter_errors(document), key=lambda e: len(e.absolute_path))
+    return [_plan_problem(e) for e in errors]
