@@ -1,0 +1,356 @@
+"""The dependency graph of planned dashboards: edges, order, selection, rendering.
+
+The only module that imports networkx; its exceptions are translated here into PlanError.
+An edge `dependent → dependency` means the dependency must be imported first. Edges come from a
+plan's `depends_on` (explicit) and from payload strings equal to another planned dashboard's id
+(inferred, with the JSON path where the reference sits). An explicit and an inferred edge between
+the same pair are both kept, as separate records: each tells the user something different.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from functools import cached_property
+from typing import Any, Literal
+
+import networkx as nx  # type: ignore[import-untyped]  # networkx ships no type information
+
+from migrate.errors import PlanError
+from migrate.transform import format_path, iter_strings, link_parts
+
+Origin = Literal["explicit", "inferred"]
+GraphFormat = Literal["text", "mermaid", "dot", "json"]
+
+
+@dataclass(frozen=True)
+class Edge:
+    """`dependent` needs `dependency` imported first; `path` locates an inferred reference."""
+
+    dependent: str
+    dependency: str
+    origin: Origin
+    path: str | None = None
+
+    def sort_key(self) -> tuple[str, str, str, str]:
+        """Edges sort by (dependent, dependency, origin, path)."""
+        return (self.dependent, self.dependency, self.origin, self.path or "")
+
+
+@dataclass(frozen=True)
+class DependencyGraph:
+    """An acyclic graph of dashboard ids; `build_graph` makes one and sorts its fields."""
+
+    nodes: tuple[str, ...]
+    edges: tuple[Edge, ...] = ()
+
+    @cached_property
+    def _nx(self) -> Any:
+        # Arcs run dependency → dependent, so a topological order is an import order.
+        digraph = nx.DiGraph()
+        digraph.add_nodes_from(self.nodes)
+        digraph.add_edges_from((e.dependency, e.dependent) for e in self.edges)
+        return digraph
+
+    def _require(self, node: str) -> None:
+        if node not in self._nx:
+            raise PlanError(f"{node!r} is not a dashboard of this plan")
+
+    def order(self) -> list[str]:
+        """Every dependency before its dependents; ties broken by id (lexicographic Kahn)."""
+        try:
+            return list(nx.lexicographical_topological_sort(self._nx))
+        except nx.NetworkXUnfeasible as exc:
+            raise _cycle_error(self.nodes, self.edges) from exc
+
+    def dependencies(self, node: str) -> list[str]:
+        """What `node` needs directly, sorted."""
+        self._require(node)
+        return sorted(self._nx.predecessors(node))
+
+    def dependents(self, node: str) -> list[str]:
+        """What needs `node` directly, sorted."""
+        self._require(node)
+        return sorted(self._nx.successors(node))
+
+    def ancestors(self, node: str) -> set[str]:
+        """Everything `node` transitively depends on."""
+        self._require(node)
+        return set(nx.ancestors(self._nx, node))
+
+    def descendants(self, node: str) -> set[str]:
+        """Everything that transitively depends on `node`."""
+        self._require(node)
+        return set(nx.descendants(self._nx, node))
+
+    def edges_between(self, dependent: str, dependency: str) -> list[Edge]:
+        """The edge records (explicit and/or inferred) from `dependent` to `dependency`."""
+        return [e for e in self.edges if e.dependent == dependent and e.dependency == dependency]
+
+
+def find_references(
+    data: Any, ids: Collection[str], *, root: str = "data"
+) -> list[tuple[str, str]]:
+    """Every string value in `data` exactly equal to one of `ids`, as (JSON path, id).
+
+    Values at any depth in dicts and lists; never dict keys, never substrings. Sorted by path,
+    list indices numerically (`[2]` before `[10]`).
+    """
+    wanted = ids if isinstance(ids, set | frozenset | dict) else set(ids)
+    found = [
+        (link_parts(link), value) for link, _key, value in iter_strings(data) if value in wanted
+    ]
+    # Parts compare pairwise; two paths first differ under one container, so both parts there
+    # are keys or both are indices, and the comparison never mixes str with int.
+    found.sort(key=lambda item: item[0])
+    return [(format_path(parts, root), value) for parts, value in found]
+
+
+def build_graph(
+    nodes: Iterable[str],
+    explicit: Mapping[str, Iterable[str]],
+    payloads: Mapping[str, Any] | None = None,
+    *,
+    infer: bool = True,
+) -> DependencyGraph:
+    """The graph of `nodes` with explicit edges and, when `infer`, edges found in `payloads`.
+
+    `payloads[id]` is the dashboard's `data`. Self-references are ignored. Raises PlanError when
+    an explicit dependency (or dependent) is not a node, and when the edges form a cycle.
+    """
+    node_set = set(nodes)
+    edges: set[Edge] = set()
+    for dependent, dependencies in explicit.items():
+        for dependency in dependencies:
+            for name in (dependent, dependency):
+                if name not in node_set:
+                    raise PlanError(
+                        f"{dependent!r} depends on {dependency!r}, but {name!r} is not a "
+                        "dashboard of this plan",
+                        hint=f"add {name!r} to dashboards: or remove it from depends_on"
+                        + _close_hint(name, node_set),
+                    )
+            if dependent != dependency:
+                edges.add(Edge(dependent, dependency, "explicit"))
+            else:
+                raise PlanError(
+                    f"{dependent!r} depends on itself",
+                    hint=f"remove {dependent!r} from its own depends_on",
+                )
+    if infer and payloads:
+        for dependent in sorted(node_set & payloads.keys()):
+            for path, dependency in find_references(payloads[dependent], node_set):
+                if dependency != dependent:
+                    edges.add(Edge(dependent, dependency, "inferred", path))
+    graph = DependencyGraph(tuple(sorted(node_set)), tuple(sorted(edges, key=Edge.sort_key)))
+    graph.order()  # raises the cycle error now, not at first use
+    return graph
+
+
+def _close_hint(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(candidates), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+
+
+def _cycle_error(nodes: Sequence[str], edges: Sequence[Edge]) -> PlanError:
+    """A PlanError naming one cycle, starting at its smallest id, and each edge's origin."""
+    needs: dict[str, set[str]] = {}
+    for edge in edges:
+        needs.setdefault(edge.dependent, set()).add(edge.dependency)
+    digraph = nx.DiGraph()
+    digraph.add_nodes_from(nodes)
+    digraph.add_edges_from((e.dependent, e.dependency) for e in edges)
+    cyclic = [
+        component
+        for component in nx.strongly_connected_components(digraph)
+        if len(component) > 1 or any(n in needs.get(n, ()) for n in component)
+    ]
+    start = min(min(component) for component in cyclic)
+    component = next(c for c in cyclic if start in c)
+    # Shortest way back to `start` inside its component; successors in id order, so the
+    # reported cycle is the same on every run.
+    previous: dict[str, str] = {}
+    frontier = [start]
+    end = None
+    while frontier and end is None:
+        following: list[str] = []
+        for node in frontier:
+            for succ in sorted(needs.get(node, ())):
+                if succ == start:
+                    end = node
+                    break
+                if succ in component and succ not in previous:
+                    previous[succ] = node
+                    following.append(succ)
+            if end is not None:
+                break
+        frontier = following
+    assert end is not None  # start lies on a cycle inside its strongly connected component
+    path = [end]
+    while path[-1] != start:
+        path.append(previous[path[-1]])
+    path.reverse()
+    path.append(start)
+    lines = []
+    any_inferred = False
+    for dependent, dependency in itertools.pairwise(path):
+        for edge in sorted(
+            (e for e in edges if e.dependent == dependent and e.dependency == dependency),
+            key=Edge.sort_key,
+        ):
+            if edge.origin == "explicit":
+                lines.append(f"  {dependent} → {dependency}: depends_on in the plan")
+            else:
+                any_inferred = True
+                lines.append(f"  {dependent} → {dependency}: inferred from {edge.path}")
+    hint = "remove one of these depends_on entries"
+    if any_inferred:
+        hint += (
+            ", change the payload reference, or set settings.infer_dependencies: false"
+            " to ignore references found in payloads"
+        )
+    return PlanError(
+        "dependency cycle: " + " → ".join(path) + " (→ reads 'depends on')\n" + "\n".join(lines),
+        hint=hint,
+    )
+
+
+def select(graph: DependencyGraph, selectors: Sequence[str]) -> set[str]:
+    """The dashboards `selectors` name (DESIGN A1); all of them when there are no selectors.
+
+    A selector is an id or glob (fnmatchcase); `+SEL` adds what SEL's matches depend on,
+    `SEL+` what depends on them, `+SEL+` both. An exact id wins over reading `+` as an operator.
+    A selector that matches nothing is a PlanError.
+    """
+    if not selectors:
+        return set(graph.nodes)
+    chosen: set[str] = set()
+    for selector in selectors:
+        up = down = False
+        pattern = selector
+        if pattern not in graph.nodes:
+            if pattern.startswith("+") and len(pattern) > 1:
+                up, pattern = True, pattern[1:]
+            if pattern.endswith("+") and len(pattern) > 1:
+                down, pattern = True, pattern[:-1]
+        matched = (
+            [pattern]
+            if pattern in graph.nodes
+            else [n for n in graph.nodes if fnmatchcase(n, pattern)]
+        )
+        if not matched:
+            raise PlanError(
+                f"--select {selector!r} matches no dashboard of this plan",
+                hint="use a planned dashboard id or a glob such as 'sales-*'"
+                + _close_hint(pattern, graph.nodes),
+            )
+        for node in matched:
+            chosen.add(node)
+            if up:
+                chosen |= graph.ancestors(node)
+            if down:
+                chosen |= graph.descendants(node)
+    return chosen
+
+
+# -------------------------------------------------------------------------------- rendering
+def render_graph(
+    graph: DependencyGraph, fmt: GraphFormat, *, labels: Mapping[str, str] | None = None
+) -> str:
+    """The graph as text, Mermaid, Graphviz dot or JSON; arrows run dependency → dependent.
+
+    Explicit edges are solid, inferred ones dashed (Mermaid, dot). Ids may hold any character:
+    Mermaid and dot use synthetic node names (`n0`, ...) with escaped labels.
+    """
+    labels = labels or {}
+    order = graph.order()
+    if fmt == "json":
+        document: dict[str, Any] = {
+            "nodes": list(graph.nodes),
+            "edges": [
+                {
+                    "dependent": e.dependent,
+                    "dependency": e.dependency,
+                    "origin": e.origin,
+                    "path": e.path,
+                }
+                for e in graph.edges
+            ],
+            "order": order,
+        }
+        if labels:
+            document["labels"] = {n: labels[n] for n in graph.nodes if n in labels}
+        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if fmt == "text":
+        return _render_text(graph, order, labels)
+    if fmt in ("mermaid", "dot"):
+        return _render_diagram(graph, order, labels, fmt)
+    raise PlanError(f"unknown graph format {fmt!r}", hint="use text, mermaid, dot or json")
+
+
+def _show(node: str) -> str:
+    # Quote ids that would blur a line (spaces at the ends, control characters, empty).
+    if node and node.isprintable() and node.strip() == node:
+        return node
+    return json.dumps(node, ensure_ascii=False)
+
+
+def _render_text(graph: DependencyGraph, order: list[str], labels: Mapping[str, str]) -> str:
+    width = len(str(len(order)))
+    lines: list[str] = []
+    for number, node in enumerate(order, 1):
+        label = f"  ({_show(labels[node])})" if node in labels else ""
+        lines.append(f"{number:>{width}}. {_show(node)}{label}")
+        for dependency in graph.dependencies(node):
+            for edge in graph.edges_between(node, dependency):
+                origin = "explicit" if edge.origin == "explicit" else f"inferred at {edge.path}"
+                lines.append(f"{'':>{width}}    needs {_show(dependency)} ({origin})")
+    return "\n".join(lines) + "\n"
+
+
+def _escape_mermaid(text: str) -> str:
+    # Mermaid reads #NNN; as a character code inside a quoted label; letters, digits and a few
+    # harmless marks pass through, everything else is encoded so no id can end the label.
+    return "".join(ch if ch.isalnum() or ch in " _-.,:/()+*@" else f"#{ord(ch)};" for ch in text)
+
+
+def _escape_dot(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _render_diagram(
+    graph: DependencyGraph, order: list[str], labels: Mapping[str, str], fmt: str
+) -> str:
+    names = {node: f"n{index}" for index, node in enumerate(graph.nodes)}
+    pairs: dict[tuple[str, str], list[Edge]] = {}
+    for edge in graph.edges:
+        pairs.setdefault((edge.dependency, edge.dependent), []).append(edge)
+
+    def text_of(node: str) -> str:
+        return f"{node} ({labels[node]})" if node in labels else node
+
+    if fmt == "mermaid":
+        lines = ["graph TD"]
+        lines += [f'    {names[n]}["{_escape_mermaid(text_of(n))}"]' for n in order]
+        for (dependency, dependent), records in sorted(pairs.items()):
+            explicit = any(e.origin == "explicit" for e in records)
+            arrow = "-->" if explicit else "-.->"
+            lines.append(f"    {names[dependency]} {arrow} {names[dependent]}")
+        return "\n".join(lines) + "\n"
+    lines = ["digraph dependencies {", "    rankdir=LR;", "    node [shape=box];"]
+    lines += [f'    "{names[n]}" [label="{_escape_dot(text_of(n))}"];' for n in order]
+    for (dependency, dependent), records in sorted(pairs.items()):
+        explicit = any(e.origin == "explicit" for e in records)
+        paths = [e.path for e in records if e.path]
+        attrs = [] if explicit else ["style=dashed"]
+        if paths:
+            more = f" (+{len(paths) - 1})" if len(paths) > 1 else ""
+            attrs.append(f'tooltip="{_escape_dot(paths[0] + more)}"')
+        suffix = f" [{', '.join(attrs)}]" if attrs else ""
+        lines.append(f'    "{names[dependency]}" -> "{names[dependent]}"{suffix};')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
