@@ -1,0 +1,64 @@
+"""How a sandbox is configured: the frozen `SandboxConfig` and the `--rate-limit N/S` syntax."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_TOKEN = "sandbox-token"  # noqa: S105  # documented public default, not a secret
+"""The documented token for local use; the sandbox guards nothing worth a secret."""
+
+KNOWN_SEEDS = ("demo", "empty")
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Everything a sandbox app starts with; fault knobs can be changed later on `Sandbox.faults`.
+
+    `seed="demo"` loads the demo data set only when the database has no workspaces yet, so
+    re-opening a seeded database never duplicates it. Rates are fractions in [0, 1].
+    `rate_limit` is `(N requests, per S seconds)` per client IP in fixed windows.
+    """
+
+    db_path: str | Path
+    token: str = DEFAULT_TOKEN
+    seed: str | None = None
+    latency_ms: float = 0
+    fail_rate: float = 0.0
+    drop_rate: float = 0.0
+    rate_limit: tuple[int, float] | None = None
+    retry_after_http_date: bool = False
+    remint_ids: bool = False
+    company_unique_ids: bool = False
+    legacy_import_response: bool = False
+    random_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("fail_rate", "drop_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        if self.latency_ms < 0:
+            raise ValueError(f"latency_ms must not be negative, got {self.latency_ms}")
+        if self.rate_limit is not None:
+            count, window = self.rate_limit
+            if count < 1 or window <= 0:
+                raise ValueError(f"rate_limit needs N >= 1 and S > 0, got {count}/{window}")
+        if self.seed is not None and self.seed not in KNOWN_SEEDS:
+            raise ValueError(f"unknown seed {self.seed!r}; known: {', '.join(KNOWN_SEEDS)}")
+        if not self.token:
+            raise ValueError("token must not be empty")
+
+
+def parse_rate_limit(text: str) -> tuple[int, float]:
+    """Parse the `--rate-limit N/S` syntax (`500/120`, `5/0.5`); ValueError says what is wrong."""
+    count_text, sep, window_text = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        count, window = int(count_text), float(window_text)
+    except ValueError:
+        raise ValueError(f"rate limit {text!r} is not N/S, e.g. 500/120") from None
+    if count < 1 or window <= 0:
+        raise ValueError(f"rate limit {text!r} needs N >= 1 and S > 0")
+    return count, window

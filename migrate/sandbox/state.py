@@ -1,0 +1,160 @@
+"""`Sandbox`: the state behind one sandbox app, and what tests inspect without HTTP.
+
+It owns the SQLite store, the runtime fault knobs (`faults`), the server behaviours (`modes`)
+and the statistics: committed writes, a log of every request, and concurrency peaks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from migrate.models import JSONObject
+from migrate.sandbox.config import SandboxConfig
+from migrate.sandbox.faults import Faults, RateLimiter
+from migrate.sandbox.store import Store
+
+RequestKind = Literal[
+    "list_workspaces", "list_dashboards", "list_metrics", "export", "import", "unknown"
+]
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One finished request. Times are `time.monotonic()` seconds; `dropped` marks a cut reply.
+
+    `workspace` and `dashboard_id` come from the request (body or query) when readable, so a
+    request refused before its handler ran (429, injected 5xx) still names its dashboard; an
+    import without `dashboardId` logs the id the server generated.
+    """
+
+    method: str
+    path: str
+    kind: RequestKind
+    workspace: str | None
+    dashboard_id: str | None
+    status: int
+    started: float
+    finished: float
+    dropped: bool = False
+
+    @property
+    def duration(self) -> float:
+        """Seconds from arrival to the end of the response (or the cut)."""
+        return self.finished - self.started
+
+
+@dataclass
+class Modes:
+    """How the server behaves where the real API is undocumented; settable at runtime."""
+
+    remint_ids: bool = False
+    company_unique_ids: bool = False
+    legacy_import_response: bool = False
+
+
+class Sandbox:
+    """A sandbox's data, knobs and statistics; `create_app` puts one on `app.state.sandbox`."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        self.store = Store(config.db_path)
+        self.faults = Faults(
+            latency_ms=config.latency_ms,
+            fail_rate=config.fail_rate,
+            drop_rate=config.drop_rate,
+            rate_limit=config.rate_limit,
+            retry_after_http_date=config.retry_after_http_date,
+            random_seed=config.random_seed,
+        )
+        self.modes = Modes(
+            remint_ids=config.remint_ids,
+            company_unique_ids=config.company_unique_ids,
+            legacy_import_response=config.legacy_import_response,
+        )
+        self.rate_limiter = RateLimiter()
+        self._stats_lock = threading.Lock()
+        self.write_count = 0
+        self.request_log: list[RequestRecord] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        if config.seed == "demo":
+            # Imported here: seed builds on Sandbox-shaped targets and would otherwise cycle.
+            from migrate.sandbox.seed import seed_demo  # noqa: PLC0415
+
+            seed_demo(self.store)
+
+    # -- statistics -------------------------------------------------------------------------
+
+    def reset_stats(self) -> None:
+        """Zero the write count and request log; the in-flight peak restarts from now."""
+        with self._stats_lock:
+            self.write_count = 0
+            self.request_log = []
+            self.max_in_flight = self.in_flight
+        self.rate_limiter.reset()
+
+    def request_started(self) -> float:
+        """Count a request in; returns its start time."""
+        with self._stats_lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        return time.monotonic()
+
+    def request_finished(self, record: RequestRecord) -> None:
+        """Count a request out and log it."""
+        with self._stats_lock:
+            self.in_flight -= 1
+            self.request_log.append(record)
+
+    def write_committed(self) -> None:
+        """Count one committed import."""
+        with self._stats_lock:
+            self.write_count += 1
+
+    def requests(
+        self, kind: RequestKind | None = None, dashboard_id: str | None = None
+    ) -> list[RequestRecord]:
+        """The logged requests, optionally only one kind and/or one dashboard."""
+        with self._stats_lock:
+            log = list(self.request_log)
+        return [
+            r
+            for r in log
+            if (kind is None or r.kind == kind)
+            and (dashboard_id is None or r.dashboard_id == dashboard_id)
+        ]
+
+    # -- direct data access (no HTTP, not counted as writes) --------------------------------
+
+    def workspaces(self) -> list[str]:
+        """Workspace names in creation order."""
+        return self.store.workspaces()
+
+    def add_workspace(self, name: str) -> None:
+        """Create a workspace unless it exists."""
+        self.store.add_workspace(name)
+
+    def put_dashboard(self, workspace: str, dashboard_id: str, name: str, data: JSONObject) -> None:
+        """Insert a dashboard directly (creating the workspace if needed); ValueError if taken."""
+        self.store.add_workspace(workspace)
+        if not self.store.insert_dashboard(workspace, dashboard_id, name, data):
+            raise ValueError(f"dashboard {dashboard_id!r} already exists in {workspace!r}")
+
+    def get_dashboard(self, workspace: str, dashboard_id: str) -> JSONObject | None:
+        """The stored `data` of a dashboard, or None."""
+        return self.store.get_dashboard(workspace, dashboard_id)
+
+    def update_dashboard(self, workspace: str, dashboard_id: str, data: JSONObject) -> None:
+        """Replace a dashboard's `data`, as a user editing it would; KeyError if absent."""
+        self.store.update_dashboard(workspace, dashboard_id, data)
+
+    def list_dashboards(self, workspace: str) -> list[tuple[str, str]]:
+        """`(id, name)` of every dashboard in the workspace, in listing order."""
+        return self.store.list_dashboards(workspace)
+
+    def close(self) -> None:
+        """Release the database."""
+        self.store.close()
