@@ -1,0 +1,483 @@
+"""The command line: parse options, call one core function, render the result, exit.
+
+This is the only module that prints or exits. `MigrateError`s become a clean message and their
+A5 exit code; anything else is a bug (exit 1) and shows its traceback only with `--debug`. All
+output passes through `credentials.redact`, so a token can never reach the console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+
+from migrate import __version__
+from migrate.connection import ConnectionPolicy, check_url, open_client
+from migrate.credentials import redact
+from migrate.errors import InsecureURLError, MigrateError, PlanError, UsageError
+from migrate.events import Outcome, Progress
+from migrate.models import Action, Endpoint, Plan, Result
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(
+    help="Move Databrain dashboards between workspaces: plan, validate, order, import, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Locals in a traceback could hold a token: never show them.
+    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class _State:
+    debug = False
+    quiet = False
+    policy = ConnectionPolicy()
+
+
+STATE = _State()
+
+
+def out(text: str = "") -> None:
+    """Print to stdout, redacted."""
+    sys.stdout.write(redact(text) + "\n")
+    sys.stdout.flush()
+
+
+def err(text: str) -> None:
+    """Print to stderr, redacted."""
+    sys.stderr.write(redact(text) + "\n")
+    sys.stderr.flush()
+
+
+def _fail(exc: MigrateError) -> NoReturn:
+    err(f"error: {exc}")
+    if STATE.debug:
+        err(redact("".join(traceback.format_exception(exc))))
+    raise typer.Exit(exc.exit_code)
+
+
+def handled(func: Callable[P, R]) -> Callable[P, R]:
+    """Run a command, turning MigrateError into its exit code and any other error into exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except MigrateError as exc:
+            _fail(exc)
+        except KeyboardInterrupt:
+            err("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if STATE.debug:
+                err(redact("".join(traceback.format_exception(exc))))
+            else:
+                err(
+                    f"internal error (a bug in migrate): {type(exc).__name__}: {redact(str(exc))}"
+                    "\n  rerun with --debug for the traceback, and report it"
+                )
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        out(f"migrate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Full tracebacks (tokens redacted).")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only errors and the summary.")
+    ] = False,
+    state_dir: Annotated[
+        Path, typer.Option("--state-dir", help="Journals, locks, embedded sandbox databases.")
+    ] = Path(".migrate"),
+    ca_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-bundle",
+            help="CA bundle for TLS (else SSL_CERT_FILE, else system).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    allow_insecure_http: Annotated[
+        bool,
+        typer.Option("--allow-insecure-http", help="Allow plain http to a non-loopback host."),
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Move Databrain dashboards between workspaces."""
+    STATE.debug = debug
+    STATE.quiet = quiet
+    STATE.policy = ConnectionPolicy(
+        state_dir=state_dir, allow_insecure_http=allow_insecure_http, ca_bundle=ca_bundle
+    )
+
+
+class PlanFormat(StrEnum):
+    """Output formats of `plan`."""
+
+    TEXT = "text"
+    JSON = "json"
+    MARKDOWN = "markdown"
+
+
+class GraphFormat(StrEnum):
+    """Output formats of `graph`."""
+
+    TEXT = "text"
+    MERMAID = "mermaid"
+    DOT = "dot"
+    JSON = "json"
+
+
+class SchemaName(StrEnum):
+    """Schemas `migrate schema` can print."""
+
+    PLAN = "plan"
+    DASHBOARD = "dashboard"
+
+
+_SYMBOL = {
+    Action.CREATE: "+",
+    Action.UNCHANGED: "=",
+    Action.SKIP: "~",
+    Action.CONFLICT: "!",
+    Action.INVALID: "x",
+    Action.BLOCKED: "-",
+}
+
+
+class ConsoleProgress(Progress):
+    """Plain, timestamped lines (fit for CI logs); silent but for warnings with --quiet."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self.quiet = quiet
+        self.t0 = time.monotonic()
+
+    def _line(self, text: str) -> None:
+        if not self.quiet:
+            err(f"[{time.monotonic() - self.t0:7.2f}s] {text}")
+
+    def stage(self, message: str) -> None:
+        """Show the phase."""
+        self._line(message)
+
+    def warn(self, message: str) -> None:
+        """Always shown."""
+        err(f"warning: {message}")
+
+    def finished(self, outcome: Outcome) -> None:
+        """One line per dashboard."""
+        detail = f" — {outcome.error.message}" if outcome.error and not outcome.result.ok else ""
+        self._line(f"{outcome.result.value:>9}  {outcome.id} → {outcome.target_id}{detail}")
+
+
+def _load(plan_path: Path) -> Plan:
+    from migrate.plan import load_plan  # noqa: PLC0415  # YAML loads only for commands that need it
+
+    return load_plan(plan_path)
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _select_option() -> Any:
+    return typer.Option(
+        "--select",
+        "-s",
+        help="Dashboard id or glob; +ID adds its dependencies, ID+ its dependents.",
+    )
+
+
+@app.command()
+@handled
+def plan(
+    plan_file: Annotated[Path, typer.Argument(help="The migration plan (YAML or JSON).")],
+    fmt: Annotated[PlanFormat, typer.Option("--format", "-f")] = PlanFormat.TEXT,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write a saved plan.")] = None,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 10 when there is work to do.")
+    ] = False,
+    select: Annotated[list[str] | None, _select_option()] = None,
+) -> None:
+    """Show what apply would do per dashboard; reads source and target, writes nothing."""
+    from migrate.runner import RunOptions, run_plan  # noqa: PLC0415
+
+    loaded = _load(plan_file)
+    started = time.time()
+    options = RunOptions(selectors=tuple(select or ()), policy=STATE.policy)
+    migration = _run(run_plan(loaded, options, ConsoleProgress(quiet=STATE.quiet or fmt != "text")))
+    _render_plan(migration, fmt, started)
+    if out_file is not None:
+        from migrate.savedplan import write_saved_plan  # noqa: PLC0415
+
+        write_saved_plan(migration, out_file)
+    raise typer.Exit(_plan_exit(migration, detailed_exitcode))
+
+
+def _plan_exit(migration: Any, detailed: bool) -> int:
+    actions = {d.action for d in migration.dashboards}
+    if actions & {Action.CONFLICT, Action.INVALID, Action.BLOCKED}:
+        return 6
+    if detailed and Action.CREATE in actions:
+        return 10
+    return 0
+
+
+def _render_plan(migration: Any, fmt: PlanFormat, started: float) -> None:
+    from migrate.diff import format_change  # noqa: PLC0415
+    from migrate.report import markdown_plan, plan_report, to_json  # noqa: PLC0415
+
+    if fmt is PlanFormat.JSON:
+        out(to_json(plan_report(migration, started_at=started, finished_at=time.time())).rstrip())
+        return
+    if fmt is PlanFormat.MARKDOWN:
+        out(markdown_plan(migration).rstrip())
+        return
+    for d in migration.dashboards:
+        arrow = f" → {d.target_id}" if d.target_id != d.id else ""
+        line = f"{_SYMBOL[d.action]} {d.action.value:<9} {d.id}{arrow}"
+        if d.error:
+            line += f"  ({d.error.message})"
+        out(line)
+        for change in d.changes[:10]:
+            out(f"      {format_change(change)}")
+        if len(d.changes) > 10:
+            out(f"      … and {len(d.changes) - 10} more changes")
+    counts = migration.count()
+    summary = ", ".join(f"{counts[a.value]} {a.value}" for a in Action if a.value in counts)
+    out(f"\nPlan: {summary or 'nothing selected'}.")
+
+
+@app.command()
+@handled
+def apply(
+    plan_file: Annotated[Path, typer.Argument(help="The migration plan (YAML or JSON).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; zero writes.")] = False,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", min=1, help="Requests in flight.")
+    ] = None,
+    max_rps: Annotated[
+        float | None, typer.Option("--max-rps", min=0.01, help="Cap on requests per second.")
+    ] = None,
+    keep_going: Annotated[
+        bool, typer.Option("--keep-going/--fail-fast", help="Continue independent dashboards.")
+    ] = True,
+    report_file: Annotated[Path | None, typer.Option("--report", help="A5 JSON report.")] = None,
+    junit_file: Annotated[Path | None, typer.Option("--junit", help="JUnit XML.")] = None,
+    summary_file: Annotated[
+        Path | None, typer.Option("--summary", help="Markdown summary.")
+    ] = None,
+    select: Annotated[list[str] | None, _select_option()] = None,
+) -> None:
+    """Apply the plan: import what is missing, in dependency order."""
+    from migrate.report import apply_report, junit_xml, markdown_summary, to_json  # noqa: PLC0415
+    from migrate.runner import RunOptions, run_apply, run_plan  # noqa: PLC0415
+    from migrate.storage import write_private  # noqa: PLC0415
+
+    loaded = _load(plan_file)
+    options = RunOptions(
+        selectors=tuple(select or ()),
+        concurrency=concurrency,
+        max_rps=max_rps,
+        fail_fast=not keep_going,
+        policy=STATE.policy,
+    )
+    progress = ConsoleProgress(quiet=STATE.quiet)
+    if dry_run:
+        started = time.time()
+        migration = _run(run_plan(loaded, options, progress))
+        _render_plan(migration, PlanFormat.TEXT, started)
+        raise typer.Exit(_plan_exit(migration, False))
+    report = _run(run_apply(loaded, options, progress))
+    counts: dict[str, int] = {}
+    for outcome in report.outcomes:
+        counts[outcome.result.value] = counts.get(outcome.result.value, 0) + 1
+    if report_file:
+        write_private(report_file, to_json(apply_report(report)))
+    if junit_file:
+        write_private(junit_file, junit_xml(report))
+    if summary_file:
+        write_private(summary_file, markdown_summary(report))
+    summary = ", ".join(f"{counts[r.value]} {r.value}" for r in Result if r.value in counts)
+    elapsed = report.finished_at - report.started_at
+    out(f"Apply: {summary or 'nothing selected'} in {elapsed:.1f}s.")
+    if not report.ok:
+        bad = [o.id for o in report.outcomes if not o.result.ok]
+        err(f"{len(bad)} dashboards did not succeed: {', '.join(bad[:10])}")
+        raise typer.Exit(6)
+
+
+@app.command()
+@handled
+def validate(
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Plan files and export files (told apart by content)."),
+    ] = None,
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="A bundle directory.")] = None,
+) -> None:
+    """Check plans, export files and bundles offline; no network, no token."""
+    from migrate.validation import validate_paths  # noqa: PLC0415
+
+    if not files and bundle is None:
+        raise UsageError("nothing to validate", hint="pass plan or export files, or --bundle DIR")
+    report = validate_paths(list(files or []), bundle=bundle)
+    for line in report.lines():
+        out(line)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+@handled
+def graph(
+    plan_file: Annotated[Path, typer.Argument(help="The migration plan.")],
+    fmt: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.TEXT,
+    select: Annotated[list[str] | None, _select_option()] = None,
+) -> None:
+    """Show the dependency graph: explicit and inferred edges, and the import order."""
+    from migrate.graph import render_graph  # noqa: PLC0415
+    from migrate.runner import RunOptions, run_plan  # noqa: PLC0415
+
+    loaded = _load(plan_file)
+    options = RunOptions(selectors=tuple(select or ()), policy=STATE.policy)
+    migration = _run(run_plan(loaded, options, ConsoleProgress(quiet=True)))
+    out(render_graph(migration.graph, fmt.value).rstrip())
+
+
+@app.command()
+@handled
+def schema(name: Annotated[SchemaName, typer.Argument(help="plan or dashboard")]) -> None:
+    """Print a JSON Schema: the plan format or the dashboard payload."""
+    from migrate.schema import load_schema  # noqa: PLC0415
+
+    out(json.dumps(load_schema(name.value), indent=2, ensure_ascii=False))
+
+
+@app.command()
+@handled
+def inventory(
+    url: Annotated[str, typer.Option("--url", help="API base URL, or sandbox://NAME.")],
+    workspace: Annotated[str, typer.Option("--workspace", help="Workspace name (exact).")],
+    token_env: Annotated[
+        str, typer.Option("--token-env", help="Env var holding the service token.")
+    ] = "DATABRAIN_TOKEN",  # noqa: S107  # the NAME of an env var, not a token
+    fmt: Annotated[PlanFormat, typer.Option("--format", "-f")] = PlanFormat.TEXT,
+) -> None:
+    """List a workspace's dashboards."""
+    try:
+        check_url(url, allow_insecure_http=STATE.policy.allow_insecure_http, origin="--url")
+    except InsecureURLError as exc:
+        raise UsageError(exc.message, hint=exc.hint) from exc
+    except PlanError as exc:
+        raise UsageError(exc.message, hint=exc.hint) from exc
+    endpoint = Endpoint(url=url, workspace=workspace, token_env=token_env)
+
+    async def listing() -> list[Any]:
+        async with open_client(endpoint, policy=STATE.policy) as client:
+            return await client.list_dashboards(workspace)
+
+    refs = _run(listing())
+    if fmt is PlanFormat.JSON:
+        out(json.dumps([{"id": r.id, "name": r.name} for r in refs], indent=2, ensure_ascii=False))
+        return
+    width = max((len(r.id) for r in refs), default=2)
+    for ref in refs:
+        out(f"{ref.id:<{width}}  {ref.name}")
+    if not STATE.quiet:
+        err(f"{len(refs)} dashboards in {workspace!r}")
+
+
+@app.command()
+@handled
+def sandbox(
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8787,
+    host: Annotated[
+        str, typer.Option("--host", help="Bind address; loopback unless you say otherwise.")
+    ] = "127.0.0.1",
+    db: Annotated[Path, typer.Option("--db", help="SQLite file; state survives restarts.")] = Path(
+        "sandbox.db"
+    ),
+    seed: Annotated[str | None, typer.Option("--seed", help="'demo' loads the demo data.")] = None,
+    token_env: Annotated[
+        str,
+        typer.Option("--token-env", help="Env var with the token clients must send."),
+    ] = "MIGRATE_SANDBOX_TOKEN",  # noqa: S107  # the NAME of an env var, not a token
+    latency_ms: Annotated[float, typer.Option("--latency-ms", min=0)] = 0,
+    fail_rate: Annotated[float, typer.Option("--fail-rate", min=0, max=1, help="5xx.")] = 0,
+    drop_rate: Annotated[
+        float, typer.Option("--drop-rate", min=0, max=1, help="Commit, then cut the connection.")
+    ] = 0,
+    rate_limit: Annotated[
+        str | None, typer.Option("--rate-limit", help="N/S: N requests per S seconds, then 429.")
+    ] = None,
+    remint_ids: Annotated[
+        bool,
+        typer.Option("--remint-ids", help="Give imported metrics fresh ids, as Databrain does."),
+    ] = False,
+    company_unique_ids: Annotated[
+        bool, typer.Option("--company-unique-ids", help="Dashboard ids unique across workspaces.")
+    ] = False,
+) -> None:
+    """Run the local Databrain-compatible server (SQLite-backed, with fault injection)."""
+    import os  # noqa: PLC0415
+
+    from migrate.sandbox import DEFAULT_TOKEN, SandboxConfig, serve  # noqa: PLC0415
+
+    limit: tuple[int, float] | None = None
+    if rate_limit:
+        try:
+            count, _, per = rate_limit.partition("/")
+            limit = (int(count), float(per or "1"))
+        except ValueError:
+            raise UsageError(
+                f"--rate-limit {rate_limit!r} is not N/S", hint="e.g. --rate-limit 50/1"
+            ) from None
+    if seed not in (None, "demo"):
+        raise UsageError(f"unknown seed {seed!r}", hint="the only seed is 'demo'")
+    token = os.environ.get(token_env) or DEFAULT_TOKEN
+    if token == DEFAULT_TOKEN:
+        err(f"sandbox token: the local default {DEFAULT_TOKEN!r}; set {token_env} to change it")
+    config = SandboxConfig(
+        db_path=db,
+        token=token,
+        seed=seed,
+        latency_ms=latency_ms,
+        fail_rate=fail_rate,
+        drop_rate=drop_rate,
+        rate_limit=limit,
+        remint_ids=remint_ids,
+        company_unique_ids=company_unique_ids,
+    )
+    serve(config, host=host, port=port)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

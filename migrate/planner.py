@@ -1,0 +1,302 @@
+"""Decide what apply would do with each dashboard (DESIGN.md A3), reading source and target only.
+
+`make_plan` lists the target once, lists and exports the source, validates every payload, builds
+the dependency graph, applies `--select`, and compares each dashboard the target already holds
+with its source, normalized so that server-minted ids and schema rewrites are not drift. It never
+writes; `plan`, `apply --dry-run` and `apply` all start here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from migrate.client import DatabrainClient
+from migrate.diff import Change, diff_payloads, normalize_for_compare
+from migrate.errors import AuthError, EndpointError, MigrateError, WorkspaceNotFoundError
+from migrate.events import ErrorInfo, Progress
+from migrate.graph import DependencyGraph, build_graph, select
+from migrate.models import (
+    Action,
+    DashboardRef,
+    DashboardSpec,
+    ExportFile,
+    OnConflict,
+    Plan,
+    SchemaPair,
+)
+from migrate.schema import PayloadValidator, check_export_meta, format_violations
+from migrate.source import PayloadSource
+from migrate.transform import (
+    count_schema_occurrences,
+    merge_schema_pairs,
+    target_id,
+)
+
+MAX_CHANGES = 50
+
+
+@dataclass
+class PlannedDashboard:
+    """One dashboard's planned action and everything apply needs to carry it out."""
+
+    id: str
+    target_id: str
+    name: str
+    action: Action
+    depends_on: tuple[str, ...] = ()
+    blocked_by: list[str] = field(default_factory=list)
+    error: ErrorInfo | None = None
+    changes: list[Change] = field(default_factory=list)
+    schema_pairs: tuple[SchemaPair, ...] = ()
+    export: ExportFile | None = None
+    rename: str | None = None  # dashboardName to send, when the plan sets one
+    source_sha256: str | None = None
+
+
+@dataclass
+class MigrationPlan:
+    """The outcome of planning: selected dashboards in dependency order, plus context."""
+
+    plan: Plan
+    dashboards: list[PlannedDashboard]
+    graph: DependencyGraph
+    id_map: dict[str, str]
+    target_inventory: frozenset[str]
+    source: dict[str, str]
+    target: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+
+    def count(self) -> dict[str, int]:
+        """Dashboards per action."""
+        counts: dict[str, int] = {}
+        for item in self.dashboards:
+            counts[item.action.value] = counts.get(item.action.value, 0) + 1
+        return counts
+
+
+def resolve_entries(
+    entries: Sequence[DashboardSpec], inventory: Sequence[DashboardRef]
+) -> tuple[dict[str, DashboardSpec], list[str]]:
+    """Plan entries resolved against the source inventory: id → spec, plus warnings.
+
+    Explicit `id:` entries win over `match:` globs for the same id. A glob that matches nothing is
+    a warning (the plan may be meant for a workspace that does not have those dashboards yet).
+    """
+    ids = sorted(ref.id for ref in inventory)
+    resolved: dict[str, DashboardSpec] = {}
+    warnings: list[str] = []
+    for entry in entries:
+        if entry.match is None:
+            continue
+        matched = [dash_id for dash_id in ids if fnmatch.fnmatchcase(dash_id, entry.match)]
+        if not matched:
+            warnings.append(f"match {entry.match!r} selects no dashboard of the source")
+        for dash_id in matched:
+            resolved.setdefault(dash_id, entry)
+    for entry in entries:
+        if entry.id is not None:
+            resolved[entry.id] = entry
+    return resolved, warnings
+
+
+async def make_plan(
+    plan: Plan,
+    source: PayloadSource,
+    target: DatabrainClient,
+    *,
+    selectors: Sequence[str] = (),
+    validator: PayloadValidator | None = None,
+    progress: Progress | None = None,
+) -> MigrationPlan:
+    """Classify every selected dashboard per A3. Reads only; raises EndpointError (exit 5) when
+    source or target is unusable, PlanError (exit 3) for an unusable plan (cycle, bad select)."""
+    progress = progress or Progress()
+    validator = validator or PayloadValidator()
+    settings = plan.settings
+    workspace = plan.target.workspace
+    progress.stage("listing source and target dashboards")
+    source_refs, target_refs = await asyncio.gather(
+        source.inventory(), target.list_dashboards(workspace)
+    )
+    target_ids = frozenset(ref.id for ref in target_refs)
+    source_names = {ref.id: ref.name for ref in source_refs}
+    specs, warnings = resolve_entries(plan.dashboards, source_refs)
+    id_map = {
+        dash_id: target_id(
+            dash_id, override=spec.target_id, prefix=settings.id_prefix, suffix=settings.id_suffix
+        )
+        for dash_id, spec in specs.items()
+    }
+    items = {
+        dash_id: PlannedDashboard(
+            id=dash_id,
+            target_id=id_map[dash_id],
+            name=spec.name or source_names.get(dash_id, ""),
+            action=Action.CREATE,
+            schema_pairs=merge_schema_pairs(settings.schema_pairs, spec.schema_pairs),
+            rename=spec.name,
+        )
+        for dash_id, spec in specs.items()
+    }
+    progress.stage(f"exporting {len(items)} source dashboards")
+    await asyncio.gather(
+        *(_export_one(item, source, source_names, validator, progress) for item in items.values())
+    )
+    graph = build_graph(
+        sorted(items),
+        {dash_id: spec.depends_on for dash_id, spec in specs.items()},
+        {i.id: i.export.data for i in items.values() if i.export is not None},
+        infer=settings.infer_dependencies,
+    )
+    chosen = select(graph, selectors) if selectors else set(graph.nodes)
+    ordered = [items[dash_id] for dash_id in graph.order() if dash_id in chosen]
+    for item in ordered:
+        item.depends_on = tuple(graph.dependencies(item.id))
+    existing = [i for i in ordered if i.action is Action.CREATE and i.target_id in target_ids]
+    if existing:
+        progress.stage(f"comparing {len(existing)} dashboards the target already holds")
+    await asyncio.gather(*(_compare_one(item, plan, target, id_map) for item in existing))
+    _block(ordered, items, chosen, id_map, target_ids)
+    warnings.extend(_schema_pair_warnings(ordered, plan))
+    for message in warnings:
+        progress.warn(message)
+    for item in ordered:
+        progress.planned(item.id, item.action)
+    return MigrationPlan(
+        plan=plan,
+        dashboards=ordered,
+        graph=graph,
+        id_map=id_map,
+        target_inventory=target_ids,
+        source=source.describe(),
+        target=plan.target.describe(),
+        warnings=warnings,
+    )
+
+
+async def _export_one(
+    item: PlannedDashboard,
+    source: PayloadSource,
+    source_names: dict[str, str],
+    validator: PayloadValidator,
+    progress: Progress,
+) -> None:
+    """Export and validate one source dashboard; on any per-dashboard failure mark it invalid."""
+    if item.id not in source_names:
+        item.action = Action.INVALID
+        item.error = ErrorInfo("NOT_IN_SOURCE", f"dashboard {item.id} is not in the source")
+        return
+    try:
+        export = await source.export(item.id)
+    except (AuthError, WorkspaceNotFoundError):
+        raise
+    except MigrateError as exc:
+        item.action = Action.INVALID
+        code = exc.error_code if isinstance(exc, EndpointError) else type(exc).__name__
+        item.error = ErrorInfo(code, exc.message)
+        return
+    violations = validator.validate_export(export.document)
+    meta = source.describe()
+    if not violations and "workspace" in meta:
+        violations = check_export_meta(
+            export.document, dashboard_id=item.id, workspace=meta["workspace"]
+        )
+    if violations:
+        item.action = Action.INVALID
+        item.error = ErrorInfo("SCHEMA", "; ".join(format_violations(violations, limit=5)))
+        progress.warn(f"{item.id}: payload fails the dashboard schema")
+        return
+    item.export = export
+    item.source_sha256 = hashlib.sha256(export.raw).hexdigest()
+
+
+def normalized_pair(
+    item: PlannedDashboard, plan: Plan, id_map: dict[str, str], target_data: Any
+) -> tuple[Any, Any]:
+    """Source and target payloads normalized for comparison (A3 "equal content")."""
+    assert item.export is not None
+    ignore = plan.settings.compare_ignore
+    expected = normalize_for_compare(
+        item.export.data, schema_pairs=item.schema_pairs, id_map=id_map, ignore=ignore
+    )
+    actual = normalize_for_compare(target_data, schema_pairs=item.schema_pairs, ignore=ignore)
+    return expected, actual
+
+
+async def _compare_one(
+    item: PlannedDashboard, plan: Plan, target: DatabrainClient, id_map: dict[str, str]
+) -> None:
+    """Classify a dashboard the target already holds: unchanged, skip or conflict."""
+    if item.export is None:
+        return
+    try:
+        copy = await target.export_dashboard(plan.target.workspace, item.target_id)
+    except (AuthError, WorkspaceNotFoundError):
+        raise
+    except EndpointError as exc:
+        item.action = Action.CONFLICT
+        item.error = ErrorInfo(exc.error_code, f"cannot read the target copy: {exc.message}")
+        return
+    expected, actual = normalized_pair(item, plan, id_map, copy.data)
+    if expected == actual:
+        item.action = Action.UNCHANGED
+        return
+    item.changes = diff_payloads(expected, actual, limit=MAX_CHANGES)
+    if plan.settings.on_conflict is OnConflict.FAIL:
+        item.action = Action.CONFLICT
+        item.error = ErrorInfo(
+            "CONTENT_DIFFERS",
+            f"target {item.target_id} differs from the source ({len(item.changes)} changes);"
+            " on_conflict is fail",
+        )
+    else:
+        item.action = Action.SKIP
+
+
+def _block(
+    ordered: list[PlannedDashboard],
+    items: dict[str, PlannedDashboard],
+    chosen: set[str],
+    id_map: dict[str, str],
+    target_ids: frozenset[str],
+) -> None:
+    """Mark `blocked` every dashboard to create whose dependency cannot be in place (A3)."""
+    for item in ordered:  # dependency order: a dependency's final action is known first
+        for dep in item.depends_on:
+            if dep in chosen:
+                if items[dep].action in (Action.INVALID, Action.CONFLICT, Action.BLOCKED):
+                    item.blocked_by.append(dep)
+            elif id_map[dep] not in target_ids:
+                item.blocked_by.append(dep)
+        if item.blocked_by and item.action is Action.CREATE:
+            item.action = Action.BLOCKED
+            item.error = ErrorInfo(
+                "BLOCKED",
+                "waits for "
+                + ", ".join(
+                    f"{dep} ({items[dep].action.value})"
+                    if dep in chosen
+                    else f"{dep} (not selected and not in the target)"
+                    for dep in item.blocked_by
+                ),
+            )
+
+
+def _schema_pair_warnings(ordered: list[PlannedDashboard], plan: Plan) -> list[str]:
+    """A schema pair that matches nothing in any selected payload is usually a typo."""
+    touched: dict[str, int] = {}
+    for item in ordered:
+        if item.export is None or not item.schema_pairs:
+            continue
+        for name, count in count_schema_occurrences(item.export.data, item.schema_pairs).items():
+            touched[name] = touched.get(name, 0) + count
+    return [
+        f"schema pair {name!r} matches nothing in the selected dashboards (typo?)"
+        for name, count in sorted(touched.items())
+        if count == 0
+    ]

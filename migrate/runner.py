@@ -1,0 +1,366 @@
+"""Run a migration: open the endpoints, plan, then (for apply) import in dependency order.
+
+A dashboard's import starts as soon as every dependency is in the target — there is no
+level-by-level barrier — with at most `concurrency` requests in flight across the run (the
+shared `Throttle`). Each import is confirmed exactly once: after an uncertain outcome the target
+inventory is re-read before anything is re-sent, and every import is read back and compared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from migrate.client import DatabrainClient
+from migrate.connection import ConnectionPolicy, open_client
+from migrate.diff import diff_payloads
+from migrate.errors import (
+    AuthError,
+    EndpointError,
+    PlanError,
+    RequestRejectedError,
+    WorkspaceNotFoundError,
+)
+from migrate.events import ErrorInfo, Outcome, Progress
+from migrate.models import Action, Plan, Result
+from migrate.planner import MAX_CHANGES, MigrationPlan, PlannedDashboard, make_plan, normalized_pair
+from migrate.schema import PayloadValidator
+from migrate.source import LiveSource, PayloadSource
+from migrate.throttle import Throttle
+
+_PLANNED_RESULT = {
+    Action.UNCHANGED: Result.UNCHANGED,
+    Action.SKIP: Result.SKIPPED,
+    Action.CONFLICT: Result.CONFLICT,
+    Action.INVALID: Result.INVALID,
+    Action.BLOCKED: Result.BLOCKED,
+}
+_MAX_IMPORT_ROUNDS = 5
+_DUPLICATE_WORDS = ("exist", "duplicate", "already", "taken", "in use", "conflict")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the command line adds to a plan."""
+
+    selectors: tuple[str, ...] = ()
+    concurrency: int | None = None
+    max_rps: float | None = None
+    fail_fast: bool = False
+    policy: ConnectionPolicy = field(default_factory=ConnectionPolicy)
+
+
+@dataclass
+class ApplyReport:
+    """Everything an apply produced, for the console and the A5 report."""
+
+    migration: MigrationPlan
+    outcomes: list[Outcome]
+    started_at: float
+    finished_at: float
+    requests: int = 0
+    rate_limited: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when every dashboard reached created, unchanged or skipped."""
+        return all(outcome.result.ok for outcome in self.outcomes)
+
+
+class _Endpoints:
+    """The source and target clients of one run, sharing one throttle."""
+
+    def __init__(self, plan: Plan, options: RunOptions) -> None:
+        settings = plan.settings
+        self.throttle = Throttle(
+            options.concurrency or settings.concurrency,
+            max_rps=options.max_rps or settings.max_rps,
+        )
+        self.target = open_client(plan.target, policy=options.policy, pacer=self.throttle)
+        self._source_client: DatabrainClient | None = None
+        if plan.source is None:
+            raise PlanError(
+                "the plan has no `source`, so payloads can only come from a bundle",
+                file=plan.path,
+                hint="add a source section, or pass --bundle DIR",
+            )
+        self._source_client = open_client(plan.source, policy=options.policy, pacer=self.throttle)
+        self.source: PayloadSource = LiveSource(
+            self._source_client, plan.source.workspace, plan.source.url
+        )
+
+    async def aclose(self) -> None:
+        await self.target.aclose()
+        if self._source_client is not None:
+            await self._source_client.aclose()
+
+
+async def run_plan(
+    plan: Plan, options: RunOptions, progress: Progress | None = None
+) -> MigrationPlan:
+    """Plan only: read source and target, write nothing."""
+    endpoints = _Endpoints(plan, options)
+    try:
+        return await make_plan(
+            plan,
+            endpoints.source,
+            endpoints.target,
+            selectors=options.selectors,
+            validator=PayloadValidator(_payload_schema(plan)),
+            progress=progress,
+        )
+    finally:
+        await endpoints.aclose()
+
+
+async def run_apply(
+    plan: Plan, options: RunOptions, progress: Progress | None = None
+) -> ApplyReport:
+    """Plan, then import every `create` in dependency order; never raises for one dashboard."""
+    progress = progress or Progress()
+    started = time.time()
+    endpoints = _Endpoints(plan, options)
+    try:
+        migration = await make_plan(
+            plan,
+            endpoints.source,
+            endpoints.target,
+            selectors=options.selectors,
+            validator=PayloadValidator(_payload_schema(plan)),
+            progress=progress,
+        )
+        to_create = sum(1 for item in migration.dashboards if item.action is Action.CREATE)
+        progress.stage(f"importing {to_create} dashboards")
+        executor = _Executor(migration, endpoints.target, fail_fast=options.fail_fast)
+        outcomes = await executor.run(progress)
+    finally:
+        await endpoints.aclose()
+    return ApplyReport(
+        migration=migration,
+        outcomes=outcomes,
+        started_at=started,
+        finished_at=time.time(),
+        requests=endpoints.throttle.requests,
+        rate_limited=endpoints.throttle.rate_limited,
+    )
+
+
+def _payload_schema(plan: Plan) -> Path | None:
+    if plan.settings.payload_schema is None:
+        return None
+    path = Path(plan.settings.payload_schema)
+    # A relative schema path is relative to the plan file, as a reader of the plan expects.
+    return path if path.is_absolute() else Path(plan.path).parent / path
+
+
+class _Executor:
+    """Imports the `create` dashboards of a plan, each as soon as its dependencies are in."""
+
+    def __init__(self, migration: MigrationPlan, target: DatabrainClient, *, fail_fast: bool):
+        self.migration = migration
+        self.target = target
+        self.workspace = migration.plan.target.workspace
+        self.fail_fast = fail_fast
+        self.stop_reason: str | None = None
+        self.done: dict[str, asyncio.Event] = {d.id: asyncio.Event() for d in migration.dashboards}
+        self.results: dict[str, Result] = {}
+        self._inventory: frozenset[str] = migration.target_inventory
+        self._inventory_lock = asyncio.Lock()
+        self._inventory_at = 0.0
+
+    async def run(self, progress: Progress) -> list[Outcome]:
+        """All outcomes, in plan order."""
+        tasks = [self._one(item, progress) for item in self.migration.dashboards]
+        return list(await asyncio.gather(*tasks))
+
+    async def _one(self, item: PlannedDashboard, progress: Progress) -> Outcome:
+        started = time.monotonic()
+        try:
+            outcome = await self._decide(item, progress, started)
+        finally:
+            self.done[item.id].set()
+        self.results[item.id] = outcome.result
+        if not outcome.result.ok and self.fail_fast and self.stop_reason is None:
+            self.stop_reason = f"--fail-fast: stopped after {item.id} ended {outcome.result}"
+        progress.finished(outcome)
+        return outcome
+
+    async def _decide(self, item: PlannedDashboard, progress: Progress, started: float) -> Outcome:
+        if item.action is not Action.CREATE:
+            return self._outcome(item, _PLANNED_RESULT[item.action], started, error=item.error)
+        blockers: list[str] = []
+        for dep in item.depends_on:
+            if dep in self.done:
+                await self.done[dep].wait()
+                if not self.results[dep].ok:
+                    blockers.append(dep)
+        if blockers:
+            detail = ", ".join(f"{dep} ({self.results[dep]})" for dep in blockers)
+            return self._outcome(
+                item,
+                Result.BLOCKED,
+                started,
+                error=ErrorInfo("BLOCKED", f"waits for {detail}"),
+                blocked_by=tuple(blockers),
+            )
+        if self.stop_reason:
+            return self._outcome(
+                item, Result.BLOCKED, started, error=ErrorInfo("NOT_STARTED", self.stop_reason)
+            )
+        progress.started(item.id)
+        return await self._import(item, started)
+
+    async def _import(self, item: PlannedDashboard, started: float) -> Outcome:
+        """Import once, confirming uncertain outcomes through the inventory, then read back."""
+        assert item.export is not None
+        from migrate.transform import rewrite_references  # noqa: PLC0415
+
+        data = rewrite_references(item.export.data, self.migration.id_map)
+        pairs = tuple((pair.replace, pair.target) for pair in item.schema_pairs)
+        attempts = 0
+        uncertain = False
+        for _ in range(_MAX_IMPORT_ROUNDS):
+            asked_at = time.monotonic()
+            try:
+                result = await self.target.import_dashboard(
+                    self.workspace, item.target_id, data, name=item.rename, schema_pairs=pairs
+                )
+                attempts += result.attempts
+                break
+            except (AuthError, WorkspaceNotFoundError) as exc:
+                attempts += exc.attempts
+                return self._failed(item, started, attempts, exc)
+            except EndpointError as exc:
+                attempts += exc.attempts
+                refused = isinstance(exc, RequestRejectedError) and exc.code != (
+                    "INVALID_REQUEST_BODY"
+                )
+                if not (exc.uncertain or refused):
+                    return self._failed(item, started, attempts, exc)
+                try:
+                    present = item.target_id in await self._fresh_inventory(asked_at)
+                except EndpointError as inventory_exc:
+                    return self._failed(item, started, attempts, inventory_exc)
+                if present:
+                    if refused and not uncertain:
+                        # Refused as a duplicate before any attempt of ours could have landed:
+                        # someone else created it since the plan was made. Compare, don't claim.
+                        return await self._verify(item, started, attempts, created=False)
+                    break  # an earlier attempt of ours landed
+                if refused:
+                    return self._refused(item, started, attempts, exc)
+                uncertain = True
+        else:
+            return self._outcome(
+                item,
+                Result.FAILED,
+                started,
+                attempts=attempts,
+                error=ErrorInfo("GAVE_UP", f"import not confirmed after {attempts} attempts"),
+            )
+        return await self._verify(item, started, attempts, created=True)
+
+    async def _verify(
+        self, item: PlannedDashboard, started: float, attempts: int, *, created: bool
+    ) -> Outcome:
+        """Read the dashboard back from the target and compare it with what was sent."""
+        try:
+            copy = await self.target.export_dashboard(self.workspace, item.target_id)
+        except EndpointError as exc:
+            return self._failed(item, started, attempts, exc, what="read-back failed: ")
+        expected, actual = normalized_pair(
+            item, self.migration.plan, self.migration.id_map, copy.data
+        )
+        if expected == actual:
+            return self._outcome(
+                item, Result.CREATED if created else Result.UNCHANGED, started, attempts=attempts
+            )
+        changes = diff_payloads(expected, actual, limit=MAX_CHANGES)
+        verb = "the imported copy" if created else "a dashboard created by someone else"
+        return self._outcome(
+            item,
+            Result.FAILED if created else Result.CONFLICT,
+            started,
+            attempts=attempts,
+            error=ErrorInfo(
+                "READBACK_MISMATCH" if created else "CONTENT_DIFFERS",
+                f"{verb} differs from the source in {len(changes)} places,"
+                f" first at {changes[0].path}"
+                if changes
+                else f"{verb} differs from the source",
+            ),
+            changes=tuple(changes),
+        )
+
+    def _refused(
+        self, item: PlannedDashboard, started: float, attempts: int, exc: EndpointError
+    ) -> Outcome:
+        """An import refused while the workspace does not list the id."""
+        text = f"{exc.code or ''} {exc.message}".lower()
+        if any(word in text for word in _DUPLICATE_WORDS):
+            return self._outcome(
+                item,
+                Result.CONFLICT,
+                started,
+                attempts=attempts,
+                error=ErrorInfo(
+                    exc.error_code,
+                    f"id {item.target_id!r} is refused as already existing, but workspace"
+                    f" {self.workspace!r} does not list it: another workspace of the company"
+                    " holds it. Fix: set settings.id_prefix (or id_suffix), or target_id for"
+                    " this dashboard",
+                ),
+            )
+        return self._failed(item, started, attempts, exc)
+
+    async def _fresh_inventory(self, after: float) -> frozenset[str]:
+        """The target's ids as listed after `after`; concurrent callers share one listing."""
+        async with self._inventory_lock:
+            if self._inventory_at <= after:
+                listed_at = time.monotonic()
+                refs = await self.target.list_dashboards(self.workspace)
+                self._inventory = frozenset(ref.id for ref in refs)
+                self._inventory_at = listed_at
+            return self._inventory
+
+    def _failed(
+        self,
+        item: PlannedDashboard,
+        started: float,
+        attempts: int,
+        exc: EndpointError,
+        what: str = "",
+    ) -> Outcome:
+        return self._outcome(
+            item,
+            Result.FAILED,
+            started,
+            attempts=attempts,
+            error=ErrorInfo(exc.error_code, what + exc.message),
+        )
+
+    @staticmethod
+    def _outcome(
+        item: PlannedDashboard,
+        result: Result,
+        started: float,
+        *,
+        attempts: int = 0,
+        error: ErrorInfo | None = None,
+        blocked_by: Sequence[str] | None = None,
+        changes: tuple[object, ...] | None = None,
+    ) -> Outcome:
+        return Outcome(
+            id=item.id,
+            target_id=item.target_id,
+            result=result,
+            attempts=attempts,
+            duration_s=round(time.monotonic() - started, 3),
+            error=error,
+            blocked_by=tuple(blocked_by if blocked_by is not None else item.blocked_by),
+            changes=changes if changes is not None else tuple(item.changes),
+            name=item.name,
+        )

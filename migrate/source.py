@@ -1,0 +1,45 @@
+"""Where payloads come from: the source workspace's API, or (issue 6) a reviewed bundle."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from migrate.client import DatabrainClient
+from migrate.models import DashboardRef, ExportFile
+
+
+class PayloadSource(Protocol):
+    """Lists and exports source dashboards."""
+
+    async def inventory(self) -> list[DashboardRef]:
+        """Every dashboard the source holds."""
+        ...
+
+    async def export(self, dashboard_id: str) -> ExportFile:
+        """One dashboard's export file; raises EndpointError (or BundleError) if unavailable."""
+        ...
+
+    def describe(self) -> dict[str, str]:
+        """What reports say about the source (never a credential)."""
+        ...
+
+
+class LiveSource:
+    """The source workspace, through the API."""
+
+    def __init__(self, client: DatabrainClient, workspace: str, url: str) -> None:
+        self.client = client
+        self.workspace = workspace
+        self.url = url
+
+    async def inventory(self) -> list[DashboardRef]:
+        """The workspace's dashboard listing."""
+        return await self.client.list_dashboards(self.workspace)
+
+    async def export(self, dashboard_id: str) -> ExportFile:
+        """The export file, as the API returned it."""
+        return await self.client.export_dashboard(self.workspace, dashboard_id)
+
+    def describe(self) -> dict[str, str]:
+        """url and workspace."""
+        return {"url": self.url, "workspace": self.workspace}

@@ -1,0 +1,86 @@
+"""Request pacing shared by every request of a run: a concurrency cap, an optional request-rate
+cap, and back-off that adapts to 429s.
+
+- At most `limit` requests are in flight. `limit` starts at the configured concurrency, halves on
+  every 429 (not below 1) and grows back by one per `limit` successes (AIMD, as TCP does).
+- `max_rps` spaces request starts at least `1 / max_rps` apart.
+- A `Retry-After` pauses every new request until it has passed, so one 429 does not become a
+  storm of them. When the server sends `RateLimit-Remaining: 0` with a reset time, requests
+  pause until the reset before any 429 happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from migrate.client import Pacer
+
+
+class Throttle(Pacer):
+    """The pacer of one run; safe to share between the source and the target client."""
+
+    def __init__(
+        self,
+        concurrency: int,
+        *,
+        max_rps: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.ceiling = max(1, concurrency)
+        self.limit = float(self.ceiling)
+        self.max_rps = max_rps
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.rate_limited = 0
+        self.requests = 0
+        self._clock = clock
+        self._sleep = sleep
+        self._next_start = 0.0
+        self._paused_until = 0.0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        """Wait for a free slot, then for the rate cap and any server-requested pause."""
+        while self.in_flight >= int(self.limit):
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        self.in_flight += 1
+        self.requests += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        now = self._clock()
+        start = max(now, self._paused_until)
+        if self.max_rps:
+            start = max(start, self._next_start)
+            self._next_start = start + 1.0 / self.max_rps
+        if start > now:
+            await self._sleep(start - now)
+
+    def release(
+        self,
+        *,
+        rate_limited: bool = False,
+        retry_after: float | None = None,
+        pause_s: float | None = None,
+    ) -> None:
+        """Free the slot and adapt: shrink and pause after a 429, grow after a success."""
+        self.in_flight -= 1
+        now = self._clock()
+        if rate_limited:
+            self.rate_limited += 1
+            self.limit = max(1.0, self.limit / 2)
+            self._paused_until = max(self._paused_until, now + (retry_after or 1.0))
+        else:
+            self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
+            if pause_s:
+                self._paused_until = max(self._paused_until, now + pause_s)
+        free = int(self.limit) - self.in_flight
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
