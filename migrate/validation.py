@@ -1,0 +1,230 @@
+"""What `migrate validate` does, offline: plans, export files and bundles checked, nothing sent.
+
+Each file is classified by its content, never its extension: a plan has `version` plus
+`target`/`dashboards` (or another plan key), an export file has `_meta`/`data`. Plans are loaded
+exactly as `apply` would load them (so an unset `${VAR}` is the same exit 3); export files are
+checked against the dashboard schema, plus every `settings.payload_schema` of the plans given in
+the same call. No network, no token.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from migrate.errors import PlanError, Violation
+from migrate.jsontext import parse_json
+from migrate.models import Plan
+from migrate.plan import MAX_PLAN_BYTES, load_plan, read_plan_document
+from migrate.schema import PayloadValidator, format_violations
+
+FileKind = Literal["plan", "export", "bundle", "unknown"]
+
+_PLAN_KEYS = frozenset({"version", "source", "target", "settings", "dashboards"})
+_EXPORT_KEYS = frozenset({"_meta", "data"})
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What validation found in one file (or bundle)."""
+
+    path: str
+    kind: FileKind
+    problems: tuple[Violation | str, ...] = ()
+    unusable: PlanError | None = None
+    plan: Plan | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the file is usable and has no problems."""
+        return self.unusable is None and not self.problems
+
+    def lines(self, limit: int = 20) -> list[str]:
+        """Plain lines for the CLI: a verdict, then each problem (capped)."""
+        if self.unusable is not None:
+            return [f"{self.path}: unusable {self.kind}", *str(self.unusable).splitlines()]
+        if not self.problems:
+            detail = ""
+            if self.plan is not None:
+                n = len(self.plan.dashboards)
+                detail = f" ({n} dashboard entr{'y' if n == 1 else 'ies'})"
+            return [f"{self.path}: valid {self.kind}{detail}"]
+        violations = [p for p in self.problems if isinstance(p, Violation)]
+        others = [p for p in self.problems if not isinstance(p, Violation)]
+        count = len(self.problems)
+        return [
+            f"{self.path}: {count} problem{'s' * (count != 1)}",
+            *(f"  {line}" for line in others),
+            *(f"  {line}" for line in format_violations(violations, limit)),
+        ]
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Every file's result; `exit_code` is 3 if anything is unusable, 4 on violations, else 0."""
+
+    files: tuple[FileReport, ...] = field(default_factory=tuple)
+
+    @property
+    def exit_code(self) -> int:
+        """A5: 3 when a file, plan or bundle is unusable, 4 when a payload fails, 0 otherwise."""
+        if any(f.unusable is not None for f in self.files):
+            return 3
+        if any(f.problems for f in self.files):
+            return 4
+        return 0
+
+    @property
+    def ok(self) -> bool:
+        """True when every file passed."""
+        return self.exit_code == 0
+
+    def lines(self, limit: int = 20) -> list[str]:
+        """Plain lines for every file, in the order given."""
+        return [line for f in self.files for line in f.lines(limit)]
+
+
+def validate_paths(files: Sequence[Path], *, bundle: Path | None = None) -> ValidationReport:
+    """Validate plan and export files (and a bundle); never touches the network."""
+    results: list[FileReport | None] = []
+    exports: dict[int, Any] = {}  # position in `results` → parsed export document
+    plans: list[Plan] = []
+    for path in files:
+        try:
+            kind, document = _classify(path)
+        except PlanError as exc:
+            results.append(FileReport(str(path), "unknown", unusable=exc))
+            continue
+        if kind == "plan":
+            report = _validate_plan(path)
+            if report.plan is not None:
+                plans.append(report.plan)
+            results.append(report)
+        else:
+            exports[len(results)] = document
+            results.append(None)  # filled in once every plan's payload_schema is known
+    validators, schema_errors = _payload_validators(plans)
+    for index, document in exports.items():
+        found: list[Violation] = []
+        for validator in validators:
+            found.extend(validator.validate_export(document))
+        results[index] = FileReport(str(files[index]), "export", problems=tuple(_unique(found)))
+    done = [r for r in results if r is not None]
+    done.extend(schema_errors)
+    if bundle is not None:
+        done.append(_validate_bundle(bundle, validators))
+    return ValidationReport(tuple(done))
+
+
+def _classify(path: Path) -> tuple[FileKind, Any]:
+    """Read `path` and tell a plan from an export file by its keys."""
+    name = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PlanError(
+            f"cannot read file: {exc.strerror or exc}",
+            file=name,
+            hint="check the path and its permissions",
+        ) from exc
+    text = raw.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith((b"{", b"[")):
+        document = parse_json(raw, source=name)  # JSON, however it is named
+    else:
+        if len(raw) > MAX_PLAN_BYTES:
+            raise PlanError(
+                f"{len(raw):,} bytes and not JSON: neither a plan nor an export file",
+                file=name,
+                hint="validate takes plan files (YAML/JSON) and export files (JSON)",
+            )
+        try:
+            decoded = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PlanError(f"not valid UTF-8 (byte {exc.start})", file=name) from exc
+        document = read_plan_document(decoded, path=name)
+    if isinstance(document, dict):
+        keys = set(document)
+        if keys & _EXPORT_KEYS and "version" not in keys:
+            return "export", document
+        if keys & _PLAN_KEYS:
+            return "plan", document
+    raise PlanError(
+        "neither a plan nor a dashboard export file",
+        file=name,
+        line=1,
+        hint="a plan has `version`, `target` and `dashboards`; an export file has `_meta` and "
+        "`data` (as the export-dashboard API returns it)",
+    )
+
+
+def _validate_plan(path: Path) -> FileReport:
+    try:
+        plan = load_plan(path)
+    except PlanError as exc:
+        return FileReport(str(path), "plan", unusable=exc)
+    return FileReport(str(path), "plan", plan=plan)
+
+
+def _payload_validators(plans: Sequence[Plan]) -> tuple[list[PayloadValidator], list[FileReport]]:
+    """The built-in validator plus one per distinct `payload_schema` of the plans given."""
+    validators = [PayloadValidator()]
+    problems: list[FileReport] = []
+    seen: set[str] = set()
+    for plan in plans:
+        extra = plan.settings.payload_schema
+        if extra is None or extra in seen:
+            continue
+        seen.add(extra)
+        try:
+            validators.append(PayloadValidator(Path(extra)))
+        except PlanError as exc:
+            problems.append(FileReport(extra, "unknown", unusable=exc))
+    return validators, problems
+
+
+def _validate_bundle(bundle: Path, validators: Sequence[PayloadValidator]) -> FileReport:
+    """Seam for issue 6: `migrate.bundle.verify_bundle(DIR) -> Sequence[Path]`.
+
+    `verify_bundle` checks the manifest and every sha256 (raising BundleError) and returns the
+    export files it lists; each is then validated here like any other export file.
+    """
+    name = str(bundle)
+    try:
+        module = importlib.import_module("migrate.bundle")
+    except ModuleNotFoundError:
+        module = None
+    verify = getattr(module, "verify_bundle", None)
+    if verify is None:
+        return FileReport(
+            name,
+            "bundle",
+            unusable=PlanError(
+                "bundle validation is not available in this version of migrate",
+                file=name,
+                hint="validate the export files directly: migrate validate DIR/dashboards/*.json",
+            ),
+        )
+    try:
+        paths: Sequence[Path] = verify(bundle)
+        found: list[Violation | str] = []
+        for path in paths:
+            document = parse_json(path.read_bytes(), source=str(path))
+            for validator in validators:
+                found.extend(
+                    Violation(f"{path.name}: {v.path}", v.message)
+                    for v in validator.validate_export(document)
+                )
+    except PlanError as exc:
+        return FileReport(name, "bundle", unusable=exc)
+    except OSError as exc:
+        return FileReport(
+            name, "bundle", unusable=PlanError(f"cannot read bundle: {exc}", file=name)
+        )
+    return FileReport(name, "bundle", problems=tuple(found))
+
+
+def _unique(items: Sequence[Violation]) -> list[Violation]:
+    return list(dict.fromkeys(items))
