@@ -470,7 +470,7 @@ class DatabrainClient:
             )
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_bytes():  # decoded: caps a gzip bomb too
             size += len(chunk)
             if size > limit:
                 raise BadResponseError(

@@ -36,7 +36,7 @@ from migrate.models import (
 from migrate.schema import SchemaProblem, json_path, plan_problems
 
 MAX_PLAN_BYTES = 4 * 1024 * 1024
-MAX_PLAN_NODES = 200_000  # YAML aliases can expand a small file enormously ("billion laughs")
+MAX_PLAN_NODES = 50_000  # YAML aliases can expand a small file enormously ("billion laughs")
 
 PathKey = tuple[str | int, ...]
 Position = tuple[int, int]  # 1-based line, column

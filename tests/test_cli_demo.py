@@ -187,7 +187,7 @@ def test_cli_against_real_sandbox_server(tmp_path: Path) -> None:
 
 
 def test_running_server_thread_serves_the_cli(tmp_path: Path) -> None:
-    """A real uvicorn server in a thread answers the CLI run in a subprocess (exit 5 on bad workspace)."""
+    """A real server in a thread answers a CLI subprocess: unknown workspace is exit 5."""
     config = SandboxConfig(db_path=tmp_path / "t.db", seed="demo", token="tkn-thread")
     with running_server(config) as url:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TOK": "tkn-thread"}
