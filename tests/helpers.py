@@ -1,0 +1,63 @@
+"""Test helpers: plans on the embedded sandbox, and handles on that sandbox's state."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from migrate.connection import ConnectionPolicy, embedded_app
+from migrate.plan import load_plan
+from migrate.planner import MigrationPlan
+from migrate.runner import ApplyReport, RunOptions, run_apply, run_plan
+from migrate.sandbox import Sandbox
+
+
+def write_plan(
+    tmp: Path,
+    *,
+    source: str = "Sales Dev",
+    target: str = "Sales Prod",
+    dashboards: str = '  - match: "*"\n',
+    settings: str = "",
+    name: str = "demo",
+) -> Path:
+    """A plan file on `sandbox://name` moving `source` to `target`."""
+    text = (
+        "version: 1\n"
+        f"source: {{url: 'sandbox://{name}', workspace: '{source}'}}\n"
+        f"target: {{url: 'sandbox://{name}', workspace: '{target}'}}\n"
+        + (f"settings:\n{settings}" if settings else "")
+        + f"dashboards:\n{dashboards}"
+    )
+    path = tmp / "plan.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def sandbox_of(state_dir: Path, name: str = "demo") -> Sandbox:
+    """The embedded sandbox behind `sandbox://name` for this state dir."""
+    sandbox: Sandbox = embedded_app(state_dir, name).state.sandbox
+    return sandbox
+
+
+def apply(plan: Path, state_dir: Path, **options: Any) -> ApplyReport:
+    """run_apply on a plan file."""
+    opts = RunOptions(policy=ConnectionPolicy(state_dir=state_dir), **options)
+    return asyncio.run(run_apply(load_plan(plan), opts))
+
+
+def plan(plan_path: Path, state_dir: Path, **options: Any) -> MigrationPlan:
+    """run_plan on a plan file."""
+    opts = RunOptions(policy=ConnectionPolicy(state_dir=state_dir), **options)
+    return asyncio.run(run_plan(load_plan(plan_path), opts))
+
+
+def results(report: ApplyReport) -> dict[str, str]:
+    """dashboard id → result value."""
+    return {o.id: o.result.value for o in report.outcomes}
+
+
+def actions(migration: MigrationPlan) -> dict[str, str]:
+    """dashboard id → action value."""
+    return {d.id: d.action.value for d in migration.dashboards}
