@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -61,6 +61,97 @@ def _validator(name: Literal["plan", "export", "data"]) -> Draft202012Validator:
         "$ref": "#/$defs/importDashboardData",
     }
     return Draft202012Validator(data_only)
+
+
+# --- fast path --------------------------------------------------------------------------------
+#
+# jsonschema spends ~7 µs per array item even on `{"type": "object"}`; a dashboard with hundreds
+# of layout cells and metrics would cost milliseconds. Schemas that use only the keywords below
+# are also compiled into plain predicates: when one says "valid", that is the answer; when it says
+# "invalid" (rare), jsonschema runs to produce the exact, located violations.
+
+Check = Callable[[Any], bool]
+_ANNOTATIONS = frozenset(
+    {"$schema", "$id", "$comment", "$defs", "title", "description", "default", "examples"}
+)
+_FAST_KEYWORDS = _ANNOTATIONS | {"type", "properties", "items", "required", "$ref"}
+_TYPES: dict[str, Check] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "integer": lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool))
+        or (isinstance(v, float) and v.is_integer())
+    ),
+}
+
+
+class _Unsupported(Exception):
+    """The schema uses a keyword the fast path does not implement."""
+
+
+def _fast_check(root: Any) -> Check | None:
+    """A predicate equivalent to `root` for valid-or-not, or None if `root` is beyond it."""
+    compiled: dict[str, Check] = {}
+
+    def ref(pointer: str) -> Check:
+        if not pointer.startswith("#/"):
+            raise _Unsupported(pointer)
+        if pointer not in compiled:
+            node = root
+            for token in pointer[2:].split("/"):
+                part = token.replace("~1", "/").replace("~0", "~")
+                if not isinstance(node, dict) or part not in node:
+                    raise _Unsupported(pointer)
+                node = node[part]
+            compiled[pointer] = lambda v: True  # a recursive reference sees the final check
+            check = build(node)
+            compiled[pointer] = check
+        # Looked up at call time, so a recursive reference reaches the finished check.
+        return lambda v: compiled[pointer](v)  # noqa: PLW0108  # late binding is the point
+
+    def build(schema: Any) -> Check:
+        if schema is True:
+            return lambda v: True
+        if schema is False:
+            return lambda v: False
+        if not isinstance(schema, dict) or not set(schema) <= _FAST_KEYWORDS:
+            raise _Unsupported(schema)
+        checks: list[Check] = []
+        if "$ref" in schema:
+            checks.append(ref(str(schema["$ref"])))
+        if "type" in schema:
+            names = [schema["type"]] if isinstance(schema["type"], str) else schema["type"]
+            tests = [_TYPES[name] for name in names]
+            if len(tests) == 1:
+                checks.append(tests[0])
+            else:
+                checks.append(lambda v: any(test(v) for test in tests))
+        if "required" in schema:
+            keys = list(schema["required"])
+            checks.append(lambda v: not isinstance(v, dict) or all(k in v for k in keys))
+        if "properties" in schema:
+            props = [(key, build(sub)) for key, sub in schema["properties"].items()]
+            checks.append(
+                lambda v: (
+                    not isinstance(v, dict)
+                    or all(check(v[key]) for key, check in props if key in v)
+                )
+            )
+        if "items" in schema:
+            item = build(schema["items"])
+            checks.append(lambda v: not isinstance(v, list) or all(map(item, v)))
+        if len(checks) == 1:
+            return checks[0]
+        return lambda v: all(check(v) for check in checks)
+
+    try:
+        return build(root)
+    except (_Unsupported, KeyError, TypeError):
+        return None
 
 
 # --- JSON paths -------------------------------------------------------------------------------
@@ -155,33 +246,51 @@ def _violation(error: ValidationError, prefix: Sequence[PathPart]) -> Violation:
     return Violation(json_path(parts), message)
 
 
-def _violations(validator: Any, instance: Any, prefix: Sequence[PathPart] = ()) -> list[Violation]:
-    return [_violation(error, prefix) for error in validator.iter_errors(instance)]
+@dataclass(frozen=True)
+class _Compiled:
+    """A compiled jsonschema validator and, when the schema allows one, its fast predicate."""
+
+    validator: Any
+    fast: Check | None
+
+    @classmethod
+    def of(cls, validator: Any) -> _Compiled:
+        return cls(validator, _fast_check(validator.schema))
+
+    def violations(self, instance: Any, prefix: Sequence[PathPart] = ()) -> list[Violation]:
+        if self.fast is not None and self.fast(instance):
+            return []
+        return [_violation(error, prefix) for error in self.validator.iter_errors(instance)]
+
+
+@functools.cache
+def _compiled(name: Literal["export", "data"]) -> _Compiled:
+    return _Compiled.of(_validator(name))
 
 
 class PayloadValidator:
     """The dashboard schema (plus an optional stricter user schema), compiled once, reused."""
 
     def __init__(self, extra_schema_path: Path | None = None) -> None:
-        self._export = _validator("export")
-        self._data = _validator("data")
-        self._extra: Any = None
+        self._export = _compiled("export")
+        self._data = _compiled("data")
+        self._extra: _Compiled | None = None
         self.extra_schema_path = extra_schema_path
         if extra_schema_path is not None:
-            self._extra = _compile_user_schema(extra_schema_path)
+            self._extra = _Compiled.of(_compile_user_schema(extra_schema_path))
 
     def validate_export(self, document: Any) -> list[Violation]:
         """Every violation of a whole export file `{_meta, data}`, sorted by path."""
-        found = _violations(self._export, document)
+        found = self._export.violations(document)
         if self._extra is not None and isinstance(document, dict) and "data" in document:
-            found += _violations(self._extra, document["data"], ("data",))
+            found += self._extra.violations(document["data"], ("data",))
         return _sorted(found)
 
     def validate_data(self, data: Any) -> list[Violation]:
         """Every violation of an `importDashboardData` object, paths under `data`, sorted."""
-        found = _violations(self._data, data, ("data",))
+        found = self._data.violations(data, ("data",))
         if self._extra is not None:
-            found += _violations(self._extra, data, ("data",))
+            found += self._extra.violations(data, ("data",))
         return _sorted(found)
 
 
