@@ -153,7 +153,19 @@ _MISSING: Final = object()
 
 def _same(a: Any, b: Any) -> bool:
     # == alone says True == 1 and 1 == 1.0; JSON readers care about the first, not the second.
-    return a == b and (isinstance(a, bool) is isinstance(b, bool))
+    try:
+        return a == b and (isinstance(a, bool) is isinstance(b, bool))
+    except RecursionError:
+        # == recurses in C; past its limit, say "maybe different" and let the caller descend.
+        return False
+
+
+def payloads_equal(a: Any, b: Any) -> bool:
+    """`a == b` for JSON values, also when they nest deeper than Python's recursion limit."""
+    try:
+        return bool(a == b)
+    except RecursionError:
+        return not _walk(a, b, limit=1, root="", stop=True)[0]
 
 
 def diff_summary(
@@ -164,6 +176,12 @@ def diff_summary(
     Field-level: containers of the same kind are compared member by member (dict keys sorted,
     list items by index, extra items added/removed); anything else that differs is one change.
     """
+    return _walk(before, after, limit=limit, root=root, stop=False)
+
+
+def _walk(
+    before: Any, after: Any, *, limit: int, root: str, stop: bool
+) -> tuple[list[Change], int]:
     changes: list[Change] = []
     total = 0
     # A pre-order walk, children pushed in reverse, so changes come out in path order.
@@ -200,6 +218,8 @@ def diff_summary(
                     None if b is _MISSING else b,
                 )
             )
+        elif stop:
+            break
     return changes, total
 
 

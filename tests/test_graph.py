@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -69,7 +70,7 @@ def test_back_edge_always_raises_with_valid_cycle_path(
     assert match
     path = match.group(1).split(" → ")
     assert path[0] == path[-1] == min(path)
-    for a, b in zip(path, path[1:], strict=False):
+    for a, b in itertools.pairwise(path):
         assert b in explicit.get(a, [])
     assert info.value.exit_code == 3
 
@@ -117,15 +118,18 @@ def test_explicit_and_inferred_duplicate_keeps_both_records() -> None:
 
 def test_find_references_values_only_sorted_numerically() -> None:
     """Only whole string values match (not keys, not substrings), sorted with [2] before [10]."""
-    data = {"a": {"kpi": "kpi-core-x"}, "list": [*(["x"] * 10), "kpi", "kpi"], "kpi": 1}
-    data["list"][2] = "kpi"
+    items = [*(["x"] * 10), "kpi", "kpi"]
+    items[2] = "kpi"
+    data = {"a": {"kpi": "kpi-core-x"}, "list": items, "kpi": 1}
     found = find_references(data, {"kpi"})
     assert found == [("data.list[2]", "kpi"), ("data.list[10]", "kpi"), ("data.list[11]", "kpi")]
 
 
 def test_find_references_quotes_odd_keys() -> None:
     """Keys that are not identifiers appear JSON-quoted in brackets."""
-    assert find_references({"odd key": {'q"': "z"}}, ["z"], root="r") == [('r["odd key"]["q\\""]', "z")]
+    assert find_references({"odd key": {'q"': "z"}}, ["z"], root="r") == [
+        ('r["odd key"]["q\\""]', "z")
+    ]
 
 
 def test_find_references_survives_deep_nesting() -> None:
@@ -133,7 +137,7 @@ def test_find_references_survives_deep_nesting() -> None:
     data: object = "target"
     for _ in range(5000):
         data = {"n": [data]}
-    (path, value), = find_references(data, {"target"})
+    ((path, value),) = find_references(data, {"target"})
     assert value == "target" and path.count("[0]") == 5000
 
 
@@ -168,7 +172,15 @@ def test_select_unknown_is_plan_error_with_suggestion(chain: DependencyGraph) ->
     assert info.value.hint and "sales-overview" in info.value.hint
 
 
-HOSTILE = ['a"b', "with space", "ünïcødé-ダッシュ", "x-->y", "back\\slash\\", "semi;colon#1", "nl\nx"]
+HOSTILE = [
+    'a"b',
+    "with space",
+    "ünïcødé-ダッシュ",
+    "x-->y",
+    "back\\slash\\",
+    "semi;colon#1",
+    "nl\nx",
+]
 
 
 def test_render_mermaid_escapes_hostile_ids() -> None:
@@ -198,7 +210,9 @@ def test_render_dot_quotes_hostile_ids() -> None:
     labels = []
     for line in lines[3:-1]:
         node = re.fullmatch(rf'    "n\d+" \[label=({quoted})\];', line)
-        edge = re.fullmatch(rf'    "n\d+" -> "n\d+"( \[(style=dashed, )?tooltip={quoted}\])?;', line)
+        edge = re.fullmatch(
+            rf'    "n\d+" -> "n\d+"( \[(style=dashed, )?tooltip={quoted}\])?;', line
+        )
         assert node or edge, line
         if node:
             labels.append(_dot_unescape(node.group(1)[1:-1]))

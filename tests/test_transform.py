@@ -91,7 +91,7 @@ def test_merge_schema_pairs_dashboard_overrides_plan() -> None:
     )
 
 
-SQL = {
+SQL: dict[str, Any] = {
     "query": 'SELECT * FROM analytics_dev.orders o JOIN "analytics_dev"."items" i ON 1=1',
     "metricQuery": "select `analytics_dev`.x from my_analytics_dev.y, analytics_dev_old.z",
     "inputFields": [{"schemaName": "analytics_dev", "tableName": "analytics_dev.orders"}],

@@ -1,0 +1,243 @@
+"""Tests for migrate.diff: normalization for "equal content" and field-level diffs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from migrate.diff import (
+    Change,
+    diff_payloads,
+    diff_summary,
+    format_change,
+    normalize_for_compare,
+    payloads_equal,
+)
+from migrate.errors import PlanError
+from migrate.models import SchemaPair
+
+PAIRS = [SchemaPair("analytics_dev", "analytics")]
+
+
+def dashboard(m1: str = "m-1", m2: str = "m-2", layout: tuple[str, str] = ("m-1", "m-2")) -> Any:
+    """A small payload shaped like DATABRAIN_API.md describes."""
+    return {
+        "layout": [
+            {"i": layout[0], "x": 0, "y": 0, "w": 6, "h": 4, "maxH": None, "moved": False},
+            {"i": layout[1], "x": 6, "y": 0, "w": 6, "h": 4, "maxH": None, "moved": False},
+        ],
+        "filters": [{"tableName": "analytics_dev.orders", "columns": [{"label": "Region"}]}],
+        "metrics": [
+            {
+                "id": m1,
+                "metricId": m1,
+                "name": "Revenue",
+                "query": "SELECT sum(x) FROM analytics_dev.orders",
+                "inputFields": [{"schemaName": "analytics_dev", "tableName": "orders"}],
+                "clickActions": [{"dashboardId": "sales-detail"}],
+            },
+            {"id": m2, "metricId": m2, "name": "Count", "query": "select 1"},
+        ],
+        "gridMargin": {"x": 10, "y": 10},
+    }
+
+
+def remint(data: Any, fresh: dict[str, str]) -> Any:
+    """Replace every UUID-shaped or minted value consistently, as a re-creating server would."""
+    if isinstance(data, dict):
+        return {k: remint(v, fresh) for k, v in data.items()}
+    if isinstance(data, list):
+        return [remint(v, fresh) for v in data]
+    if isinstance(data, str) and (data.startswith("m-") or _is_uuid(data)):
+        return fresh.setdefault(data, str(uuid.UUID(int=len(fresh) + 7)))
+    return data
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text.lower() and len(text) == 36
+    except ValueError:
+        return False
+
+
+def norm(data: Any, **kw: Any) -> Any:
+    """normalize_for_compare with the demo's schema pair."""
+    return normalize_for_compare(data, schema_pairs=PAIRS, **kw)
+
+
+def test_consistent_reminting_compares_equal() -> None:
+    """Metric ids and layout cells re-minted consistently do not read as drift."""
+    source = dashboard()
+    target = remint(apply_target(source), {})
+    assert norm(source, id_map={"sales-detail": "p-sales-detail"}) == norm(target)
+
+
+def apply_target(source: Any) -> Any:
+    """What a faithful import of `source` with id prefix `p-` and the pair would hold."""
+    text = json.dumps(source).replace("analytics_dev", "analytics")
+    return json.loads(text.replace('"sales-detail"', '"p-sales-detail"'))
+
+
+def test_layout_cell_pointing_nowhere_differs() -> None:
+    """A layout cell whose metric id exists nowhere is drift, even though all ids are aliased."""
+    source = dashboard()
+    target = dashboard(m1="new-1", m2="new-2", layout=("new-1", "ghost"))
+    assert norm(source) != norm(target)
+    swapped = dashboard(m1="new-1", m2="new-2", layout=("new-2", "new-1"))
+    assert norm(source) != norm(swapped)
+
+
+@pytest.mark.parametrize(
+    "target_query",
+    [
+        "SELECT sum(x) FROM analytics.orders",  # server rewrote the SQL
+        "SELECT sum(x) FROM analytics_dev.orders",  # server rewrote nothing here
+    ],
+)
+def test_schema_pairs_any_rewrite_extent_compares_equal(target_query: str) -> None:
+    """Whichever occurrences the server rewrote (all, none, some), both sides normalize equal."""
+    source = dashboard()
+    target = copy.deepcopy(source)
+    target["metrics"][0]["query"] = target_query
+    target["metrics"][0]["inputFields"][0]["schemaName"] = "analytics"  # partially rewritten
+    assert norm(source) == norm(target)
+    other = copy.deepcopy(source)
+    other["metrics"][0]["query"] = "SELECT sum(x) FROM elsewhere.orders"
+    assert norm(source) != norm(other)
+
+
+def test_compare_ignore_drops_paths() -> None:
+    """compare_ignore paths (with or without `data.`, with [*]) are left out of the comparison."""
+    source, target = dashboard(), dashboard()
+    target["gridMargin"] = {"x": 0}
+    target["layout"][1]["moved"] = True
+    target["metrics"][1]["name"] = "Renamed"
+    assert norm(source) != norm(target)
+    ignore = ["data.gridMargin", "layout[*].moved", "data.metrics[1].name"]
+    pristine = copy.deepcopy(target)
+    assert norm(source, ignore=ignore) == norm(target, ignore=ignore)
+    assert target == pristine  # normalization copies, never mutates
+    assert "gridMargin" not in norm(source, ignore=ignore)
+
+
+def test_compare_ignore_list_index_drops_item() -> None:
+    """An ignored list index removes that item, not just its value."""
+    assert normalize_for_compare({"l": [1, 2, 3]}, ignore=["l[0]"]) == {"l": [2, 3]}
+
+
+def test_bad_ignore_path_is_plan_error() -> None:
+    """An unreadable compare_ignore path raises PlanError rather than being silently ignored."""
+    with pytest.raises(PlanError):
+        normalize_for_compare({}, ignore=["metrics[oops]"])
+
+
+def test_keep_protects_dashboard_ids_under_id_keys() -> None:
+    """A dashboard reference under an `id` key still counts when listed in `keep`."""
+    source = {"nav": {"id": "sales"}}
+    wrong = {"nav": {"id": "sales"}}  # reference not rewritten in the target
+    id_map = {"sales": "p-sales"}
+    keep = {"p-sales"}
+    assert normalize_for_compare(source, id_map=id_map) == normalize_for_compare(wrong)
+    assert normalize_for_compare(source, id_map=id_map, keep=keep) != normalize_for_compare(
+        wrong, keep=keep
+    )
+
+
+def test_normalize_does_not_mutate_and_survives_depth() -> None:
+    """Normalization copies its input and walks 5000 levels without RecursionError."""
+
+    def deep(leaf: Any) -> Any:
+        data: Any = leaf
+        for _ in range(5000):
+            data = {"n": [data]}
+        return data
+
+    data = deep({"id": "x"})
+    out = normalize_for_compare(data)
+    assert payloads_equal(data, deep({"id": "x"}))
+    assert payloads_equal(out, deep({"id": "#id1"}))
+    assert not payloads_equal(out, deep({"id": "#id2"}))
+    (change,) = diff_payloads(out, deep({"id": "#id2"}))
+    assert change.path.endswith("[0].id") and change.kind == "changed"
+
+
+uuids = st.uuids().map(str)
+leaves = st.one_of(uuids, st.text(max_size=5), st.integers(-5, 5), st.none())
+keys = st.sampled_from(["id", "metricId", "i", "uuid", "name", "query", "x", "dashboardId"])
+payloads = st.recursive(
+    leaves,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=5)),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(payloads, st.lists(uuids, min_size=1, max_size=5), st.randoms(use_true_random=False))
+def test_normalize_is_invariant_under_reminting(data: Any, pool: list[str], rng: Any) -> None:
+    """normalize(x) == normalize(remint(x)) for payloads full of random UUIDs."""
+
+    def reuse(value: Any) -> Any:
+        # Re-use a few uuids so that references between them exist.
+        if isinstance(value, dict):
+            return {k: reuse(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [reuse(v) for v in value]
+        if isinstance(value, str) and _is_uuid(value):
+            return rng.choice(pool)
+        return value
+
+    data = reuse(data)
+    assert normalize_for_compare(data) == normalize_for_compare(remint(data, {}))
+
+
+def test_diff_reports_changed_added_removed_in_path_order() -> None:
+    """Leaves that differ, appear or vanish are reported at their paths, sorted by path."""
+    before = {"a": 1, "m": [{"q": "x"}, 2, 3], "z": {"k": True}, "gone": [1]}
+    after = {"a": 2, "m": [{"q": "y"}, 2], "z": {"k": 1, "new": None}, "b": "s"}
+    assert diff_payloads(before, after) == [
+        Change("data.a", "changed", 1, 2),
+        Change("data.b", "added", None, "s"),
+        Change("data.gone", "removed", [1], None),
+        Change("data.m[0].q", "changed", "x", "y"),
+        Change("data.m[2]", "removed", 3, None),
+        Change("data.z.k", "changed", True, 1),
+        Change("data.z.new", "added", None, None),
+    ]
+
+
+def test_diff_indices_sort_numerically_and_types_differ() -> None:
+    """[2] sorts before [10]; a list replaced by a dict is one change."""
+    before = {"l": list(range(12)), "t": [1]}
+    after = {"l": [*range(2), 99, *range(3, 10), 98, 11], "t": {"0": 1}}
+    paths = [c.path for c in diff_payloads(before, after)]
+    assert paths == ["data.l[2]", "data.l[10]", "data.t"]
+
+
+def test_diff_limit_and_total() -> None:
+    """Only `limit` changes are returned; diff_summary reports the full count."""
+    before = {f"k{n:03d}": n for n in range(200)}
+    after = {k: -v - 1 for k, v in before.items()}
+    changes, total = diff_summary(before, after, limit=5)
+    assert [c.path for c in changes] == [f"data.k{n:03d}" for n in range(5)]
+    assert total == 200
+    assert len(diff_payloads(before, after, limit=7)) == 7
+    assert diff_payloads(before, before) == []
+
+
+def test_format_change_truncates_to_width() -> None:
+    """A change renders on one line within `width`, long values cut with an ellipsis."""
+    change = Change("data.metrics[2].query", "changed", "SELECT " + "a" * 500, "x\n" * 300)
+    line = format_change(change, width=100)
+    assert "\n" not in line and len(line) <= 100 and "…" in line
+    assert line.startswith('~ data.metrics[2].query: "SELECT ')
+    short = format_change(Change("data.a", "changed", 1, "two"))
+    assert short == '~ data.a: 1 → "two"'
+    assert format_change(Change("data.b", "added", None, {"k": [1]})) == '+ data.b: {"k":[1]}'
+    long_path = Change("data." + "x" * 300, "removed", 1, None)
+    assert len(format_change(long_path, width=80)) <= 80
