@@ -108,13 +108,13 @@ _MEASURES = {
 }
 
 
-def _sql(schema: str, table: str, chart: str) -> str:
+def _sql(schema: str, table: str, chart: str, dimension_schema: str) -> str:
     select = _MEASURES.get(
         chart, "date_trunc('month', t.created_at) AS month, SUM(t.amount) AS amount"
     )
     return (
         f"SELECT {select}\nFROM {schema}.{table} t\n"
-        f"LEFT JOIN {schema}.regions r ON r.id = t.region_id\n"
+        f"LEFT JOIN {dimension_schema}.regions r ON r.id = t.region_id\n"
         "WHERE t.created_at >= {{ date_from }} AND t.created_at < {{ date_to }}\n"
         "GROUP BY 1 ORDER BY 1"
     )
@@ -123,8 +123,10 @@ def _sql(schema: str, table: str, chart: str) -> str:
 def _metric(
     dashboard: str, spec: _Metric, schema: str, links: tuple[str, ...], ordinal: int
 ) -> JSONObject:
+    # A metric on another schema still joins the dashboard's dimension tables: cross-schema
+    # SQL is what makes per-dashboard schema_pairs necessary.
+    query = _sql(spec.schema or schema, spec.table, spec.chart, schema)
     schema = spec.schema or schema
-    query = _sql(schema, spec.table, spec.chart)
     metric_id = _uid(dashboard, "metric", spec.slug)
     return {
         "id": metric_id,
