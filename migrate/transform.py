@@ -211,7 +211,8 @@ class SchemaRewriter:
     """
 
     def __init__(self, table: Mapping[str, str]) -> None:
-        self.table = {name: new for name, new in table.items() if name and name != new}
+        # Identity entries stay: they change nothing but are still counted.
+        self.table = {name: new for name, new in table.items() if name}
         self.counts: dict[str, int] = dict.fromkeys(self.table, 0)
         # Longest first, so `sales_dev` wins over `sales` at the same position.
         names = sorted(self.table, key=lambda n: (-len(n), n))
@@ -290,4 +291,5 @@ def canonical_schema_table(pairs: Sequence[SchemaPair]) -> dict[str, str]:
     token: dict[str, str] = {}
     for pair in pairs:
         token.setdefault(find(pair.replace), pair.target)
-    return {name: token[find(name)] for name in parent}
+    canonical = {name: token[find(name)] for name in parent}
+    return {name: new for name, new in canonical.items() if name != new}

@@ -241,3 +241,12 @@ def test_format_change_truncates_to_width() -> None:
     assert format_change(Change("data.b", "added", None, {"k": [1]})) == '+ data.b: {"k":[1]}'
     long_path = Change("data." + "x" * 300, "removed", 1, None)
     assert len(format_change(long_path, width=80)) <= 80
+
+
+def test_chained_schema_pairs_share_one_canonical_name() -> None:
+    """With a→b and b→c, all three names normalize alike, so no server rewrite reads as drift."""
+    pairs = [SchemaPair("a", "b"), SchemaPair("b", "c")]
+    forms = [
+        normalize_for_compare({"q": f"select * from {s}.t"}, schema_pairs=pairs) for s in "abc"
+    ]
+    assert forms[0] == forms[1] == forms[2] == {"q": "select * from b.t"}

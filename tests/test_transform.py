@@ -105,6 +105,7 @@ def test_count_schema_occurrences_finds_qualified_quoted_and_structured() -> Non
     """Counts qualified, quoted and backticked names plus schemaName values; not partial words."""
     counts = count_schema_occurrences(SQL, [*PAIRS, SchemaPair("typo_dev", "x")])
     assert counts == {"analytics_dev": 5, "sales_dev": 1, "typo_dev": 0}
+    assert count_schema_occurrences("x.t", [SchemaPair("x", "x")]) == {"x": 1}
 
 
 def test_apply_schema_pairs_rewrites_like_counts() -> None:
