@@ -158,12 +158,18 @@ def _compose_yaml(text: str, name: str) -> _Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "unreadable"
+        hint = "fix the syntax at that position (indentation, a missing ':' or quote)"
+        line_text = (
+            text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else ""
+        )
+        if "${" in line_text:
+            hint = 'inside [ ] or { }, quote values that use ${VAR}: "${VAR}"'
         raise PlanError(
             f"YAML syntax error: {problem}",
             file=name,
             line=mark.line + 1 if mark else None,
             column=mark.column + 1 if mark else None,
-            hint="fix the syntax at that position (indentation, a missing ':' or quote)",
+            hint=hint,
         ) from exc
     except yaml.YAMLError as exc:
         raise PlanError(f"YAML syntax error: {exc}", file=name) from exc

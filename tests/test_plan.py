@@ -1,4 +1,4 @@
-"""The plan loader: valid plans become frozen Plans; every bad plan is a located exit-3 PlanError."""
+"""The plan loader: valid plans become frozen Plans; each bad plan is a located exit-3 PlanError."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def assert_located(error: PlanError, line: int) -> None:
 
 
 def test_good_plan_loads_into_frozen_dataclasses() -> None:
-    """A full plan becomes the documented Plan, with defaults applied and ${VAR:-default} expanded."""
+    """A full plan becomes the documented Plan: defaults applied, ${VAR:-default} expanded."""
     plan = parse_plan(GOOD, path="plan.yaml", environ={})
     assert plan.source == Endpoint("sandbox://demo", "Sales Dev")
     assert plan.target == Endpoint("sandbox://demo", "Sales Prod", "DATABRAIN_TARGET_TOKEN")
@@ -99,8 +99,15 @@ def test_expanded_number_is_read_as_a_number() -> None:
 def test_json_plan_loads() -> None:
     """A JSON plan (even tab-indented) is a plan too."""
     plan = parse_plan(GOOD, environ={})
-    doc = json.loads(json.dumps({"version": 1, "target": {"url": "sandbox://x", "workspace": "W"},
-                                 "dashboards": [{"id": "a"}]}))
+    doc = json.loads(
+        json.dumps(
+            {
+                "version": 1,
+                "target": {"url": "sandbox://x", "workspace": "W"},
+                "dashboards": [{"id": "a"}],
+            }
+        )
+    )
     text = json.dumps(doc, indent="\t")
     assert parse_plan(text).dashboards[0].id == "a"
     assert plan.target.url == "sandbox://demo"
@@ -183,7 +190,7 @@ def test_version_must_be_1() -> None:
 
 def test_missing_required_section() -> None:
     """A plan without `target` names the missing section."""
-    text = GOOD.split("target:")[0] + "dashboards: []\n"
+    text = GOOD.split("target:", maxsplit=1)[0] + "dashboards: []\n"
     error = fail(text)
     assert_located(error, 1)
     assert "target" in error.message
@@ -267,7 +274,9 @@ def test_depends_on_deferred_when_globs_present() -> None:
 
 def test_dependency_cycle_printed_as_path() -> None:
     """A cycle is reported as `a → b → a` at the first entry on it."""
-    text = GOOD.replace("  - id: kpi-core\n", "  - id: kpi-core\n    depends_on: [sales-overview]\n")
+    text = GOOD.replace(
+        "  - id: kpi-core\n", "  - id: kpi-core\n    depends_on: [sales-overview]\n"
+    )
     error = fail(text)
     assert "kpi-core → sales-overview → kpi-core" in error.message
     assert_located(error, 13)
@@ -312,7 +321,9 @@ def test_json_syntax_error_has_line_and_column() -> None:
 
 def test_duplicate_yaml_key() -> None:
     """A key given twice in one mapping is refused at the second one."""
-    error = fail(GOOD.replace("  workspace: Sales Dev\n", "  workspace: Sales Dev\n  workspace: X\n"))
+    error = fail(
+        GOOD.replace("  workspace: Sales Dev\n", "  workspace: Sales Dev\n  workspace: X\n")
+    )
     assert_located(error, 5)
     assert "duplicate key `workspace`" in error.message
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from migrate.errors import PlanError, Violation
 from migrate.schema import (
@@ -37,7 +38,10 @@ def realistic(n_metrics: int = 40) -> dict[str, Any]:
         for i in range(n_metrics)
     ]
     return {
-        "layout": [{"i": f"m-{i}", "x": 0, "y": i, "w": 6, "h": 4, "maxH": None, "zz": {}} for i in range(n_metrics)],
+        "layout": [
+            {"i": f"m-{i}", "x": 0, "y": i, "w": 6, "h": 4, "maxH": None, "zz": {}}
+            for i in range(n_metrics)
+        ],
         "filters": [{"tableName": "public.orders", "columns": [{"label": "Region"}], "new": True}],
         "metrics": metrics,
         "gridMargin": {"x": 10, "y": 10, "extra": [1]},
@@ -47,8 +51,6 @@ def realistic(n_metrics: int = 40) -> dict[str, Any]:
 
 def test_schemas_are_valid_2020_12() -> None:
     """Both shipped schemas are valid JSON Schema 2020-12 documents."""
-    from jsonschema import Draft202012Validator
-
     for name in ("plan", "dashboard"):
         schema = load_schema(name)  # type: ignore[arg-type]  # parametrized by hand
         Draft202012Validator.check_schema(schema)
@@ -72,7 +74,11 @@ def test_plan_schema_documents_every_property() -> None:
 
     visit(schema, "")
     assert schema["additionalProperties"] is False
-    assert all(d.get("additionalProperties") is False for d in schema["$defs"].values() if d.get("type") == "object")
+    assert all(
+        d.get("additionalProperties") is False
+        for d in schema["$defs"].values()
+        if d.get("type") == "object"
+    )
 
 
 def test_load_schema_returns_a_copy() -> None:
@@ -87,7 +93,9 @@ def test_unfamiliar_valid_payloads_pass() -> None:
     assert validator.validate_export(export(realistic())) == []
     assert validator.validate_export(export({})) == []
     assert validator.validate_export({"data": {"layout": []}}) == []
-    assert validator.validate_export({"data": {"metrics": []}, "_meta": {"new": 1}, "other": 2}) == []
+    assert (
+        validator.validate_export({"data": {"metrics": []}, "_meta": {"new": 1}, "other": 2}) == []
+    )
     assert validator.validate_data(realistic()) == []
 
 
@@ -155,7 +163,9 @@ def test_json_path_quotes_odd_keys() -> None:
 def test_extra_schema_must_also_pass(tmp_path: Path) -> None:
     """A user's payload_schema adds requirements; both schemas must pass."""
     strict = tmp_path / "strict.json"
-    strict.write_text(json.dumps({"required": ["metrics"], "properties": {"metrics": {"minItems": 1}}}))
+    strict.write_text(
+        json.dumps({"required": ["metrics"], "properties": {"metrics": {"minItems": 1}}})
+    )
     validator = PayloadValidator(strict)
     assert validator.validate_export(export(realistic())) == []
     paths = [v.path for v in validator.validate_export(export({"layout": 3}))]

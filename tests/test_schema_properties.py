@@ -8,12 +8,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migrate.schema import PayloadValidator
+from migrate.schema import PayloadValidator, _compiled
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -44,7 +45,9 @@ def paths_in(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 @settings(max_examples=100, deadline=None)
 @given(data=st.data(), replacement=json_values, extra_key=st.text(max_size=6))
-def test_mutated_payloads_never_crash(data: st.DataObject, replacement: Any, extra_key: str) -> None:
+def test_mutated_payloads_never_crash(
+    data: st.DataObject, replacement: Any, extra_key: str
+) -> None:
     """Replacing any value, or adding a key anywhere, yields [] or violations with paths."""
     document = copy.deepcopy(BASE)
     path = data.draw(st.sampled_from(paths_in(document)))
@@ -85,8 +88,6 @@ def test_unknown_keys_are_always_valid(extra: dict[str, Any]) -> None:
 @given(data=st.data(), replacement=json_values)
 def test_fast_path_agrees_with_jsonschema(data: st.DataObject, replacement: Any) -> None:
     """The compiled fast predicate says valid exactly when jsonschema finds no error."""
-    from migrate.schema import _compiled
-
     document = copy.deepcopy(BASE)
     path = data.draw(st.sampled_from(paths_in(document)))
     if path:
