@@ -14,6 +14,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 from starlette.applications import Starlette
@@ -270,6 +271,18 @@ async def list_metrics(request: Request) -> Response:
     return _ok([{"name": name, "metricId": metric_id} for metric_id, name in rows])
 
 
+def content_disposition(filename: str) -> str:
+    """`attachment; filename="..."`, plus an RFC 6266 `filename*` when the name is not plain ASCII.
+
+    This is what Express's `res.attachment()` sends; a header must stay latin-1 and quote-free
+    whatever characters a dashboard id holds.
+    """
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in filename)
+    if fallback == filename:
+        return f'attachment; filename="{filename}"'
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -289,7 +302,7 @@ async def export_dashboard(request: Request) -> Response:
     meta = {"exportedAt": _now_iso(), "workspaceName": workspace, "dashboardId": dashboard_id}
     # Splice the stored JSON text in: no parse/dump round trip for a payload of megabytes.
     body = b'{"_meta":' + _json_bytes(meta) + b',"data":' + text.encode() + b"}"
-    disposition = f'attachment; filename="dashboard-{dashboard_id}.json"'
+    disposition = content_disposition(f"dashboard-{dashboard_id}.json")
     return Response(body, media_type=JSON_TYPE, headers={"Content-Disposition": disposition})
 
 

@@ -209,3 +209,15 @@ async def test_request_log_and_write_count(client: httpx.AsyncClient, sandbox: S
     assert all(r.finished >= r.started for r in sandbox.request_log)
     assert sandbox.requests("import", "kpi-core")[0].method == "POST"
     assert sandbox.in_flight == 0 and sandbox.max_in_flight == 1
+
+
+async def test_export_of_non_ascii_id(client: httpx.AsyncClient, sandbox: Sandbox) -> None:
+    """An id with non-ASCII or quote characters exports with a safe RFC 6266 header."""
+    sandbox.put_dashboard("Sales Dev", 'région "1"', "R", {"metrics": []})
+    r = await client.post(EXPORT, json={"dashboardId": 'région "1"', "workspaceName": "Sales Dev"})
+    assert r.status_code == 200
+    assert r.headers["content-disposition"] == (
+        'attachment; filename="dashboard-r?gion ?1?.json"; '
+        "filename*=UTF-8''dashboard-r%C3%A9gion%20%221%22.json"
+    )
+    assert r.json()["_meta"]["dashboardId"] == 'région "1"'
