@@ -177,10 +177,13 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 def _peek(scope: Scope, info: dict[str, Any], body: bytes) -> None:
     """Parse the body once (handlers reuse it) and note workspace/dashboard for the log."""
     parsed: Any
+    content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip()
     if scope["method"] == "GET":
         parsed = None
-    elif not body.strip():
-        parsed = {}  # Express's body parser turns an empty body into {}
+    elif not body.strip() or not content_type.lower().endswith(b"json"):
+        # Express's JSON parser leaves the body {} when it is empty or not labelled JSON, so
+        # a client that forgets Content-Type hears '"workspaceName" is required'.
+        parsed = {}
     else:
         try:
             parsed = json.loads(body)

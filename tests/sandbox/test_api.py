@@ -221,3 +221,14 @@ async def test_export_of_non_ascii_id(client: httpx.AsyncClient, sandbox: Sandbo
         "filename*=UTF-8''dashboard-r%C3%A9gion%20%221%22.json"
     )
     assert r.json()["_meta"]["dashboardId"] == 'région "1"'
+
+
+async def test_body_without_json_content_type_is_ignored(client: httpx.AsyncClient) -> None:
+    """Like Express, a body not labelled application/json is read as {} (so fields are missing)."""
+    body = b'{"dashboardId": "kpi-core", "workspaceName": "Sales Dev"}'
+    r = await client.post(EXPORT, content=body, headers={"Content-Type": "text/plain"})
+    assert error_of(r) == (400, "INVALID_REQUEST_BODY", '"dashboardId" is required')
+    r = await client.post(
+        EXPORT, content=body, headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+    assert r.status_code == 200
