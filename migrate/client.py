@@ -86,8 +86,43 @@ class Pacer:
     async def acquire(self) -> None:
         """Wait until one more request may start."""
 
-    def release(self, *, rate_limited: bool = False, retry_after: float | None = None) -> None:
+    def release(self, signal: RateSignal) -> None:
         """Record how the request ended."""
+
+
+@dataclass(frozen=True)
+class RateSignal:
+    """What one answer said about the server's rate limit."""
+
+    rate_limited: bool = False
+    retry_after: float | None = None  # seconds, from Retry-After
+    remaining: int | None = None  # RateLimit-Remaining (or X-RateLimit-Remaining)
+    reset_s: float | None = None  # RateLimit-Reset: seconds until the window resets
+
+    @classmethod
+    def from_response(cls, status: int, headers: httpx.Headers) -> RateSignal:
+        """Read the standard rate-limit headers (IETF draft / express-rate-limit)."""
+        remaining = _header_number(headers, "RateLimit-Remaining", "X-RateLimit-Remaining")
+        reset = _header_number(headers, "RateLimit-Reset", "X-RateLimit-Reset")
+        if reset is not None and reset > 1_000_000_000:  # some servers send an epoch time
+            reset = max(0.0, reset - time.time())
+        return cls(
+            rate_limited=status == 429,
+            retry_after=parse_retry_after(headers.get("Retry-After")) if status == 429 else None,
+            remaining=int(remaining) if remaining is not None else None,
+            reset_s=reset,
+        )
+
+
+def _header_number(headers: httpx.Headers, *names: str) -> float | None:
+    for name in names:
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return float(value.split(",")[0].strip())
+            except ValueError:
+                return None
+    return None
 
 
 class _Answer:
@@ -407,8 +442,7 @@ class DatabrainClient:
             content = _dump(json_body)
         headers = {"Content-Type": "application/json"} if content is not None else None
         await self._pacer.acquire()
-        rate_limited = False
-        retry_after: float | None = None
+        signal = RateSignal()
         try:
             request = self._http.build_request(
                 method, path, content=content, headers=headers, params=params
@@ -418,9 +452,7 @@ class DatabrainClient:
                 raw = await self._read_capped(response, url)
             finally:
                 await response.aclose()
-            if response.status_code == 429:
-                rate_limited = True
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            signal = RateSignal.from_response(response.status_code, response.headers)
         except httpx.TimeoutException as exc:
             sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
             raise TransportError(
@@ -441,7 +473,7 @@ class DatabrainClient:
                 uncertain=True,
             ) from exc
         finally:
-            self._pacer.release(rate_limited=rate_limited, retry_after=retry_after)
+            self._pacer.release(signal)
         body: Any = None
         if raw:
             try:

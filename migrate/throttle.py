@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from migrate.client import Pacer
+from migrate.client import Pacer, RateSignal
 
 
 class Throttle(Pacer):
@@ -42,6 +42,8 @@ class Throttle(Pacer):
         self._next_start = 0.0
         self._paused_until = 0.0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._budget: int | None = None
+        self._budget_reset_at = 0.0
 
     async def acquire(self) -> None:
         """Wait for a free slot, then for the rate cap and any server-requested pause."""
@@ -54,30 +56,34 @@ class Throttle(Pacer):
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         now = self._clock()
         start = max(now, self._paused_until)
+        if self._budget is not None:
+            if self._budget <= 0 and self._budget_reset_at > now:
+                start = max(start, self._budget_reset_at)
+                self._budget = None  # a new window: unknown until the next answer says
+            else:
+                self._budget -= 1
         if self.max_rps:
             start = max(start, self._next_start)
             self._next_start = start + 1.0 / self.max_rps
         if start > now:
             await self._sleep(start - now)
 
-    def release(
-        self,
-        *,
-        rate_limited: bool = False,
-        retry_after: float | None = None,
-        pause_s: float | None = None,
-    ) -> None:
-        """Free the slot and adapt: shrink and pause after a 429, grow after a success."""
+    def release(self, signal: RateSignal) -> None:
+        """Free the slot and adapt: shrink and pause after a 429, grow after a success, and
+        pause before the server's announced budget runs out."""
         self.in_flight -= 1
         now = self._clock()
-        if rate_limited:
+        if signal.rate_limited:
             self.rate_limited += 1
             self.limit = max(1.0, self.limit / 2)
-            self._paused_until = max(self._paused_until, now + (retry_after or 1.0))
+            self._paused_until = max(self._paused_until, now + (signal.retry_after or 1.0))
+            self._budget = None
         else:
             self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
-            if pause_s:
-                self._paused_until = max(self._paused_until, now + pause_s)
+            if signal.remaining is not None and signal.reset_s is not None:
+                # Requests already in flight will spend part of what the server says is left.
+                self._budget = signal.remaining - self.in_flight
+                self._budget_reset_at = now + signal.reset_s
         free = int(self.limit) - self.in_flight
         while free > 0 and self._waiters:
             waiter = self._waiters.popleft()
