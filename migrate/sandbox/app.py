@@ -1,6 +1,6 @@
 """The Starlette app that imitates Databrain's REST API (DATABRAIN_API.md) over a `Sandbox`.
 
-Per request, `_SandboxMiddleware` buffers the body, applies rate limit -> latency -> injected
+Per request, `SandboxMiddleware` buffers the body, applies rate limit -> latency -> injected
 5xx, and logs the request; the route handlers then check the token, validate like Joi, and talk
 to the store. Imports that commit may lose their response (`drop_rate`): the handler returns a
 `_DroppedResponse`, which announces the whole body, sends half, and raises `ConnectionDropped`.
@@ -9,59 +9,38 @@ to the store. Imports that commit may lose their response (`drop_rate`): the han
 from __future__ import annotations
 
 import hmac
-import json
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from migrate.sandbox import validation
 from migrate.sandbox.config import SandboxConfig
 from migrate.sandbox.faults import ConnectionDropped
+from migrate.sandbox.middleware import (
+    INFO,
+    INVALID_JSON,
+    JSON_TYPE,
+    SandboxMiddleware,
+    error_response,
+    json_bytes,
+)
 from migrate.sandbox.rewrite import apply_schema_pairs, remint_metric_ids
-from migrate.sandbox.state import RequestKind, RequestRecord, Sandbox
+from migrate.sandbox.state import Sandbox
 
-JSON_TYPE = "application/json; charset=utf-8"  # what Express sends
 PAGE_SIZE = 10
-_INFO = "migrate.sandbox"  # scope key: what the middleware learned about this request
-_INVALID_JSON = object()
-
-_KINDS: dict[tuple[str, str], RequestKind] = {
-    ("GET", "/api/v2/workspace"): "list_workspaces",
-    ("POST", "/api/v2/workspace/dashboards"): "list_dashboards",
-    ("POST", "/api/v2/workspace/metrics"): "list_metrics",
-    ("POST", "/api/v2/data-app/export-dashboard"): "export",
-    ("POST", "/api/v2/data-app/import-dashboard"): "import",
-}
-_FAIL_BODIES = {
-    500: ("INTERNAL_SERVER_ERROR", "Internal Server Error"),
-    502: ("BAD_GATEWAY", "Bad Gateway"),
-    503: ("SERVICE_UNAVAILABLE", "Service Unavailable"),
-}
-
-
-def _json_bytes(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def error_response(status: int, code: str, message: str, **headers: str) -> Response:
-    """The documented error shape `{"error": {"code", "message"}}`."""
-    body = _json_bytes({"error": {"code": code, "message": message}})
-    return Response(body, status_code=status, media_type=JSON_TYPE, headers=headers or None)
 
 
 def _ok(data: Any) -> Response:
-    return Response(_json_bytes({"data": data, "error": None}), media_type=JSON_TYPE)
+    return Response(json_bytes({"data": data, "error": None}), media_type=JSON_TYPE)
 
 
 class _DroppedResponse(Response):
@@ -72,131 +51,6 @@ class _DroppedResponse(Response):
         await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2],
                     "more_body": True})  # fmt: skip
         raise ConnectionDropped("sandbox dropped the connection after committing the import")
-
-
-class _SandboxMiddleware:
-    """Buffers the body, injects faults in the documented order, and logs every request."""
-
-    def __init__(self, app: ASGIApp, sandbox: Sandbox) -> None:
-        self.app = app
-        self.sandbox = sandbox
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        sandbox, faults = self.sandbox, self.sandbox.faults
-        started = sandbox.request_started()
-        method, path = scope["method"], scope["path"]
-        info: dict[str, Any] = {"workspace": None, "dashboard_id": None, "status": 500}
-        scope[_INFO] = info
-        extra_headers: list[tuple[bytes, bytes]] = []
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                info["status"] = message["status"]
-                if extra_headers:
-                    message = {**message, "headers": [*message["headers"], *extra_headers]}
-            await send(message)
-
-        dropped = False
-        try:
-            body = await _read_body(receive)
-            _peek(scope, info, body)
-            replay = _replay(body, receive)
-            limit = faults.rate_limit
-            if limit is not None:
-                client = scope.get("client")
-                decision = sandbox.rate_limiter.check(
-                    client[0] if client else "?",
-                    limit[0],
-                    limit[1],
-                    http_date=faults.retry_after_http_date,
-                )
-                extra_headers = [
-                    (k.lower().encode(), v.encode()) for k, v in decision.headers.items()
-                ]
-                if not decision.allowed:
-                    response = error_response(
-                        429, "RATE_LIMIT_EXCEEDED", "Too many requests, please try again later."
-                    )
-                    await response(scope, replay, send_wrapper)
-                    return
-            if faults.latency_ms > 0:
-                await anyio.sleep(faults.latency_ms / 1000)
-            status = faults.draw_failure()
-            if status is not None:
-                code, message = _FAIL_BODIES.get(status, ("INTERNAL_SERVER_ERROR", "Error"))
-                await error_response(status, code, message)(scope, replay, send_wrapper)
-                return
-            await self.app(scope, replay, send_wrapper)
-        except ConnectionDropped:
-            dropped = True
-            raise
-        finally:
-            sandbox.request_finished(
-                RequestRecord(
-                    method=method,
-                    path=path,
-                    kind=_KINDS.get((method, path), "unknown"),
-                    workspace=info["workspace"],
-                    dashboard_id=info["dashboard_id"],
-                    status=info["status"],
-                    started=started,
-                    finished=time.monotonic(),
-                    dropped=dropped,
-                )
-            )
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
-
-
-def _peek(scope: Scope, info: dict[str, Any], body: bytes) -> None:
-    """Parse the body once (handlers reuse it) and note workspace/dashboard for the log."""
-    parsed: Any
-    content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip()
-    if scope["method"] == "GET":
-        parsed = None
-    elif not body.strip() or not content_type.lower().endswith(b"json"):
-        # Express's JSON parser leaves the body {} when it is empty or not labelled JSON, so
-        # a client that forgets Content-Type hears '"workspaceName" is required'.
-        parsed = {}
-    else:
-        try:
-            parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            parsed = _INVALID_JSON
-    info["body"] = parsed
-    if isinstance(parsed, dict):
-        for key, slot in (("workspaceName", "workspace"), ("dashboardId", "dashboard_id")):
-            if isinstance(parsed.get(key), str):
-                info[slot] = parsed[key]
-
-
-# -- handlers -------------------------------------------------------------------------------
 
 
 def _sandbox(request: Request) -> Sandbox:
@@ -216,8 +70,8 @@ def _checked(request: Request, fields: tuple[validation.Field, ...]) -> dict[str
     if request.method == "GET":
         body: Any = dict(request.query_params)
     else:
-        body = request.scope[_INFO]["body"]
-        if body is _INVALID_JSON:
+        body = request.scope[INFO]["body"]
+        if body is INVALID_JSON:
             return error_response(400, "INVALID_REQUEST_BODY", "Request body is not valid JSON")
     try:
         return validation.validate(body, fields, convert=request.method == "GET")
@@ -304,7 +158,7 @@ async def export_dashboard(request: Request) -> Response:
         return error_response(400, "INVALID_DASHBOARD_ID", "Dashboard not found")
     meta = {"exportedAt": _now_iso(), "workspaceName": workspace, "dashboardId": dashboard_id}
     # Splice the stored JSON text in: no parse/dump round trip for a payload of megabytes.
-    body = b'{"_meta":' + _json_bytes(meta) + b',"data":' + text.encode() + b"}"
+    body = b'{"_meta":' + json_bytes(meta) + b',"data":' + text.encode() + b"}"
     disposition = content_disposition(f"dashboard-{dashboard_id}.json")
     return Response(body, media_type=JSON_TYPE, headers={"Content-Disposition": disposition})
 
@@ -319,7 +173,7 @@ async def import_dashboard(request: Request) -> Response:
     if not sandbox.store.has_workspace(workspace):
         return _no_workspace()
     dashboard_id: str = args.get("dashboardId") or f"dashboard-{uuid.uuid4().hex[:12]}"
-    request.scope[_INFO]["dashboard_id"] = dashboard_id
+    request.scope[INFO]["dashboard_id"] = dashboard_id
     data: dict[str, Any] = args["importDashboardData"]
     if args.get("schemaPairs"):
         data = apply_schema_pairs(data, args["schemaPairs"])
@@ -352,8 +206,8 @@ async def import_dashboard(request: Request) -> Response:
             "error": None,
         }
     if sandbox.faults.draw_drop():
-        return _DroppedResponse(_json_bytes(body), media_type=JSON_TYPE)
-    return Response(_json_bytes(body), media_type=JSON_TYPE)
+        return _DroppedResponse(json_bytes(body), media_type=JSON_TYPE)
+    return Response(json_bytes(body), media_type=JSON_TYPE)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -385,7 +239,7 @@ def create_app(config: SandboxConfig) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_SandboxMiddleware, sandbox=sandbox)],
+        middleware=[Middleware(SandboxMiddleware, sandbox=sandbox)],
         exception_handlers={HTTPException: _http_error, Exception: _crash},
     )
     app.state.sandbox = sandbox

@@ -1,0 +1,167 @@
+"""Per-request machinery around the sandbox's handlers: the body is buffered and parsed once,
+faults are injected in the documented order (rate limit -> latency -> injected 5xx), and every
+request is logged on the `Sandbox` with its kind, workspace, dashboard id, status and times.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import anyio
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from migrate.sandbox.faults import ConnectionDropped
+from migrate.sandbox.state import RequestKind, RequestRecord, Sandbox
+
+JSON_TYPE = "application/json; charset=utf-8"  # what Express sends
+INFO = "migrate.sandbox"  # scope key: what the middleware learned about this request
+INVALID_JSON = object()  # INFO["body"] when the body is not JSON
+
+_KINDS: dict[tuple[str, str], RequestKind] = {
+    ("GET", "/api/v2/workspace"): "list_workspaces",
+    ("POST", "/api/v2/workspace/dashboards"): "list_dashboards",
+    ("POST", "/api/v2/workspace/metrics"): "list_metrics",
+    ("POST", "/api/v2/data-app/export-dashboard"): "export",
+    ("POST", "/api/v2/data-app/import-dashboard"): "import",
+}
+_FAIL_BODIES = {
+    500: ("INTERNAL_SERVER_ERROR", "Internal Server Error"),
+    502: ("BAD_GATEWAY", "Bad Gateway"),
+    503: ("SERVICE_UNAVAILABLE", "Service Unavailable"),
+}
+
+
+def json_bytes(value: Any) -> bytes:
+    """Compact UTF-8 JSON, as Express's `res.json` writes it."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def error_response(status: int, code: str, message: str, **headers: str) -> Response:
+    """The documented error shape `{"error": {"code", "message"}}`."""
+    body = json_bytes({"error": {"code": code, "message": message}})
+    return Response(body, status_code=status, media_type=JSON_TYPE, headers=headers or None)
+
+
+class SandboxMiddleware:
+    """Buffers the body, injects faults in the documented order, and logs every request."""
+
+    def __init__(self, app: ASGIApp, sandbox: Sandbox) -> None:
+        self.app = app
+        self.sandbox = sandbox
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sandbox, faults = self.sandbox, self.sandbox.faults
+        started = sandbox.request_started()
+        method, path = scope["method"], scope["path"]
+        info: dict[str, Any] = {"workspace": None, "dashboard_id": None, "status": 500}
+        scope[INFO] = info
+        extra_headers: list[tuple[bytes, bytes]] = []
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                info["status"] = message["status"]
+                if extra_headers:
+                    message = {**message, "headers": [*message["headers"], *extra_headers]}
+            await send(message)
+
+        dropped = False
+        try:
+            body = await _read_body(receive)
+            _peek(scope, info, body)
+            replay = _replay(body, receive)
+            limit = faults.rate_limit
+            if limit is not None:
+                client = scope.get("client")
+                decision = sandbox.rate_limiter.check(
+                    client[0] if client else "?",
+                    limit[0],
+                    limit[1],
+                    http_date=faults.retry_after_http_date,
+                )
+                extra_headers = [
+                    (k.lower().encode(), v.encode()) for k, v in decision.headers.items()
+                ]
+                if not decision.allowed:
+                    response = error_response(
+                        429, "RATE_LIMIT_EXCEEDED", "Too many requests, please try again later."
+                    )
+                    await response(scope, replay, send_wrapper)
+                    return
+            if faults.latency_ms > 0:
+                await anyio.sleep(faults.latency_ms / 1000)
+            status = faults.draw_failure()
+            if status is not None:
+                code, message = _FAIL_BODIES.get(status, ("INTERNAL_SERVER_ERROR", "Error"))
+                await error_response(status, code, message)(scope, replay, send_wrapper)
+                return
+            await self.app(scope, replay, send_wrapper)
+        except ConnectionDropped:
+            dropped = True
+            raise
+        finally:
+            sandbox.request_finished(
+                RequestRecord(
+                    method=method,
+                    path=path,
+                    kind=_KINDS.get((method, path), "unknown"),
+                    workspace=info["workspace"],
+                    dashboard_id=info["dashboard_id"],
+                    status=info["status"],
+                    started=started,
+                    finished=time.monotonic(),
+                    dropped=dropped,
+                )
+            )
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _peek(scope: Scope, info: dict[str, Any], body: bytes) -> None:
+    """Parse the body once (handlers reuse it) and note workspace/dashboard for the log."""
+    parsed: Any
+    content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip()
+    if scope["method"] == "GET":
+        parsed = None
+    elif not body.strip() or not content_type.lower().endswith(b"json"):
+        # Express's JSON parser leaves the body {} when it is empty or not labelled JSON, so
+        # a client that forgets Content-Type hears '"workspaceName" is required'.
+        parsed = {}
+    else:
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            parsed = INVALID_JSON
+    info["body"] = parsed
+    if isinstance(parsed, dict):
+        for key, slot in (("workspaceName", "workspace"), ("dashboardId", "dashboard_id")):
+            if isinstance(parsed.get(key), str):
+                info[slot] = parsed[key]
