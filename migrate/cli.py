@@ -295,6 +295,10 @@ def apply(
         Path | None, typer.Option("--summary", help="Markdown summary.")
     ] = None,
     select: Annotated[list[str] | None, _select_option()] = None,
+    saved_plan: Annotated[
+        Path | None,
+        typer.Option("--plan", help="Apply exactly this saved plan; refuse if it is stale."),
+    ] = None,
 ) -> None:
     """Apply the plan: import what is missing, in dependency order."""
     from migrate.report import apply_report, junit_xml, markdown_summary, to_json  # noqa: PLC0415
@@ -315,7 +319,14 @@ def apply(
         migration = _run(run_plan(loaded, options, progress))
         _render_plan(migration, PlanFormat.TEXT, started)
         raise typer.Exit(_plan_exit(migration, False))
-    report = _run(run_apply(loaded, options, progress))
+    saved = None
+    if saved_plan is not None:
+        from migrate.savedplan import load_saved_plan  # noqa: PLC0415
+
+        if select:
+            raise UsageError("--select cannot be combined with --plan (it has its own selection)")
+        saved = load_saved_plan(saved_plan)
+    report = _run(run_apply(loaded, options, progress, saved=saved))
     counts: dict[str, int] = {}
     for outcome in report.outcomes:
         counts[outcome.result.value] = counts.get(outcome.result.value, 0) + 1
@@ -328,6 +339,9 @@ def apply(
     summary = ", ".join(f"{counts[r.value]} {r.value}" for r in Result if r.value in counts)
     elapsed = report.finished_at - report.started_at
     out(f"Apply: {summary or 'nothing selected'} in {elapsed:.1f}s.")
+    if report.interrupted:
+        err(f"interrupted; to finish, run again: migrate apply {plan_file}")
+        raise typer.Exit(6)
     if not report.ok:
         bad = [o.id for o in report.outcomes if not o.result.ok]
         err(f"{len(bad)} dashboards did not succeed: {', '.join(bad[:10])}")
@@ -448,19 +462,21 @@ def sandbox(
     """Run the local Databrain-compatible server (SQLite-backed, with fault injection)."""
     import os  # noqa: PLC0415
 
-    from migrate.sandbox import DEFAULT_TOKEN, SandboxConfig, serve  # noqa: PLC0415
+    from migrate.sandbox import (  # noqa: PLC0415
+        DEFAULT_TOKEN,
+        SandboxConfig,
+        parse_rate_limit,
+        serve,
+    )
 
     limit: tuple[int, float] | None = None
     if rate_limit:
         try:
-            count, _, per = rate_limit.partition("/")
-            limit = (int(count), float(per or "1"))
-        except ValueError:
-            raise UsageError(
-                f"--rate-limit {rate_limit!r} is not N/S", hint="e.g. --rate-limit 50/1"
-            ) from None
-    if seed not in (None, "demo"):
-        raise UsageError(f"unknown seed {seed!r}", hint="the only seed is 'demo'")
+            limit = parse_rate_limit(rate_limit)
+        except ValueError as exc:
+            raise UsageError(f"--rate-limit: {exc}", hint="e.g. --rate-limit 50/1") from None
+    if seed not in (None, "demo", "empty"):
+        raise UsageError(f"unknown seed {seed!r}", hint="use --seed demo or --seed empty")
     token = os.environ.get(token_env) or DEFAULT_TOKEN
     if token == DEFAULT_TOKEN:
         err(f"sandbox token: the local default {DEFAULT_TOKEN!r}; set {token_env} to change it")
@@ -476,6 +492,18 @@ def sandbox(
         company_unique_ids=company_unique_ids,
     )
     serve(config, host=host, port=port)
+
+
+@app.command()
+@handled
+def unlock(
+    lock_id: Annotated[str, typer.Argument(help="The lock id a refused run printed.")],
+) -> None:
+    """Break a target lock left by another run (see the refused run's message)."""
+    from migrate.lock import break_lock  # noqa: PLC0415
+
+    info = break_lock(STATE.policy.state_dir, lock_id)
+    out(f"removed {info.describe()} for {info.target}")
 
 
 def main() -> None:

@@ -18,6 +18,7 @@
     │   ├── BadResponseError          5  HTML, non-JSON or mis-shaped body, body over the size cap
     │   └── TransportError            5  connection refused, reset, dropped, timed out
     ├── PartialError                  6  apply finished but not every dashboard succeeded
+    │   └── RunInterruptedError       6  Ctrl-C / SIGTERM: in-flight requests finish, none start
     └── RefusedError                  7  refused to start
         ├── StalePlanError            7  a saved plan no longer matches source or target
         └── LockHeldError             7  another run holds the target's lock
@@ -209,6 +210,10 @@ class PartialError(MigrateError):
     """Apply finished, but some dashboards did not reach created/unchanged/skipped."""
 
     exit_code = 6
+
+
+class RunInterruptedError(PartialError):
+    """The run was interrupted (Ctrl-C / SIGTERM): no new request starts."""
 
 
 class RefusedError(MigrateError):

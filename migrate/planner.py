@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,7 +56,16 @@ class PlannedDashboard:
     schema_pairs: tuple[SchemaPair, ...] = ()
     export: ExportFile | None = None
     rename: str | None = None  # dashboardName to send, when the plan sets one
-    source_sha256: str | None = None
+
+    @property
+    def source_sha256(self) -> str | None:
+        """sha256 of the source payload's `data`, canonical (key order and export time aside)."""
+        if self.export is None:
+            return None
+        canonical = json.dumps(
+            self.export.data, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -70,6 +80,7 @@ class MigrationPlan:
     source: dict[str, str]
     target: dict[str, str]
     warnings: list[str] = field(default_factory=list)
+    selectors: tuple[str, ...] = ()
 
     def count(self) -> dict[str, int]:
         """Dashboards per action."""
@@ -176,6 +187,7 @@ async def make_plan(
         source=source.describe(),
         target=plan.target.describe(),
         warnings=warnings,
+        selectors=tuple(selectors),
     )
 
 
@@ -212,7 +224,6 @@ async def _export_one(
         progress.warn(f"{item.id}: payload fails the dashboard schema")
         return
     item.export = export
-    item.source_sha256 = hashlib.sha256(export.raw).hexdigest()
 
 
 def normalized_pair(
@@ -221,10 +232,14 @@ def normalized_pair(
     """Source and target payloads normalized for comparison (A3 "equal content")."""
     assert item.export is not None
     ignore = plan.settings.compare_ignore
+    # Target ids stay literal on both sides, so a dashboard reference is compared, not aliased.
+    keep = frozenset(id_map.values())
     expected = normalize_for_compare(
-        item.export.data, schema_pairs=item.schema_pairs, id_map=id_map, ignore=ignore
+        item.export.data, schema_pairs=item.schema_pairs, id_map=id_map, ignore=ignore, keep=keep
     )
-    actual = normalize_for_compare(target_data, schema_pairs=item.schema_pairs, ignore=ignore)
+    actual = normalize_for_compare(
+        target_data, schema_pairs=item.schema_pairs, ignore=ignore, keep=keep
+    )
     return expected, actual
 
 

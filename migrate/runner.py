@@ -9,10 +9,13 @@ inventory is re-read before anything is re-sent, and every import is read back a
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from migrate.client import DatabrainClient
 from migrate.connection import ConnectionPolicy, open_client
@@ -22,14 +25,19 @@ from migrate.errors import (
     EndpointError,
     PlanError,
     RequestRejectedError,
+    RunInterruptedError,
     WorkspaceNotFoundError,
 )
 from migrate.events import ErrorInfo, Outcome, Progress
+from migrate.journal import Journal, journal_key
+from migrate.lock import TargetLock
 from migrate.models import Action, Plan, Result
 from migrate.planner import MAX_CHANGES, MigrationPlan, PlannedDashboard, make_plan, normalized_pair
+from migrate.savedplan import check_saved_plan, check_saved_plan_header
 from migrate.schema import PayloadValidator
 from migrate.source import LiveSource, PayloadSource
 from migrate.throttle import Throttle
+from migrate.transform import rewrite_references
 
 _PLANNED_RESULT = {
     Action.UNCHANGED: Result.UNCHANGED,
@@ -63,6 +71,8 @@ class ApplyReport:
     finished_at: float
     requests: int = 0
     rate_limited: int = 0
+    interrupted: bool = False
+    lock_id: str = ""
 
     @property
     def ok(self) -> bool:
@@ -117,27 +127,55 @@ async def run_plan(
 
 
 async def run_apply(
-    plan: Plan, options: RunOptions, progress: Progress | None = None
+    plan: Plan,
+    options: RunOptions,
+    progress: Progress | None = None,
+    *,
+    saved: dict[str, Any] | None = None,
 ) -> ApplyReport:
-    """Plan, then import every `create` in dependency order; never raises for one dashboard."""
+    """Plan, then import every `create` in dependency order; never raises for one dashboard.
+
+    Holds the target's lock for the whole run (LockHeldError, exit 7, if another run has it),
+    journals intent and outcome per import, and refuses (StalePlanError, exit 7) when `saved`
+    — a saved plan — no longer matches what planning finds now. The first SIGINT/SIGTERM stops
+    new requests and lets in-flight ones finish (the report says `interrupted`); a second one
+    exits at once.
+    """
     progress = progress or Progress()
     started = time.time()
-    endpoints = _Endpoints(plan, options)
-    try:
-        migration = await make_plan(
-            plan,
-            endpoints.source,
-            endpoints.target,
-            selectors=options.selectors,
-            validator=PayloadValidator(_payload_schema(plan)),
-            progress=progress,
-        )
-        to_create = sum(1 for item in migration.dashboards if item.action is Action.CREATE)
-        progress.stage(f"importing {to_create} dashboards")
-        executor = _Executor(migration, endpoints.target, fail_fast=options.fail_fast)
-        outcomes = await executor.run(progress)
-    finally:
-        await endpoints.aclose()
+    state_dir = options.policy.state_dir
+    target_key = f"{plan.target.url}#{plan.target.workspace}"
+    selectors = options.selectors
+    if saved is not None:
+        selectors = check_saved_plan_header(saved, plan)
+    with TargetLock(state_dir, target_key, warn=progress.warn) as lock:
+        endpoints = _Endpoints(plan, options)
+        interrupts = _Interrupts(endpoints.throttle, progress)
+        try:
+            interrupts.install()
+            migration = await make_plan(
+                plan,
+                endpoints.source,
+                endpoints.target,
+                selectors=selectors,
+                validator=PayloadValidator(_payload_schema(plan)),
+                progress=progress,
+            )
+            if saved is not None:
+                check_saved_plan(saved, migration)
+            key = journal_key(plan.target.url, plan.target.workspace, plan.digest)
+            async with Journal(state_dir, key) as journal:
+                _announce_resume(journal, migration, progress)
+                to_create = sum(1 for d in migration.dashboards if d.action is Action.CREATE)
+                progress.stage(f"importing {to_create} dashboards")
+                executor = _Executor(
+                    migration, endpoints.target, fail_fast=options.fail_fast, journal=journal
+                )
+                interrupts.executor = executor
+                outcomes = await executor.run(progress)
+        finally:
+            interrupts.remove()
+            await endpoints.aclose()
     return ApplyReport(
         migration=migration,
         outcomes=outcomes,
@@ -145,7 +183,60 @@ async def run_apply(
         finished_at=time.time(),
         requests=endpoints.throttle.requests,
         rate_limited=endpoints.throttle.rate_limited,
+        interrupted=interrupts.count > 0,
+        lock_id=lock.info.lock_id,
     )
+
+
+def _announce_resume(journal: Journal, migration: MigrationPlan, progress: Progress) -> None:
+    """Tell the user what an interrupted earlier run of this plan left behind."""
+    prior = journal.prior
+    if prior is None or prior.finished:
+        return
+    in_target = len(prior.intended & migration.target_inventory)
+    progress.warn(
+        f"resuming an interrupted run: it sent {len(prior.intended)} imports, confirmed"
+        f" {len(prior.confirmed)}; {in_target} of them are in the target and are not imported"
+        " again"
+    )
+
+
+class _Interrupts:
+    """First SIGINT/SIGTERM: stop starting requests. Second: exit at once."""
+
+    def __init__(self, throttle: Throttle, progress: Progress) -> None:
+        self.throttle = throttle
+        self.progress = progress
+        self.executor: _Executor | None = None
+        self.count = 0
+        self._installed: list[signal.Signals] = []
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue  # not the main thread (tests, embedding): no handler, no harm
+            self._installed.append(sig)
+
+    def remove(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._installed:
+            loop.remove_signal_handler(sig)
+        self._installed.clear()
+
+    def _on_signal(self) -> None:
+        self.count += 1
+        if self.count > 1:
+            os._exit(130)  # the user insists: stop now, as promised
+        self.progress.warn(
+            "interrupted: finishing the requests in flight, starting no new ones"
+            " (interrupt again to exit at once)"
+        )
+        self.throttle.close()
+        if self.executor is not None:
+            self.executor.stop_reason = "interrupted before it started"
 
 
 def _payload_schema(plan: Plan) -> Path | None:
@@ -159,8 +250,16 @@ def _payload_schema(plan: Plan) -> Path | None:
 class _Executor:
     """Imports the `create` dashboards of a plan, each as soon as its dependencies are in."""
 
-    def __init__(self, migration: MigrationPlan, target: DatabrainClient, *, fail_fast: bool):
+    def __init__(
+        self,
+        migration: MigrationPlan,
+        target: DatabrainClient,
+        *,
+        fail_fast: bool,
+        journal: Journal | None = None,
+    ) -> None:
         self.migration = migration
+        self.journal = journal
         self.target = target
         self.workspace = migration.plan.target.workspace
         self.fail_fast = fail_fast
@@ -180,9 +279,21 @@ class _Executor:
         started = time.monotonic()
         try:
             outcome = await self._decide(item, progress, started)
+        except RunInterruptedError:
+            outcome = self._outcome(
+                item,
+                Result.BLOCKED,
+                started,
+                error=ErrorInfo("INTERRUPTED", "the run was interrupted; rerun to finish"),
+            )
         finally:
             self.done[item.id].set()
         self.results[item.id] = outcome.result
+        if self.journal is not None and outcome.attempts:
+            self.journal.record(
+                "outcome", id=item.id, target_id=item.target_id, result=outcome.result.value
+            )
+            await self.journal.sync()
         if not outcome.result.ok and self.fail_fast and self.stop_reason is None:
             self.stop_reason = f"--fail-fast: stopped after {item.id} ended {outcome.result}"
         progress.finished(outcome)
@@ -216,12 +327,12 @@ class _Executor:
     async def _import(self, item: PlannedDashboard, started: float) -> Outcome:
         """Import once, confirming uncertain outcomes through the inventory, then read back."""
         assert item.export is not None
-        from migrate.transform import rewrite_references  # noqa: PLC0415
-
         data = rewrite_references(item.export.data, self.migration.id_map)
         pairs = tuple((pair.replace, pair.target) for pair in item.schema_pairs)
         attempts = 0
         uncertain = False
+        if self.journal is not None:
+            self.journal.record("intent", id=item.id, target_id=item.target_id)
         for _ in range(_MAX_IMPORT_ROUNDS):
             asked_at = time.monotonic()
             try:
@@ -269,6 +380,9 @@ class _Executor:
         """Read the dashboard back from the target and compare it with what was sent."""
         try:
             copy = await self.target.export_dashboard(self.workspace, item.target_id)
+        except RunInterruptedError:
+            # The import is confirmed; only its read-back was cut short. A rerun compares it.
+            return self._outcome(item, Result.CREATED, started, attempts=attempts)
         except EndpointError as exc:
             return self._failed(item, started, attempts, exc, what="read-back failed: ")
         expected, actual = normalized_pair(

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from migrate.client import Pacer, RateSignal
+from migrate.errors import RunInterruptedError
 
 
 class Throttle(Pacer):
@@ -43,14 +44,19 @@ class Throttle(Pacer):
         self._paused_until = 0.0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._budget: int | None = None
+        self.closed = False
         self._budget_reset_at = 0.0
 
     async def acquire(self) -> None:
         """Wait for a free slot, then for the rate cap and any server-requested pause."""
         while self.in_flight >= int(self.limit):
+            if self.closed:
+                raise RunInterruptedError("interrupted: no new request starts")
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             await waiter
+        if self.closed:
+            raise RunInterruptedError("interrupted: no new request starts")
         self.in_flight += 1
         self.requests += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
@@ -67,6 +73,14 @@ class Throttle(Pacer):
             self._next_start = start + 1.0 / self.max_rps
         if start > now:
             await self._sleep(start - now)
+
+    def close(self) -> None:
+        """Refuse every request that has not started yet (interrupts); in-flight ones finish."""
+        self.closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
 
     def release(self, signal: RateSignal) -> None:
         """Free the slot and adapt: shrink and pause after a 429, grow after a success, and
