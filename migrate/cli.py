@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import json
 import sys
 import time
@@ -16,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import IO, Annotated, Any, NoReturn, ParamSpec, TypeVar, cast
 
 import typer
 
@@ -173,7 +174,7 @@ _SYMBOL = {
 
 
 class ConsoleProgress(Progress):
-    """Plain, timestamped lines (fit for CI logs); silent but for warnings with --quiet."""
+    """Plain, timestamped lines on stderr (fit for CI logs); only warnings with --quiet."""
 
     def __init__(self, *, quiet: bool) -> None:
         self.quiet = quiet
@@ -195,6 +196,95 @@ class ConsoleProgress(Progress):
         """One line per dashboard."""
         detail = f" — {outcome.error.message}" if outcome.error and not outcome.result.ok else ""
         self._line(f"{outcome.result.value:>9}  {outcome.id} → {outcome.target_id}{detail}")
+
+    def close(self) -> None:
+        """Nothing to tear down."""
+
+
+class _RedactingStream(io.TextIOBase):
+    """A text stream that redacts secrets before they reach the terminal."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        self._inner.write(redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def isatty(self) -> bool:
+        return bool(self._inner.isatty())
+
+
+class RichProgress(ConsoleProgress):
+    """A live progress bar on a terminal, with the same warnings and stage lines."""
+
+    def __init__(self) -> None:
+        from rich.console import Console  # noqa: PLC0415  # rich loads only on a terminal
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+        from rich.progress import Progress as Bar  # noqa: PLC0415
+
+        super().__init__(quiet=False)
+        self.console = Console(file=cast(IO[str], _RedactingStream(sys.stderr)), stderr=True)
+        self.bar = Bar(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.task = self.bar.add_task("planning", total=None)
+        self.bar.start()
+
+    def stage(self, message: str) -> None:
+        """Show the phase as the bar's label."""
+        self.bar.update(self.task, description=message)
+
+    def warn(self, message: str) -> None:
+        """Printed above the bar."""
+        self.console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+
+    def planned(self, dashboard_id: str, action: Action) -> None:
+        """Count the work to do."""
+        if action is Action.CREATE:
+            total = self.bar.tasks[0].total or 0
+            self.bar.update(self.task, total=total + 1, completed=0)
+
+    def finished(self, outcome: Outcome) -> None:
+        """Advance the bar; failures are printed above it."""
+        if outcome.attempts:
+            self.bar.advance(self.task)
+        if not outcome.result.ok:
+            detail = outcome.error.message if outcome.error else ""
+            self.console.print(
+                f"[red]{outcome.result.value}[/] {outcome.id}: {detail}", highlight=False
+            )
+
+    def close(self) -> None:
+        """Remove the bar."""
+        self.bar.stop()
+
+
+def _progress(*, quiet: bool) -> ConsoleProgress:
+    if not quiet and sys.stderr.isatty():
+        return RichProgress()
+    return ConsoleProgress(quiet=quiet)
+
+
+def _render_outcomes(outcomes: list[Outcome]) -> None:
+    """The per-dashboard table at the end of an apply."""
+    rows = [
+        (o.id, o.target_id, o.result.value, str(o.attempts), o.error.message if o.error else "")
+        for o in outcomes
+    ]
+    header = ("dashboard", "target id", "result", "tries", "detail")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        cells = [row[i].ljust(widths[i]) for i in range(4)]
+        out("  ".join([*cells, row[4]]).rstrip())
 
 
 def _load(plan_path: Path) -> Plan:
@@ -313,10 +403,13 @@ def apply(
         fail_fast=not keep_going,
         policy=STATE.policy,
     )
-    progress = ConsoleProgress(quiet=STATE.quiet)
+    progress = _progress(quiet=STATE.quiet)
     if dry_run:
         started = time.time()
-        migration = _run(run_plan(loaded, options, progress))
+        try:
+            migration = _run(run_plan(loaded, options, progress))
+        finally:
+            progress.close()
         _render_plan(migration, PlanFormat.TEXT, started)
         raise typer.Exit(_plan_exit(migration, False))
     saved = None
@@ -326,7 +419,12 @@ def apply(
         if select:
             raise UsageError("--select cannot be combined with --plan (it has its own selection)")
         saved = load_saved_plan(saved_plan)
-    report = _run(run_apply(loaded, options, progress, saved=saved))
+    try:
+        report = _run(run_apply(loaded, options, progress, saved=saved))
+    finally:
+        progress.close()
+    if not STATE.quiet:
+        _render_outcomes(report.outcomes)
     counts: dict[str, int] = {}
     for outcome in report.outcomes:
         counts[outcome.result.value] = counts.get(outcome.result.value, 0) + 1
