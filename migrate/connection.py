@@ -20,6 +20,7 @@ from migrate.client import ClientOptions, DatabrainClient, Pacer, asgi_transport
 from migrate.credentials import read_token
 from migrate.errors import InsecureURLError, PlanError
 from migrate.models import SANDBOX_SCHEME, Endpoint
+from migrate.storage import PRIVATE_FILE, ensure_private_dir
 
 _embedded_apps: dict[Path, Any] = {}
 
@@ -69,9 +70,11 @@ def embedded_app(state_dir: Path, name: str) -> Any:
     """The in-process sandbox app for `sandbox://name`, one per database file in this process."""
     from migrate.sandbox import SandboxConfig, create_app  # noqa: PLC0415  # only sandbox:// runs need it
 
-    db = (state_dir / "sandbox" / f"{name}.db").resolve()
+    ensure_private_dir(state_dir)
+    db = (ensure_private_dir(state_dir / "sandbox") / f"{name}.db").resolve()
     if db not in _embedded_apps:
-        db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Created owner-only before SQLite opens it; SQLite gives its -wal/-shm files the same mode.
+        os.close(os.open(db, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE))
         _embedded_apps[db] = create_app(SandboxConfig(db_path=db, seed="demo"))
     return _embedded_apps[db]
 
