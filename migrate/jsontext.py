@@ -42,15 +42,19 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def parse_json(raw: bytes | str, *, source: str, limits: JSONLimits = DEFAULT_LIMITS) -> Any:
-    """Parse `raw` or raise `UntrustedJSONError` whose `file` is `source`, saying what is wrong."""
-    size = len(raw)
-    if size > limits.max_bytes:
-        raise UntrustedJSONError(
-            f"{size:,} bytes of JSON, over the {limits.max_bytes:,}-byte limit",
-            file=source,
-            hint="raise the limit only if this input is trusted",
-        )
+def _too_large(size: int, limits: JSONLimits, source: str) -> UntrustedJSONError:
+    return UntrustedJSONError(
+        f"{size:,} bytes of JSON, over the {limits.max_bytes:,}-byte limit",
+        file=source,
+        hint="raise the limit only if this input is trusted",
+    )
+
+
+def _too_nested(limits: JSONLimits, source: str) -> UntrustedJSONError:
+    return UntrustedJSONError(f"nests deeper than {limits.max_depth} levels", file=source)
+
+
+def _decode(raw: bytes | str, source: str) -> str:
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8")
@@ -62,19 +66,93 @@ def parse_json(raw: bytes | str, *, source: str, limits: JSONLimits = DEFAULT_LI
             ) from exc
     else:
         text = raw
-    text = text.removeprefix("\ufeff")
+    return text.removeprefix("\ufeff")
+
+
+def parse_json(raw: bytes | str, *, source: str, limits: JSONLimits = DEFAULT_LIMITS) -> Any:
+    """Parse `raw` or raise `UntrustedJSONError` whose `file` is `source`, saying what is wrong."""
+    size = len(raw)
+    if size > limits.max_bytes:
+        raise _too_large(size, limits, source)
+    text = _decode(raw, source)
+    # Fast path: the C decoder without a per-object pairs hook (it would cost as much as the
+    # parse), counting each object's members instead. Valid JSON has exactly one `:` outside
+    # strings per member, so fewer members than colons means a key was repeated. A hostile
+    # `[[[[...` stops the C decoder at Python's recursion limit, in microseconds.
+    members = [0]
+
+    def count(obj: dict[str, Any]) -> dict[str, Any]:
+        members[0] += len(obj)
+        return obj
+
+    try:
+        value = json.loads(text, object_hook=count, parse_constant=_refuse_constant)
+    except RecursionError as exc:
+        raise _too_nested(limits, source) from exc
+    except ValueError:
+        # Refused: the careful path finds the same first problem and words it.
+        return _parse_careful(text, source=source, limits=limits)
+    skeleton = _skeleton(raw if isinstance(raw, bytes) else text.encode("utf-8", "surrogatepass"))
+    if _depth_over(skeleton.translate(None, b":"), limits.max_depth):
+        raise _too_nested(limits, source)
+    if skeleton.count(b":") != members[0]:
+        return _parse_careful(text, source=source, limits=limits)  # names the duplicate key
+    return value
+
+
+# Everything but the bytes that shape a document: brackets, quotes and colons.
+_NOT_SHAPE = bytes(b for b in range(256) if b not in b'[]{}":')
+_ONE_BRACKET = bytes.maketrans(b"{}", b"[]")
+
+
+def _skeleton(data: bytes) -> bytes:
+    """The brackets and colons of valid JSON `data` that lie outside strings, in order.
+
+    Escapes go first (`\\\\` then `\\"`, only when an escaped quote may exist), then every
+    other byte but brackets, quotes and colons. Dropping two adjacent quotes keeps every other
+    quote's parity, so empty strings vanish in one C pass; only strings that hold a bracket or a
+    colon are left to split out.
+    """
+    if b'\\"' in data:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    shape = data.translate(None, _NOT_SHAPE).replace(b'""', b"")
+    if b'"' in shape:
+        shape = b"".join(shape.split(b'"')[::2])
+    return shape
+
+
+_PEEL_ROUNDS = 16
+
+
+def _depth_over(brackets: bytes, limit: int) -> bool:
+    """True when the balanced `brackets` nest deeper than `limit`.
+
+    Each round deletes the innermost `[]` pairs in one C pass (real dashboards are a handful of
+    levels deep); what survives many rounds is measured with a running sum.
+    """
+    brackets = brackets.translate(_ONE_BRACKET)
+    rounds = 0
+    while brackets and rounds < _PEEL_ROUNDS:
+        brackets = brackets.replace(b"[]", b"")
+        rounds += 1
+    if not brackets:
+        return rounds > limit
+    steps = map({0x5B: 1, 0x5D: -1}.__getitem__, brackets)
+    return rounds + max(itertools.accumulate(steps)) > limit
+
+
+def _parse_careful(text: str, *, source: str, limits: JSONLimits) -> Any:
+    """The general path: depth first (also for malformed text), then a pairs-hooked parse."""
     # Only a document with more brackets than the cap can be nested past it; checking before
     # parsing keeps a hostile `[[[[...` from costing a parse (or a RecursionError) at all.
     if text.count("[") + text.count("{") > limits.max_depth and (_too_deep(text, limits.max_depth)):
-        raise UntrustedJSONError(f"nests deeper than {limits.max_depth} levels", file=source)
+        raise _too_nested(limits, source)
     try:
         value = json.loads(
             text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
         )
     except RecursionError as exc:
-        raise UntrustedJSONError(
-            f"nests deeper than {limits.max_depth} levels", file=source
-        ) from exc
+        raise _too_nested(limits, source) from exc
     except json.JSONDecodeError as exc:
         what = "ends before the JSON is complete" if exc.pos >= len(text) else exc.msg
         raise UntrustedJSONError(

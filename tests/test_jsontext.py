@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from migrate.errors import UntrustedJSONError
-from migrate.jsontext import JSONLimits, parse_json
+from migrate.jsontext import JSONLimits, _parse_careful, parse_json
 
 
 def refuse(raw: bytes | str, limits: JSONLimits | None = None) -> UntrustedJSONError:
@@ -80,3 +84,71 @@ def test_truncated(raw: bytes) -> None:
     error = refuse(raw)
     assert error.line is not None
     assert error.column is not None
+
+
+# --------------------------------------------------------- fast path == the careful path
+# The fast path (C decoder, member count, bracket skeleton) must accept and refuse exactly
+# what the pairs-hooked parse with a regex depth check does, with the same message.
+_KEYS = st.sampled_from(["a", "b", "[", "{:}", 'q"', "\\", "x\\\\", ":", ""])
+_STRINGS = st.text(alphabet='ab[]{}:"\\\n é', max_size=8)
+_SCALARS = st.none() | st.booleans() | st.integers() | _STRINGS
+
+
+def _documents(leaves: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """JSON text, objects written pair by pair so that keys may repeat."""
+    return st.recursive(
+        leaves,
+        lambda inner: (
+            st.lists(inner, max_size=4).map(lambda items: "[" + ", ".join(items) + "]")
+            | st.lists(st.tuples(_KEYS, inner), max_size=4).map(
+                lambda pairs: (
+                    "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in pairs) + "}"
+                )
+            )
+        ),
+        max_leaves=30,
+    )
+
+
+def _outcome(parse: Any, text: str, limits: JSONLimits) -> tuple[str, Any]:
+    try:
+        return "ok", parse(text, limits)
+    except UntrustedJSONError as exc:
+        return "refused", (exc.message, exc.line, exc.column, exc.hint)
+
+
+@settings(max_examples=100, deadline=None)
+@given(_documents(_SCALARS.map(json.dumps)), st.integers(min_value=0, max_value=6))
+def test_fast_path_agrees_with_careful_path(text: str, depth: int) -> None:
+    """Same value or same refusal (duplicates, depth at tiny caps) as the general path."""
+    limits = JSONLimits(max_depth=depth)
+    fast = _outcome(lambda t, lim: parse_json(t, source="x", limits=lim), text, limits)
+    careful = _outcome(
+        lambda t, lim: _parse_careful(t, source="x", limits=lim), text, limits
+    )
+    assert fast == careful
+    assert _outcome(
+        lambda t, lim: parse_json(t.encode(), source="x", limits=lim), text, limits
+    ) == careful
+
+
+@pytest.mark.parametrize("depth", [15, 16, 17, 255, 256, 257, 300])
+def test_depth_cap_is_exact(depth: int) -> None:
+    """Depth at the cap parses and one more is refused, whatever peeling rounds remain."""
+    text = '{"k": ' * depth + '"[[{:"' + "}" * depth
+    if depth <= 256:
+        assert parse_json(text, source="x") is not None
+    else:
+        assert "deeper" in refuse(text).message
+    assert ("deeper" in refuse(text, JSONLimits(max_depth=depth - 1)).message)
+
+
+def test_duplicate_key_next_to_colons_in_strings() -> None:
+    """Colons and escaped quotes inside strings do not hide a repeated key."""
+    error = refuse('{"a:\\"": "x:y", "t": "09:30", "t": "[\\\\"}')
+    assert "duplicate key 't'" in error.message
+
+
+def test_malformed_and_deep_reports_depth_first() -> None:
+    """Depth is still reported before a later syntax error."""
+    assert "deeper" in refuse("[" * 300 + "]" * 299 + "x").message
