@@ -479,7 +479,7 @@ def graph(
 
     loaded = _load(plan_file)
     options = RunOptions(selectors=tuple(select or ()), policy=STATE.policy)
-    migration = _run(run_plan(loaded, options, ConsoleProgress(quiet=True)))
+    migration = _run(run_plan(loaded, options, ConsoleProgress(quiet=True), read_target=False))
     out(render_graph(migration.graph, fmt.value).rstrip())
 
 

@@ -118,21 +118,24 @@ def resolve_entries(
 async def make_plan(
     plan: Plan,
     source: PayloadSource,
-    target: DatabrainClient,
+    target: DatabrainClient | None,
     *,
     selectors: Sequence[str] = (),
     validator: PayloadValidator | None = None,
     progress: Progress | None = None,
 ) -> MigrationPlan:
     """Classify every selected dashboard per A3. Reads only; raises EndpointError (exit 5) when
-    source or target is unusable, PlanError (exit 3) for an unusable plan (cycle, bad select)."""
+    source or target is unusable, PlanError (exit 3) for an unusable plan (cycle, bad select).
+
+    With `target=None` (graph, export) the target is not read: every dashboard is `create`.
+    """
     progress = progress or Progress()
     validator = validator or PayloadValidator()
     settings = plan.settings
     workspace = plan.target.workspace
     progress.stage("listing source and target dashboards")
     source_refs, target_refs = await asyncio.gather(
-        source.inventory(), target.list_dashboards(workspace)
+        source.inventory(), target.list_dashboards(workspace) if target else _nothing()
     )
     target_ids = frozenset(ref.id for ref in target_refs)
     source_names = {ref.id: ref.name for ref in source_refs}
@@ -171,7 +174,8 @@ async def make_plan(
     existing = [i for i in ordered if i.action is Action.CREATE and i.target_id in target_ids]
     if existing:
         progress.stage(f"comparing {len(existing)} dashboards the target already holds")
-    await asyncio.gather(*(_compare_one(item, plan, target, id_map) for item in existing))
+    if target is not None:
+        await asyncio.gather(*(_compare_one(item, plan, target, id_map) for item in existing))
     _block(ordered, items, chosen, id_map, target_ids)
     warnings.extend(_schema_pair_warnings(ordered, plan))
     for message in warnings:
@@ -189,6 +193,10 @@ async def make_plan(
         warnings=warnings,
         selectors=tuple(selectors),
     )
+
+
+async def _nothing() -> list[DashboardRef]:
+    return []
 
 
 async def _export_one(

@@ -59,6 +59,13 @@ def apply_report(report: ApplyReport, *, extra: dict[str, Any] | None = None) ->
             for o in report.outcomes
         ],
     }
+    source = report.migration.source
+    if "manifest_sha256" in source:
+        # Proves in a CI log which reviewed bundle reached the target.
+        document["bundle"] = {
+            "path": source.get("bundle", ""),
+            "manifest_sha256": source["manifest_sha256"],
+        }
     if extra:
         document.update(extra)
     return document

@@ -58,6 +58,7 @@ class RunOptions:
     concurrency: int | None = None
     max_rps: float | None = None
     fail_fast: bool = False
+    bundle: Path | None = None
     policy: ConnectionPolicy = field(default_factory=ConnectionPolicy)
 
 
@@ -81,38 +82,58 @@ class ApplyReport:
 
 
 class _Endpoints:
-    """The source and target clients of one run, sharing one throttle."""
+    """The payload source and the target client of one run, sharing one throttle.
 
-    def __init__(self, plan: Plan, options: RunOptions) -> None:
+    Payloads come from the bundle when `options.bundle` is set (the source API is never
+    called), else from the plan's source workspace.
+    """
+
+    def __init__(self, plan: Plan, options: RunOptions, *, need_target: bool = True) -> None:
         settings = plan.settings
         self.throttle = Throttle(
             options.concurrency or settings.concurrency,
             max_rps=options.max_rps or settings.max_rps,
         )
-        self.target = open_client(plan.target, policy=options.policy, pacer=self.throttle)
-        self._source_client: DatabrainClient | None = None
-        if plan.source is None:
+        self._clients: list[DatabrainClient] = []
+        self.source: PayloadSource
+        if options.bundle is not None:
+            from migrate.bundle import BundleSource  # noqa: PLC0415  # only --bundle runs need it
+
+            self.source = BundleSource(options.bundle)
+        elif plan.source is None:
             raise PlanError(
                 "the plan has no `source`, so payloads can only come from a bundle",
                 file=plan.path,
                 hint="add a source section, or pass --bundle DIR",
             )
-        self._source_client = open_client(plan.source, policy=options.policy, pacer=self.throttle)
-        self.source: PayloadSource = LiveSource(
-            self._source_client, plan.source.workspace, plan.source.url
-        )
+        else:
+            client = open_client(plan.source, policy=options.policy, pacer=self.throttle)
+            self._clients.append(client)
+            self.source = LiveSource(client, plan.source.workspace, plan.source.url)
+        self.target: DatabrainClient | None = None
+        if need_target:
+            self.target = open_client(plan.target, policy=options.policy, pacer=self.throttle)
+            self._clients.append(self.target)
+
+    def require_target(self) -> DatabrainClient:
+        """The target client (opened when the run needs one)."""
+        assert self.target is not None
+        return self.target
 
     async def aclose(self) -> None:
-        await self.target.aclose()
-        if self._source_client is not None:
-            await self._source_client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
 
 async def run_plan(
-    plan: Plan, options: RunOptions, progress: Progress | None = None
+    plan: Plan,
+    options: RunOptions,
+    progress: Progress | None = None,
+    *,
+    read_target: bool = True,
 ) -> MigrationPlan:
-    """Plan only: read source and target, write nothing."""
-    endpoints = _Endpoints(plan, options)
+    """Plan only: read source (and target, unless `read_target` is False), write nothing."""
+    endpoints = _Endpoints(plan, options, need_target=read_target)
     try:
         return await make_plan(
             plan,
@@ -153,10 +174,11 @@ async def run_apply(
         interrupts = _Interrupts(endpoints.throttle, progress)
         try:
             interrupts.install()
+            target = endpoints.require_target()
             migration = await make_plan(
                 plan,
                 endpoints.source,
-                endpoints.target,
+                target,
                 selectors=selectors,
                 validator=PayloadValidator(_payload_schema(plan)),
                 progress=progress,
@@ -169,7 +191,7 @@ async def run_apply(
                 to_create = sum(1 for d in migration.dashboards if d.action is Action.CREATE)
                 progress.stage(f"importing {to_create} dashboards")
                 executor = _Executor(
-                    migration, endpoints.target, fail_fast=options.fail_fast, journal=journal
+                    migration, target, fail_fast=options.fail_fast, journal=journal
                 )
                 interrupts.executor = executor
                 outcomes = await executor.run(progress)
