@@ -1,0 +1,693 @@
+"""Bundles (DESIGN.md A4): reviewed export files that promotion applies without the source API.
+
+    DIR/manifest.json              {"format": "migrate-bundle", "version": 1, "source": {...},
+                                    "exported_at", "dashboards": [{id, name, file, sha256,
+                                    depends_on}]}
+    DIR/dashboards/<safe>.json     each export file exactly as the API returned it
+
+File names come from remote ids, so `safe_name` makes any id a single, pure-ASCII, lowercase path
+component of at most 200 bytes that is no Windows device name: it can never leave `dashboards/`,
+and distinct ids never share a file, also on a case-insensitive file system. A bundle is written
+whole or not at all (temporary sibling directory, renamed into place), owner-only whatever the
+umask, and no symlink found in the output folder is ever followed. `verify_bundle` refuses a
+bundle whose manifest does not parse, or whose files are missing, extra or changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from migrate.connection import ConnectionPolicy, open_client
+from migrate.errors import BundleError, PayloadInvalidError, PlanError, Violation
+from migrate.events import Progress
+from migrate.graph import build_graph, select
+from migrate.jsontext import parse_json
+from migrate.models import DashboardRef, ExportFile, Plan
+from migrate.planner import resolve_entries
+from migrate.schema import PayloadValidator, check_export_meta, format_violations
+from migrate.source import LiveSource
+from migrate.storage import PRIVATE_DIR, PRIVATE_FILE, ensure_private_dir
+from migrate.throttle import Throttle
+
+BUNDLE_FORMAT = "migrate-bundle"
+BUNDLE_VERSION = 1
+MANIFEST = "manifest.json"
+DASHBOARDS = "dashboards"
+SUFFIX = ".json"
+MAX_NAME_BYTES = 200
+
+# Kept as they are in a file name; everything else is escaped as %xx (lowercase hex of UTF-8).
+_KEEP = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+_RESERVED = frozenset(
+    {"con", "prn", "aux", "nul", "clock$", "conin$", "conout$"}
+    | {f"{dev}{n}" for dev in ("com", "lpt") for n in range(10)}
+)
+_DIGEST_MARK = "="  # only in names too long to hold their id: readable prefix, =, sha256
+_PREFIX_CHARS = 100
+_STEM_MAX = MAX_NAME_BYTES - len(SUFFIX)
+_ESCAPE = re.compile(r"%([0-9a-f]{2})")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_BINARY = getattr(os, "O_BINARY", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_DIR_FD = os.open in os.supports_dir_fd and bool(_NOFOLLOW and _DIRECTORY)
+_MAX_PROBLEMS = 50
+
+
+# --- names ------------------------------------------------------------------------------------
+
+
+def _escape(dashboard_id: str) -> str:
+    out: list[str] = []
+    for index, char in enumerate(dashboard_id):
+        if char in _KEEP and not (index == 0 and dashboard_id in _RESERVED):
+            out.append(char)
+        else:
+            out.extend(f"%{byte:02x}" for byte in char.encode("utf-8", "surrogatepass"))
+    return "".join(out)
+
+
+def safe_name(dashboard_id: str) -> str:
+    """The bundle file name (`<stem>.json`, no directory) of `dashboard_id`.
+
+    `[a-z0-9_-]` stay readable; every other character (uppercase too) is `%xx` per UTF-8 byte,
+    and the first character of a Windows device name (`con`, `com1`, ...) is escaped. The result
+    is lowercase ASCII, so two ids never map to names that differ only in case. An id whose
+    encoding would pass 200 bytes keeps a readable prefix plus `=` and the sha256 of the exact
+    id: still distinct, but then only the manifest knows the id (`id_from_safe_name` refuses).
+    """
+    if not dashboard_id:
+        return "%" + SUFFIX  # the empty id: a lone % is no escape of anything else
+    stem = _escape(dashboard_id)
+    if len(stem) > _STEM_MAX:
+        cut = _PREFIX_CHARS
+        while "%" in stem[max(0, cut - 2) : cut]:  # never split a %xx escape
+            cut -= 1
+        digest = hashlib.sha256(dashboard_id.encode("utf-8", "surrogatepass")).hexdigest()
+        stem = f"{stem[:cut]}{_DIGEST_MARK}{digest}"
+    return stem + SUFFIX
+
+
+def id_from_safe_name(name: str) -> str:
+    """The id whose `safe_name` is `name`; ValueError when `name` is no safe name of any id, or
+    is a digest name (a very long id), whose id only the bundle's manifest holds."""
+    if not name.endswith(SUFFIX):
+        raise ValueError(f"{name!r} does not end in {SUFFIX}")
+    stem = name[: -len(SUFFIX)]
+    if _DIGEST_MARK in stem:
+        raise ValueError(f"{name!r} names a long id by its digest; its id is in the manifest")
+    if stem == "%":
+        return ""
+    raw = bytearray()
+    position = 0
+    for match in _ESCAPE.finditer(stem):
+        raw += stem[position : match.start()].encode("ascii", "replace")
+        raw.append(int(match.group(1), 16))
+        position = match.end()
+    raw += stem[position:].encode("ascii", "replace")
+    try:
+        dashboard_id = bytes(raw).decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{name!r} does not decode to UTF-8") from exc
+    if safe_name(dashboard_id) != name:  # one canonical name per id, nothing else accepted
+        raise ValueError(f"{name!r} is not the safe name of any id")
+    return dashboard_id
+
+
+def bundle_file(dashboard_id: str) -> str:
+    """The manifest's `file` for `dashboard_id`: `dashboards/<safe_name>`."""
+    return f"{DASHBOARDS}/{safe_name(dashboard_id)}"
+
+
+# --- manifest ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundleEntry:
+    """One dashboard of a bundle, as its manifest lists it."""
+
+    id: str
+    name: str
+    file: str
+    sha256: str
+    depends_on: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The A4 manifest shape."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "file": self.file,
+            "sha256": self.sha256,
+            "depends_on": list(self.depends_on),
+        }
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A verified bundle's manifest; `sha256` is that of the manifest file's bytes."""
+
+    source: dict[str, str]
+    exported_at: str
+    entries: tuple[BundleEntry, ...]
+    sha256: str
+
+
+def _source_of(source: dict[str, str]) -> dict[str, str]:
+    """url (without any user:password@) and workspace: a bundle never holds a credential."""
+    url = str(source.get("url", ""))
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return {"url": url, "workspace": str(source.get("workspace", ""))}
+
+
+def _manifest_bytes(source: dict[str, str], entries: Sequence[BundleEntry]) -> bytes:
+    document = {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "source": _source_of(source),
+        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "dashboards": [entry.as_dict() for entry in entries],
+    }
+    # ASCII escapes: any id (even one with a lone surrogate) survives the round trip.
+    return (json.dumps(document, indent=2, ensure_ascii=True) + "\n").encode("ascii")
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create `path` (never existing, never through a symlink), 0600, durable."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _BINARY, PRIVATE_FILE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _is_previous_bundle(out_dir: Path) -> bool:
+    """True when `out_dir` holds only what a bundle holds and its manifest says it is one."""
+    names = {entry.name for entry in os.scandir(out_dir)}
+    if not names:
+        return True
+    if MANIFEST not in names or not names <= {MANIFEST, DASHBOARDS}:
+        return False
+    try:
+        document = parse_json(_read_nofollow(out_dir / MANIFEST), source=str(out_dir / MANIFEST))
+    except (OSError, PlanError):
+        return False
+    return isinstance(document, dict) and document.get("format") == BUNDLE_FORMAT
+
+
+def write_bundle(
+    out_dir: Path,
+    source: dict[str, str],
+    items: Sequence[tuple[str, str, bytes, Sequence[str]]],
+) -> Path:
+    """Write a bundle of `items` (id, name, raw export bytes, depends_on) at `out_dir`.
+
+    Whole or absent: everything is written into a temporary sibling directory that is renamed
+    into place at the end. `out_dir` may be missing, an empty directory or an earlier bundle
+    (replaced); anything else — a file, a symlink, a folder with other content — is refused
+    with BundleError. Directories 0700 and files 0600 whatever the umask. Returns the path of
+    `manifest.json`.
+    """
+    # Lexical, not resolve(): a symlinked out_dir must be seen (and refused), not followed.
+    out_dir = Path(os.path.abspath(out_dir))  # noqa: PTH100
+    if not out_dir.name:
+        raise BundleError("a bundle needs a folder of its own", file=str(out_dir))
+    ids = [item[0] for item in items]
+    if len(set(ids)) != len(ids):
+        raise BundleError("the same dashboard id is listed twice", file=str(out_dir))
+    if out_dir.is_symlink():
+        raise BundleError(
+            "the output folder is a symlink; it is not followed",
+            file=str(out_dir),
+            hint="remove the link, or choose another --out folder",
+        )
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise BundleError(
+                "exists and is not a folder", file=str(out_dir), hint="choose another --out"
+            )
+        if not _is_previous_bundle(out_dir):
+            raise BundleError(
+                "the folder is not empty and holds no earlier bundle; nothing was written",
+                file=str(out_dir),
+                hint="choose an empty or new folder for --out",
+            )
+    parent = ensure_private_dir(out_dir.parent)
+    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+    try:
+        staging.chmod(PRIVATE_DIR)
+        folder = staging / DASHBOARDS
+        folder.mkdir(mode=PRIVATE_DIR)
+        folder.chmod(PRIVATE_DIR)
+        entries = []
+        for dashboard_id, name, raw, depends_on in items:
+            relative = bundle_file(dashboard_id)
+            _write_new(staging / relative, raw)
+            entries.append(
+                BundleEntry(
+                    dashboard_id,
+                    name,
+                    relative,
+                    hashlib.sha256(raw).hexdigest(),
+                    tuple(depends_on),
+                )
+            )
+        _fsync_dir(folder)
+        _write_new(staging / MANIFEST, _manifest_bytes(source, entries))
+        _fsync_dir(staging)
+        _move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _fsync_dir(parent)
+    return out_dir / MANIFEST
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename `staging` to `out_dir`; an earlier bundle there is moved aside, then removed."""
+    try:
+        staging.rename(out_dir)  # POSIX: atomic, also over an empty folder
+        return
+    except OSError:
+        if not out_dir.is_dir() or out_dir.is_symlink():
+            raise
+    old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".old"))
+    old.rmdir()
+    out_dir.rename(old)
+    try:
+        staging.rename(out_dir)
+    except BaseException:
+        old.rename(out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)  # never follows symlinks
+
+
+# --- reading and verifying --------------------------------------------------------------------
+
+
+def _read_nofollow(path: Path | str, *, dir_fd: int | None = None) -> bytes:
+    """The bytes of regular file `path`; OSError if it is a symlink or not a regular file."""
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _BINARY, dir_fd=dir_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(f"{path} is not a regular file")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _read_entry(directory: Path, relative: str) -> bytes:
+    """A `dashboards/NAME` file of a bundle, following no symlink: not `dashboards`, not NAME."""
+    folder, _, name = relative.partition("/")
+    if folder != DASHBOARDS or not name or "/" in name:
+        raise FileNotFoundError(relative)
+    if not _DIR_FD:
+        if (directory / folder).is_symlink():
+            raise NotADirectoryError(f"{directory / folder} is a symlink")
+        return _read_nofollow(directory / relative)
+    dir_fd = os.open(directory / folder, os.O_RDONLY | _NOFOLLOW | _DIRECTORY)
+    try:
+        return _read_nofollow(name, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _refuse(directory: Path, problems: Sequence[tuple[str, str]]) -> BundleError:
+    lines = [f"  {where}: {what}" for where, what in problems[:_MAX_PROBLEMS]]
+    if len(problems) > _MAX_PROBLEMS:
+        lines.append(f"  ... and {len(problems) - _MAX_PROBLEMS} more")
+    count = len(problems)
+    return BundleError(
+        f"bundle refused, {count} problem{'s' * (count != 1)}:\n" + "\n".join(lines),
+        file=str(directory),
+        hint="export the bundle again (migrate export PLAN --out DIR); never edit its files",
+    )
+
+
+def _entries(document: Any) -> tuple[dict[str, str], list[BundleEntry], list[str]]:
+    """The manifest's source and entries, plus what is wrong with its shape."""
+    wrong: list[str] = []
+    if not isinstance(document, dict):
+        return {}, [], ["is not a JSON object"]
+    if document.get("format") != BUNDLE_FORMAT:
+        wrong.append(f"`format` is {document.get('format')!r}, not {BUNDLE_FORMAT!r}")
+    if document.get("version") != BUNDLE_VERSION:
+        wrong.append(f"`version` is {document.get('version')!r}; this migrate reads version 1")
+    source = document.get("source")
+    if not (
+        isinstance(source, dict)
+        and isinstance(source.get("url"), str)
+        and isinstance(source.get("workspace"), str)
+    ):
+        wrong.append("`source` must be an object with string `url` and `workspace`")
+        source = {}
+    if not isinstance(document.get("exported_at"), str):
+        wrong.append("`exported_at` must be a string")
+    listed = document.get("dashboards")
+    if not isinstance(listed, list):
+        return {}, [], [*wrong, "`dashboards` must be a list"]
+    entries: list[BundleEntry] = []
+    seen: set[str] = set()
+    for index, item in enumerate(listed):
+        at = f"dashboards[{index}]"
+        if not isinstance(item, dict):
+            wrong.append(f"{at} is not an object")
+            continue
+        dash_id, name, file, digest = (item.get(k) for k in ("id", "name", "file", "sha256"))
+        depends_on = item.get("depends_on", [])
+        if not isinstance(dash_id, str) or not isinstance(file, str):
+            wrong.append(f"{at} needs string `id` and `file`")
+            continue
+        if not isinstance(name, str):
+            wrong.append(f"{at}.name must be a string")
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            wrong.append(f"{at}.sha256 must be 64 lowercase hex digits")
+        if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
+            wrong.append(f"{at}.depends_on must be a list of ids")
+            depends_on = []
+        if dash_id in seen:
+            wrong.append(f"{at}: id {dash_id!r} is listed twice")
+        seen.add(dash_id)
+        entries.append(
+            BundleEntry(
+                dash_id,
+                name if isinstance(name, str) else "",
+                file,
+                digest if isinstance(digest, str) else "",
+                tuple(depends_on),
+            )
+        )
+    described = {"url": source["url"], "workspace": source["workspace"]} if source else {}
+    return described, entries, wrong
+
+
+def _load_manifest(directory: Path) -> Manifest:
+    """Check everything `verify_bundle` promises; BundleError naming each problem file."""
+    directory = Path(directory)
+    if directory.is_symlink():
+        raise BundleError("the bundle folder is a symlink; it is not followed", file=str(directory))
+    if not directory.is_dir():
+        raise BundleError(
+            "no such bundle folder" if not directory.exists() else "not a folder",
+            file=str(directory),
+            hint="pass the folder `migrate export --out` wrote",
+        )
+    manifest_path = directory / MANIFEST
+    try:
+        raw = _read_nofollow(manifest_path)
+    except FileNotFoundError:
+        raise _refuse(directory, [(str(manifest_path), "missing: this is not a bundle")]) from None
+    except OSError as exc:
+        raise _refuse(
+            directory, [(str(manifest_path), f"unreadable (symlink or not a file): {exc}")]
+        ) from None
+    try:
+        document = parse_json(raw, source=str(manifest_path))
+    except PlanError as exc:
+        raise _refuse(
+            directory, [(exc.location, f"manifest does not parse: {exc.message}")]
+        ) from None
+    source, entries, wrong = _entries(document)
+    problems: list[tuple[str, str]] = [(str(manifest_path), what) for what in wrong]
+    listed: set[str] = set()
+    for entry in entries:
+        path = directory / entry.file
+        expected = bundle_file(entry.id)
+        if entry.file != expected:
+            problems.append(
+                (
+                    str(path),
+                    f"listed for id {entry.id!r}, whose file must be {expected!r}"
+                    " (a bundle file never leaves dashboards/)",
+                )
+            )
+            continue
+        listed.add(expected)
+        try:
+            content = _read_entry(directory, entry.file)
+        except FileNotFoundError:
+            problems.append((str(path), f"missing (listed for {entry.id!r})"))
+            continue
+        except OSError:
+            problems.append((str(path), "not a regular file (a symlink is never followed)"))
+            continue
+        if entry.sha256 and hashlib.sha256(content).hexdigest() != entry.sha256:
+            problems.append((str(path), "sha256 differs from the manifest: changed after export"))
+    problems.extend((str(directory / extra), what) for extra, what in _extras(directory, listed))
+    if problems:
+        raise _refuse(directory, problems)
+    exported_at = document.get("exported_at") if isinstance(document, dict) else None
+    return Manifest(source, str(exported_at), tuple(entries), hashlib.sha256(raw).hexdigest())
+
+
+def _extras(directory: Path, listed: set[str]) -> list[tuple[str, str]]:
+    """Every entry under `directory` that the manifest does not account for."""
+    found: list[tuple[str, str]] = []
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if entry.name == MANIFEST:
+            continue
+        if entry.name == DASHBOARDS and entry.is_dir(follow_symlinks=False):
+            for inner in sorted(os.scandir(entry.path), key=lambda e: e.name):
+                relative = f"{DASHBOARDS}/{inner.name}"
+                if relative not in listed:
+                    found.append((relative, "extra file, not listed in the manifest"))
+            continue
+        kind = "symlink" if entry.is_symlink() else "folder" if entry.is_dir() else "file"
+        found.append((entry.name, f"extra {kind}, not part of a bundle"))
+    return found
+
+
+def verify_bundle(directory: Path) -> list[Path]:
+    """The export files of the bundle at `directory`, in manifest order, after checking it.
+
+    BundleError (exit 3) naming each problem: manifest missing, unparseable or of another
+    format; a listed file missing or not a regular file; an extra file; a sha256 mismatch; a
+    `file` entry that is not `dashboards/<safe_name(id)>`. Payload schemas are not checked here.
+    """
+    manifest = _load_manifest(directory)
+    return [Path(directory) / entry.file for entry in manifest.entries]
+
+
+class BundleSource:
+    """A `PayloadSource` reading a verified bundle; it never calls the source API."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.manifest = _load_manifest(self.directory)
+        self._entries = {entry.id: entry for entry in self.manifest.entries}
+
+    @property
+    def manifest_sha256(self) -> str:
+        """sha256 of `manifest.json`: which reviewed bundle this is."""
+        return self.manifest.sha256
+
+    @property
+    def entries(self) -> tuple[BundleEntry, ...]:
+        """The manifest's dashboards, in its order."""
+        return self.manifest.entries
+
+    async def inventory(self) -> list[DashboardRef]:
+        """The bundle's dashboards, as a source listing would show them."""
+        return [DashboardRef(entry.id, entry.name) for entry in self.manifest.entries]
+
+    async def export(self, dashboard_id: str) -> ExportFile:
+        """The bundled export file, re-checked against its sha256 as it is read."""
+        entry = self._entries.get(dashboard_id)
+        if entry is None:
+            raise BundleError(f"the bundle holds no dashboard {dashboard_id!r}", file=MANIFEST)
+        path = self.directory / entry.file
+        try:
+            raw = _read_entry(self.directory, entry.file)
+        except OSError as exc:
+            raise _refuse(self.directory, [(str(path), f"unreadable: {exc}")]) from None
+        if hashlib.sha256(raw).hexdigest() != entry.sha256:
+            raise _refuse(
+                self.directory,
+                [(str(path), "sha256 differs from the manifest: changed after export")],
+            )
+        document = parse_json(raw, source=str(path))
+        if not isinstance(document, dict) or not isinstance(document.get("data"), dict):
+            raise BundleError("not an export file: no `data` object", file=str(path))
+        return ExportFile(raw=raw, document=document)
+
+    def describe(self) -> dict[str, str]:
+        """The exported-from url and workspace, plus the bundle and its manifest hash."""
+        return {
+            "url": self.manifest.source.get("url", ""),
+            "workspace": self.manifest.source.get("workspace", ""),
+            "bundle": str(self.directory),
+            "manifest_sha256": self.manifest_sha256,
+        }
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundleSummary:
+    """What `export_bundle` wrote."""
+
+    directory: Path
+    manifest: Path
+    manifest_sha256: str
+    dashboards: tuple[BundleEntry, ...]
+    source: dict[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+def _payload_schema(plan: Plan) -> Path | None:
+    if plan.settings.payload_schema is None:
+        return None
+    path = Path(plan.settings.payload_schema)
+    return path if path.is_absolute() else Path(plan.path).parent / path
+
+
+async def export_bundle(
+    plan: Plan,
+    out_dir: Path,
+    *,
+    selectors: Sequence[str] = (),
+    policy: ConnectionPolicy,
+    progress: Progress | None = None,
+) -> BundleSummary:
+    """Export the plan's selected source dashboards into a bundle at `out_dir`.
+
+    Reads only the source (the target is never contacted). Every selected payload is validated
+    against the dashboard schema (and `settings.payload_schema`); if any fails, PayloadInvalidError
+    (exit 4) lists them and nothing is written. PlanError (exit 3) for a plan without `source`,
+    a dependency cycle, a `--select` matching nothing or an `id:` the source does not hold;
+    EndpointError (exit 5) when the source is unusable.
+    """
+    progress = progress or Progress()
+    if plan.source is None:
+        raise PlanError(
+            "the plan has no `source`: there is nothing to export from",
+            file=plan.path,
+            hint="add a source section (url, workspace, token_env)",
+        )
+    validator = PayloadValidator(_payload_schema(plan))
+    settings = plan.settings
+    throttle = Throttle(settings.concurrency, max_rps=settings.max_rps)
+    client = open_client(plan.source, policy=policy, pacer=throttle)
+    source = LiveSource(client, plan.source.workspace, plan.source.url)
+    try:
+        progress.stage("listing source dashboards")
+        refs = await source.inventory()
+        names = {ref.id: ref.name for ref in refs}
+        specs, warnings = resolve_entries(plan.dashboards, refs)
+        missing = sorted(dash_id for dash_id in specs if dash_id not in names)
+        if missing:
+            raise PlanError(
+                f"the plan names dashboards that source workspace {plan.source.workspace!r}"
+                f" does not hold: {', '.join(map(repr, missing))}",
+                file=plan.path,
+                hint="fix the ids in the plan, or export from the workspace that holds them",
+            )
+        progress.stage(f"exporting {len(specs)} source dashboards")
+        ordered_ids = sorted(specs)
+        exports = dict(
+            zip(
+                ordered_ids,
+                await asyncio.gather(*(source.export(dash_id) for dash_id in ordered_ids)),
+                strict=True,
+            )
+        )
+    finally:
+        await client.aclose()
+    graph = build_graph(
+        ordered_ids,
+        {dash_id: spec.depends_on for dash_id, spec in specs.items()},
+        {dash_id: export.data for dash_id, export in exports.items()},
+        infer=settings.infer_dependencies,
+    )
+    chosen = select(graph, selectors) if selectors else set(graph.nodes)
+    order = [dash_id for dash_id in graph.order() if dash_id in chosen]
+    failures: list[Violation] = []
+    failed: list[str] = []
+    for dash_id in order:
+        document = exports[dash_id].document
+        found = validator.validate_export(document) or check_export_meta(
+            document, dashboard_id=dash_id, workspace=plan.source.workspace
+        )
+        if found:
+            failed.append(dash_id)
+            failures.extend(Violation(f"{dash_id}: {v.path}", v.message) for v in found)
+    if failed:
+        raise PayloadInvalidError(
+            f"{len(failed)} of {len(order)} payloads fail the dashboard schema; no bundle was"
+            f" written ({', '.join(map(repr, failed))}):\n"
+            + "\n".join(f"  {line}" for line in format_violations(failures, limit=30)),
+            violations=failures,
+            source=plan.source.workspace,
+        )
+    for message in warnings:
+        progress.warn(message)
+    items = [
+        (dash_id, names.get(dash_id, ""), exports[dash_id].raw, graph.dependencies(dash_id))
+        for dash_id in order
+    ]
+    described = source.describe()
+    manifest = await asyncio.to_thread(write_bundle, out_dir, described, items)
+    loaded = _load_manifest(manifest.parent)
+    return BundleSummary(
+        directory=manifest.parent,
+        manifest=manifest,
+        manifest_sha256=loaded.sha256,
+        dashboards=loaded.entries,
+        source=loaded.source,
+        warnings=tuple(warnings),
+    )
+
+
+__all__ = [
+    "BundleEntry",
+    "BundleSource",
+    "BundleSummary",
+    "Manifest",
+    "bundle_file",
+    "export_bundle",
+    "id_from_safe_name",
+    "safe_name",
+    "verify_bundle",
+    "write_bundle",
+]
