@@ -1,0 +1,751 @@
+"""Benchmark `migrate apply` against the sandbox served on loopback (issue 8, DESIGN.md C).
+
+One invocation measures everything, so the ratios it prints are comparable:
+
+1. Seeds a SQLite database with N generated dashboards (`generate_workspace`, about
+   `--payload-kb` KB each, reference chains up to `--max-depth` edges) in "Bench Source" and an
+   empty "Bench Target".
+2. Measures start-up: `python -m migrate --help` and `python -m migrate validate PLAN`.
+3. For each concurrency C: copies the seeded database, starts the sandbox in its own process
+   (`benchmarks/_server.py`, 127.0.0.1 only, `--latency-ms L`), runs
+   `python -m migrate --state-dir TMP apply PLAN --concurrency C --report R.json` and records
+   wall time, the client's CPU and peak RSS (from `wait4` on that very process), the requests
+   the server saw by kind, and the server's own CPU per request.
+4. Optionally: a rate-limited run (`--rate-limit N/S`), a memory run (`--memory`: N=1000 of
+   200 KB), and a cProfile of the highest concurrency (`--profile FILE`).
+5. Prints one table, the ratios, and the issue's targets marked met or missed; `--json OUT`
+   writes the same figures.
+
+It talks only to 127.0.0.1 and is never run by the test suite. Linux or macOS (uses wait4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import pstats
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = Path(__file__).resolve().parent / "_server.py"
+SOURCE_WS = "Bench Source"
+TARGET_WS = "Bench Target"
+TOKEN_ENV = "MIGRATE_BENCH_TOKEN"  # the NAME of an env var
+
+# Issue 8's targets.
+T_SPEEDUP = 10.0
+T_EFFICIENCY = 1 / 1.25  # wall - start-up <= 1.25 x ideal
+T_CPU_PER_REQUEST_MS = 1.0
+T_CPU_PER_DASHBOARD_MS = 5.0
+T_STARTUP_S = 0.3
+T_RATE_WALL = 1.15
+T_RATE_429 = 0.05
+T_RSS_MB = 150.0
+
+
+@dataclass
+class Process:
+    """One measured child process: wall, CPU and peak RSS of that process alone."""
+
+    argv: list[str]
+    exit_code: int
+    wall_s: float
+    cpu_s: float
+    user_s: float
+    sys_s: float
+    max_rss_mb: float
+    spawned: float  # time.monotonic() at spawn and at reap, to line up with the server's log
+    reaped: float
+    output: str = ""
+
+
+@dataclass
+class Run:
+    """One `migrate apply` against a fresh target."""
+
+    label: str
+    n: int
+    payload_kb: int
+    concurrency: int
+    latency_ms: float
+    rate_limit: str | None
+    wall_s: float
+    exit_code: int
+    results: dict[str, int]
+    client_cpu_s: float
+    client_max_rss_mb: float
+    server: dict[str, Any]
+    server_cpu_s: float
+    requests: int  # answered with anything but 429
+    requests_total: int  # including 429s
+    rate_limited: int
+    by_kind: dict[str, int]
+    inventory_pages: int
+    ideal_throughput_s: float  # requests x L / C
+    ideal_min_requests_s: float  # (inventory + exports + imports) x L / C, no read-backs
+    critical_path_s: float  # sequential listing pages + export + chain of imports + read-back
+    phases: dict[str, float]  # seconds since spawn: first request, listing/export/import spans
+    derived: dict[str, float] = field(default_factory=dict)
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HTTP_PROXY", "HTTPS_PROXY"))}
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # .pyc files are part of a normal start-up
+    return env
+
+
+def measure(argv: list[str], *, env: dict[str, str], cwd: Path, log: Path | None = None) -> Process:
+    """Run `argv` to completion; wall from spawn to reap, rusage of exactly that child."""
+    out_file = log.open("wb") if log else subprocess.DEVNULL
+    try:
+        started = time.perf_counter()
+        spawned = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out_file, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        reaped = time.monotonic()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if log:
+            out_file.close()  # type: ignore[union-attr]
+    rss_kb = usage.ru_maxrss / (1024 if sys.platform == "darwin" else 1)
+    return Process(
+        argv=argv,
+        exit_code=proc.returncode,
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        user_s=usage.ru_utime,
+        sys_s=usage.ru_stime,
+        max_rss_mb=rss_kb / 1024,
+        spawned=spawned,
+        reaped=reaped,
+        output=log.read_text(errors="replace") if log else "",
+    )
+
+
+class Server:
+    """The sandbox in its own process on 127.0.0.1; stats are read after `stop()`."""
+
+    def __init__(
+        self,
+        db: Path,
+        workdir: Path,
+        *,
+        latency_ms: float,
+        rate_limit: str | None,
+        env: dict[str, str],
+    ) -> None:
+        self.ready_file = workdir / "server-ready.json"
+        self.stats_file = workdir / "server-stats.json"
+        argv = [
+            sys.executable,
+            str(SERVER),
+            "--db",
+            str(db),
+            "--latency-ms",
+            str(latency_ms),
+            "--token",
+            env[TOKEN_ENV],
+            "--ready",
+            str(self.ready_file),
+            "--stats",
+            str(self.stats_file),
+        ]
+        if rate_limit:
+            argv += ["--rate-limit", rate_limit]
+        self.log = (workdir / "server.log").open("wb")
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 30
+        while not self.ready_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.log.close()
+                tail = (workdir / "server.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"sandbox server did not start:\n{tail}")
+            time.sleep(0.01)
+        self.ready: dict[str, Any] = json.loads(self.ready_file.read_text())
+        self.url = f"http://127.0.0.1:{self.ready['port']}"
+
+    def stop(self) -> dict[str, Any]:
+        """SIGTERM, wait, and return the server's statistics."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        stats: dict[str, Any] = json.loads(self.stats_file.read_text())
+        stats["cpu_during_s"] = stats["cpu_s"] - self.ready["cpu_s"]
+        return stats
+
+
+# -- data and plans --------------------------------------------------------------------------
+
+
+def seed_database(path: Path, n: int, payload_kb: int, max_depth: int) -> float:
+    """A database with N generated dashboards in SOURCE_WS and an empty TARGET_WS; seconds."""
+    sys.path.insert(0, str(ROOT))
+    from migrate.sandbox import generate_workspace  # noqa: PLC0415
+    from migrate.sandbox.store import Store  # noqa: PLC0415
+
+    started = time.perf_counter()
+    store = Store(path)
+    try:
+        generate_workspace(store, SOURCE_WS, n, payload_kb=payload_kb, max_depth=max_depth)
+        store.add_workspace(TARGET_WS)
+    finally:
+        store.close()
+    for suffix in ("-wal", "-shm"):
+        if Path(f"{path}{suffix}").exists():
+            raise RuntimeError(f"{path}{suffix} left behind; the copy would be incomplete")
+    return time.perf_counter() - started
+
+
+def write_plan(path: Path, url: str) -> None:
+    """A plan migrating every source dashboard, with a schema pair so rewrites run too."""
+    path.write_text(
+        "version: 1\n"
+        f"source: {{url: '{url}', token_env: {TOKEN_ENV}, workspace: {SOURCE_WS}}}\n"
+        f"target: {{url: '{url}', token_env: {TOKEN_ENV}, workspace: {TARGET_WS}}}\n"
+        "settings:\n"
+        "  schema_pairs: [{replace: analytics_dev, target: analytics}]\n"
+        "dashboards:\n"
+        "  - match: '*'\n"
+    )
+
+
+def chain_length(n: int, max_depth: int) -> int:
+    """Dashboards on the longest dependency chain `generate_workspace` builds."""
+    return min(n, max_depth + 1)
+
+
+# -- scenarios -------------------------------------------------------------------------------
+
+
+def code_version() -> str:
+    """The commit measured, with `+dirty` when migrate/ has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "migrate"],
+            check=False,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
+
+
+def _migrate(*args: str) -> list[str]:
+    return [sys.executable, "-m", "migrate", *args]
+
+
+def measure_startup(workdir: Path, env: dict[str, str], repeat: int) -> dict[str, Any]:
+    """Median wall and CPU of the interpreter alone, `--help`, and `validate PLAN`."""
+    plan = workdir / "startup-plan.yaml"
+    write_plan(plan, "http://127.0.0.1:9")
+    cases = {
+        "python": [sys.executable, "-c", "pass"],
+        "help": _migrate("--help"),
+        "validate": _migrate("validate", str(plan)),
+    }
+    figures: dict[str, Any] = {}
+    for name, argv in cases.items():
+        measure(argv, env=env, cwd=workdir)  # warm the page cache and .pyc files
+        samples = [measure(argv, env=env, cwd=workdir) for _ in range(repeat)]
+        if any(s.exit_code != 0 for s in samples):
+            raise RuntimeError(f"{' '.join(argv)} exited {samples[0].exit_code}")
+        figures[name] = {
+            "wall_s": statistics.median(s.wall_s for s in samples),
+            "cpu_s": statistics.median(s.cpu_s for s in samples),
+            "max_rss_mb": max(s.max_rss_mb for s in samples),
+        }
+    return figures
+
+
+def run_apply(
+    *,
+    label: str,
+    base_db: Path,
+    workdir: Path,
+    env: dict[str, str],
+    n: int,
+    payload_kb: int,
+    max_depth: int,
+    concurrency: int,
+    latency_ms: float,
+    rate_limit: str | None,
+    profile: Path | None = None,
+) -> Run:
+    """One apply against a fresh copy of the seeded database."""
+    rundir = workdir / label
+    rundir.mkdir()
+    db = rundir / "sandbox.db"
+    shutil.copyfile(base_db, db)
+    server = Server(db, rundir, latency_ms=latency_ms, rate_limit=rate_limit, env=env)
+    try:
+        plan = rundir / "plan.yaml"
+        write_plan(plan, server.url)
+        report = rundir / "report.json"
+        argv = _migrate(
+            "--quiet",
+            "--state-dir",
+            str(rundir / "state"),
+            "apply",
+            str(plan),
+            "--concurrency",
+            str(concurrency),
+            "--report",
+            str(report),
+        )
+        if profile is not None:
+            argv = [sys.executable, "-m", "cProfile", "-o", str(profile), *argv[1:]]
+        proc = measure(argv, env=env, cwd=rundir, log=rundir / "client.log")
+    finally:
+        stats = server.stop()
+    results: dict[str, int] = {}
+    if report.exists():
+        summary = json.loads(report.read_text()).get("summary", {})
+        results = {k: v for k, v in summary.items() if k != "total" and v}
+    if proc.exit_code not in (0, 6) or results.get("created", 0) != n:
+        print(f"!! {label}: exit {proc.exit_code}, results {results}", file=sys.stderr)
+        print(proc.output[-3000:], file=sys.stderr)
+    ok_kinds: dict[str, int] = stats["ok_by_kind"]
+    rate_limited = int(stats["rate_limited"])
+    requests = int(stats["requests"]) - rate_limited
+    latency_s = latency_ms / 1000
+    pages = ok_kinds.get("list_dashboards", 0)
+    source_pages = max(0, pages - 1)  # the target, empty, answers in one page
+    minimal = pages + ok_kinds.get("list_workspaces", 0) + 2 * n  # exports + imports
+    critical = (source_pages + 1 + chain_length(n, max_depth) + 1) * latency_s
+    return Run(
+        label=label,
+        n=n,
+        payload_kb=payload_kb,
+        concurrency=concurrency,
+        latency_ms=latency_ms,
+        rate_limit=rate_limit,
+        wall_s=proc.wall_s,
+        exit_code=proc.exit_code,
+        results=results,
+        client_cpu_s=proc.cpu_s,
+        client_max_rss_mb=proc.max_rss_mb,
+        server=stats,
+        server_cpu_s=float(stats["cpu_during_s"]),
+        requests=requests,
+        requests_total=int(stats["requests"]),
+        rate_limited=rate_limited,
+        by_kind=ok_kinds,
+        inventory_pages=pages,
+        ideal_throughput_s=requests * latency_s / concurrency,
+        ideal_min_requests_s=minimal * latency_s / concurrency,
+        critical_path_s=critical,
+        phases=phases(proc, stats),
+    )
+
+
+def phases(proc: Process, stats: dict[str, Any]) -> dict[str, float]:
+    """When things happened, in seconds since the client was spawned (server clock = ours)."""
+    out: dict[str, float] = {"exit": proc.reaped - proc.spawned}
+    if stats.get("first_started") is not None:
+        out["first_request"] = stats["first_started"] - proc.spawned
+        out["last_response"] = stats["last_finished"] - proc.spawned
+    for kind, (first, last) in stats.get("span_by_kind", {}).items():
+        out[f"{kind}_first"] = first - proc.spawned
+        out[f"{kind}_last"] = last - proc.spawned
+    return out
+
+
+def print_phases(runs: list[Run]) -> None:
+    """Per run: when the first request left, and when each kind of request started/ended."""
+    for r in runs:
+        p = r.phases
+
+        def span(kind: str, p: dict[str, float] = p) -> str:
+            if f"{kind}_first" not in p:
+                return "-"
+            return f"{p[f'{kind}_first']:.2f}-{p[f'{kind}_last']:.2f}"
+
+        print(
+            f"{r.label:<10} first request {p.get('first_request', 0):.2f} s | listing "
+            f"{span('list_dashboards')} | exports {span('export')} | imports {span('import')} |"
+            f" last response {p.get('last_response', 0):.2f} | exit {p['exit']:.2f} s"
+        )
+
+
+def derive(run: Run, startup_s: float, startup_cpu_s: float, base: Run | None) -> None:
+    """The ratios: efficiency, speedup, CPU per dashboard/request, server overhead."""
+    ideal = max(run.ideal_throughput_s, run.critical_path_s)
+    work = max(run.wall_s - startup_s, 1e-9)
+    net_cpu = max(run.client_cpu_s - startup_cpu_s, 0.0)
+    d = run.derived
+    d["ideal_s"] = ideal
+    d["work_s"] = work
+    d["efficiency"] = ideal / work
+    d["speedup"] = base.wall_s / run.wall_s if base else 1.0
+    d["cpu_ms_per_dashboard"] = 1000 * net_cpu / run.n
+    d["cpu_ms_per_request"] = 1000 * net_cpu / max(run.requests, 1)
+    d["cpu_ms_per_dashboard_gross"] = 1000 * run.client_cpu_s / run.n
+    d["client_cpu_util"] = run.client_cpu_s / run.wall_s
+    d["server_cpu_ms_per_request"] = 1000 * run.server_cpu_s / max(run.requests_total, 1)
+    d["server_cpu_util"] = run.server_cpu_s / run.wall_s
+    if run.rate_limit:
+        count, _, per = run.rate_limit.partition("/")
+        floor = run.requests / (int(count) / float(per))
+        d["rate_floor_s"] = floor
+        d["rate_wall_ratio"] = run.wall_s / floor
+        d["rate_429_share"] = run.rate_limited / max(run.requests_total, 1)
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def _kinds(run: Run) -> str:
+    k = run.by_kind
+    readback = k.get("export", 0) - run.n
+    return f"{k.get('list_dashboards', 0)}L+{run.n}E+{k.get('import', 0)}I+{readback}R" + (
+        f"+{k.get('list_workspaces', 0)}W" if k.get("list_workspaces") else ""
+    )
+
+
+def print_runs(runs: list[Run]) -> None:
+    """The per-run table."""
+    head = (
+        f"{'run':<10}{'C':>3}{'wall s':>8}{'ideal s':>8}{'cp s':>6}{'eff':>6}{'speedup':>8}"
+        f"{'requests (L+E+I+R)':>22}{'429':>5}{'cpu ms/dash':>12}{'cpu ms/req':>11}"
+        f"{'RSS MB':>8}{'srv ms/req':>11}{'srv cpu':>8}  results"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in runs:
+        d = r.derived
+        print(
+            f"{r.label:<10}{r.concurrency:>3}{r.wall_s:>8.2f}{d['ideal_s']:>8.2f}"
+            f"{r.critical_path_s:>6.2f}{d['efficiency']:>6.2f}{d['speedup']:>7.1f}x"
+            f"{_kinds(r):>22}{r.rate_limited:>5}{d['cpu_ms_per_dashboard']:>12.2f}"
+            f"{d['cpu_ms_per_request']:>11.2f}{r.client_max_rss_mb:>8.0f}"
+            f"{d['server_cpu_ms_per_request']:>11.2f}{d['server_cpu_util']:>7.0%}"
+            f"  {', '.join(f'{v} {k}' for k, v in sorted(r.results.items())) or 'no report'}"
+        )
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def targets(
+    startup: dict[str, Any], runs: list[Run], rated: Run | None, memory: Run | None
+) -> list[dict[str, Any]]:
+    """Issue 8's targets next to the measured figures."""
+    rows: list[dict[str, Any]] = []
+
+    def row(name: str, value: float, goal: str, ok: bool, fmt: str) -> None:
+        rows.append(
+            {"target": name, "measured": value, "shown": fmt.format(value), "goal": goal, "met": ok}
+        )
+
+    top = max(runs, key=lambda r: r.concurrency)
+    low = min(runs, key=lambda r: r.concurrency)
+    if top is not low:
+        speedup = low.wall_s / top.wall_s
+        row(
+            f"speedup C={top.concurrency} vs C={low.concurrency} (whole process)",
+            speedup,
+            f">= {T_SPEEDUP:.0f}x",
+            speedup >= T_SPEEDUP,
+            "{:.1f}x",
+        )
+    eff = top.derived["efficiency"]
+    row(
+        f"C={top.concurrency}: (wall - start-up) / ideal",
+        1 / eff,
+        "<= 1.25",
+        1 / eff <= 1 / T_EFFICIENCY,
+        "{:.2f}",
+    )
+    per_req = top.derived["cpu_ms_per_request"]
+    row(
+        f"C={top.concurrency}: client CPU per HTTP request (net of start-up)",
+        per_req,
+        f"<= {T_CPU_PER_REQUEST_MS:g} ms",
+        per_req <= T_CPU_PER_REQUEST_MS,
+        "{:.2f} ms",
+    )
+    per_dash = top.derived["cpu_ms_per_dashboard"]
+    row(
+        f"C={top.concurrency}: client CPU per dashboard (net of start-up)",
+        per_dash,
+        f"<= {T_CPU_PER_DASHBOARD_MS:g} ms",
+        per_dash <= T_CPU_PER_DASHBOARD_MS,
+        "{:.2f} ms",
+    )
+    for name in ("help", "validate"):
+        wall = startup[name]["wall_s"]
+        what = "`migrate --help`" if name == "help" else "`migrate validate PLAN`"
+        row(f"start-up: {what}", wall, f"<= {T_STARTUP_S:g} s", wall <= T_STARTUP_S, "{:.3f} s")
+    if rated is not None:
+        ratio = rated.derived["rate_wall_ratio"]
+        row(
+            f"rate limit {rated.rate_limit}: wall / (requests / R)",
+            ratio,
+            f"<= {T_RATE_WALL:g}",
+            ratio <= T_RATE_WALL,
+            "{:.2f}",
+        )
+        share = rated.derived["rate_429_share"]
+        row(
+            f"rate limit {rated.rate_limit}: share of requests answered 429",
+            share,
+            f"<= {T_RATE_429:.0%}",
+            share <= T_RATE_429,
+            "{:.1%}",
+        )
+    if memory is not None:
+        rss = memory.client_max_rss_mb
+        row(
+            f"peak RSS, N={memory.n} x {memory.payload_kb} KB",
+            rss,
+            f"<= {T_RSS_MB:g} MB",
+            rss <= T_RSS_MB,
+            "{:.0f} MB",
+        )
+    return rows
+
+
+def print_targets(rows: list[dict[str, Any]]) -> None:
+    """The targets table."""
+    width = max(len(r["target"]) for r in rows)
+    print(f"{'target':<{width}}  {'measured':>10}  {'goal':>10}  status")
+    for r in rows:
+        print(f"{r['target']:<{width}}  {r['shown']:>10}  {r['goal']:>10}  {_mark(r['met'])}")
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="bench_apply.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--n", type=int, default=200, help="dashboards (default 200)")
+    parser.add_argument(
+        "--payload-kb", type=int, default=100, help="approx. size of each dashboard (default 100)"
+    )
+    parser.add_argument("--max-depth", type=int, default=5, help="longest reference chain")
+    parser.add_argument(
+        "--latency-ms", type=float, default=40.0, help="server-side latency per request"
+    )
+    parser.add_argument(
+        "--concurrency",
+        default="1,4,16",
+        help="comma-separated --concurrency values to run (default 1,4,16)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        default="50/1",
+        metavar="N/S|none",
+        help="rate-limited run at the highest concurrency (default 50/1; 'none' skips it)",
+    )
+    parser.add_argument("--memory", action="store_true", help="also run the memory scenario (slow)")
+    parser.add_argument("--memory-n", type=int, default=1000)
+    parser.add_argument("--memory-payload-kb", type=int, default=200)
+    parser.add_argument(
+        "--startup-repeat", type=int, default=5, help="samples per start-up figure (median)"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE.prof",
+        help="also run the highest concurrency under cProfile (not measured) and print the top",
+    )
+    parser.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directory (logs, reports, databases)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every scenario and print the figures; exit 1 if a target is missed."""
+    args = parse_args(argv)
+    concurrencies = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
+    rate_limit = None if args.rate_limit.lower() in ("", "none", "off") else args.rate_limit
+    env = _env()
+    env[TOKEN_ENV] = secrets.token_urlsafe(24)
+    workdir = Path(tempfile.mkdtemp(prefix="migrate-bench-"))
+    try:
+        print(
+            f"migrate apply benchmark — python {platform.python_version()}, "
+            f"{os.cpu_count()} CPUs, {platform.system()} {platform.machine()}, "
+            f"migrate at {code_version()}"
+        )
+        base_db = workdir / "seed.db"
+        seconds = seed_database(base_db, args.n, args.payload_kb, args.max_depth)
+        size_mb = base_db.stat().st_size / 2**20
+        print(
+            f"seeded N={args.n} dashboards of ~{args.payload_kb} KB, depth <= {args.max_depth} "
+            f"({size_mb:.0f} MB db, {seconds:.1f} s); latency {args.latency_ms:g} ms"
+        )
+
+        startup = measure_startup(workdir, env, args.startup_repeat)
+        print(
+            "start-up (median of {}): python -c pass {:.3f} s, migrate --help {:.3f} s, "
+            "migrate validate PLAN {:.3f} s (CPU {:.3f} s)".format(
+                args.startup_repeat,
+                startup["python"]["wall_s"],
+                startup["help"]["wall_s"],
+                startup["validate"]["wall_s"],
+                startup["validate"]["cpu_s"],
+            )
+        )
+        startup_s = startup["validate"]["wall_s"]
+        startup_cpu = startup["validate"]["cpu_s"]
+
+        common = {"workdir": workdir, "env": env, "max_depth": args.max_depth}
+        runs: list[Run] = []
+        for c in concurrencies:
+            run = run_apply(
+                label=f"c{c}",
+                base_db=base_db,
+                n=args.n,
+                payload_kb=args.payload_kb,
+                concurrency=c,
+                latency_ms=args.latency_ms,
+                rate_limit=None,
+                **common,
+            )
+            derive(run, startup_s, startup_cpu, runs[0] if runs else None)
+            runs.append(run)
+        top_c = concurrencies[-1]
+        rated = None
+        if rate_limit:
+            rated = run_apply(
+                label=f"rate{top_c}",
+                base_db=base_db,
+                n=args.n,
+                payload_kb=args.payload_kb,
+                concurrency=top_c,
+                latency_ms=args.latency_ms,
+                rate_limit=rate_limit,
+                **common,
+            )
+            derive(rated, startup_s, startup_cpu, runs[0])
+        memory = None
+        if args.memory:
+            mem_db = workdir / "seed-memory.db"
+            seconds = seed_database(mem_db, args.memory_n, args.memory_payload_kb, args.max_depth)
+            print(
+                f"seeded memory scenario N={args.memory_n} x {args.memory_payload_kb} KB "
+                f"({mem_db.stat().st_size / 2**20:.0f} MB db, {seconds:.1f} s)"
+            )
+            memory = run_apply(
+                label=f"mem{top_c}",
+                base_db=mem_db,
+                n=args.memory_n,
+                payload_kb=args.memory_payload_kb,
+                concurrency=top_c,
+                latency_ms=args.latency_ms,
+                rate_limit=None,
+                **common,
+            )
+            derive(memory, startup_s, startup_cpu, None)
+            mem_db.unlink()
+
+        print()
+        print_runs([*runs, *([rated] if rated else []), *([memory] if memory else [])])
+        print(
+            "\nL/E/I/R = listing pages / source exports / imports / read-back exports (2xx only);"
+            " ideal = max(requests x L / C, critical path cp = sequential listing pages + 1"
+            " export + longest chain of imports + 1 read-back, each x L); eff = ideal /"
+            " (wall - start-up); cpu = client user+sys net of the `validate` start-up CPU;"
+            " srv = sandbox CPU per request and as a share of one core."
+        )
+        print("\ntimeline (seconds since the client process was spawned):")
+        print_phases([*runs, *([rated] if rated else []), *([memory] if memory else [])])
+        top = runs[-1]
+        print(
+            f"C={top.concurrency}: ideal without read-backs "
+            f"{top.ideal_min_requests_s:.2f} s; client CPU {top.client_cpu_s:.2f} s "
+            f"({top.derived['client_cpu_util']:.0%} of one core); server CPU "
+            f"{top.server_cpu_s:.2f} s; peak in flight at the server "
+            f"{top.server.get('max_in_flight')}."
+        )
+        if rated:
+            print(
+                f"rate limit {rate_limit}: wall {rated.wall_s:.2f} s vs floor "
+                f"{rated.derived['rate_floor_s']:.2f} s (requests / R), "
+                f"{rated.rate_limited} of {rated.requests_total} requests answered 429."
+            )
+        print()
+        rows = targets(startup, runs, rated, memory)
+        print_targets(rows)
+
+        if args.profile:
+            run_apply(
+                label="profile",
+                base_db=base_db,
+                n=args.n,
+                payload_kb=args.payload_kb,
+                concurrency=top_c,
+                latency_ms=args.latency_ms,
+                rate_limit=None,
+                profile=args.profile.resolve(),
+                **common,
+            )
+            print(f"\ncProfile of C={top_c} written to {args.profile}; top 25 by own time:")
+            stats = pstats.Stats(str(args.profile.resolve()))
+            stats.sort_stats("tottime").print_stats(25)
+
+        if args.json:
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "args": {k: str(v) for k, v in vars(args).items()},
+                        "startup": startup,
+                        "runs": [asdict(r) for r in runs],
+                        "rate_limited": asdict(rated) if rated else None,
+                        "memory": asdict(memory) if memory else None,
+                        "targets": rows,
+                    },
+                    indent=2,
+                )
+            )
+        return 0 if all(r["met"] for r in rows) else 1
+    finally:
+        if args.keep:
+            print(f"\nwork directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
