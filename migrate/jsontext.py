@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import operator
 import re
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -122,23 +123,36 @@ def _skeleton(data: bytes) -> bytes:
 
 
 _PEEL_ROUNDS = 16
+_SMALL = 1 << 16
+_OPEN_RUN = re.compile(rb"\[+")
+_CLOSE_RUN = re.compile(rb"\]+")
 
 
 def _depth_over(brackets: bytes, limit: int) -> bool:
     """True when the balanced `brackets` nest deeper than `limit`.
 
     Each round deletes the innermost `[]` pairs in one C pass (real dashboards are a handful of
-    levels deep); what survives many rounds is measured with a running sum.
+    levels deep); what survives the rounds, or a round that hardly shrank, is measured as a
+    running sum over runs of `[` and of `]` (balanced text starts with an opening run and
+    alternates).
     """
     brackets = brackets.translate(_ONE_BRACKET)
     rounds = 0
     while brackets and rounds < _PEEL_ROUNDS:
-        brackets = brackets.replace(b"[]", b"")
+        peeled = brackets.replace(b"[]", b"")
         rounds += 1
+        # A hostile document (long chains, few leaves) barely shrinks: stop paying per round.
+        slow = len(peeled) > _SMALL and len(peeled) * 4 > len(brackets) * 3
+        brackets = peeled
+        if slow:
+            break
     if not brackets:
         return rounds > limit
-    steps = map({0x5B: 1, 0x5D: -1}.__getitem__, brackets)
-    return rounds + max(itertools.accumulate(steps)) > limit
+    opens: list[bytes] = _OPEN_RUN.findall(brackets)
+    closes: list[bytes] = _CLOSE_RUN.findall(brackets)
+    steps = map(operator.sub, map(len, opens), itertools.chain((0,), map(len, closes)))
+    deepest: int = max(itertools.accumulate(steps))
+    return rounds + deepest > limit
 
 
 def _parse_careful(text: str, *, source: str, limits: JSONLimits) -> Any:

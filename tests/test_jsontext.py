@@ -101,9 +101,7 @@ def _documents(leaves: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         lambda inner: (
             st.lists(inner, max_size=4).map(lambda items: "[" + ", ".join(items) + "]")
             | st.lists(st.tuples(_KEYS, inner), max_size=4).map(
-                lambda pairs: (
-                    "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in pairs) + "}"
-                )
+                lambda pairs: "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in pairs) + "}"
             )
         ),
         max_leaves=30,
@@ -123,13 +121,12 @@ def test_fast_path_agrees_with_careful_path(text: str, depth: int) -> None:
     """Same value or same refusal (duplicates, depth at tiny caps) as the general path."""
     limits = JSONLimits(max_depth=depth)
     fast = _outcome(lambda t, lim: parse_json(t, source="x", limits=lim), text, limits)
-    careful = _outcome(
-        lambda t, lim: _parse_careful(t, source="x", limits=lim), text, limits
-    )
+    careful = _outcome(lambda t, lim: _parse_careful(t, source="x", limits=lim), text, limits)
     assert fast == careful
-    assert _outcome(
-        lambda t, lim: parse_json(t.encode(), source="x", limits=lim), text, limits
-    ) == careful
+    assert (
+        _outcome(lambda t, lim: parse_json(t.encode(), source="x", limits=lim), text, limits)
+        == careful
+    )
 
 
 @pytest.mark.parametrize("depth", [15, 16, 17, 255, 256, 257, 300])
@@ -140,7 +137,7 @@ def test_depth_cap_is_exact(depth: int) -> None:
         assert parse_json(text, source="x") is not None
     else:
         assert "deeper" in refuse(text).message
-    assert ("deeper" in refuse(text, JSONLimits(max_depth=depth - 1)).message)
+    assert "deeper" in refuse(text, JSONLimits(max_depth=depth - 1)).message
 
 
 def test_duplicate_key_next_to_colons_in_strings() -> None:
