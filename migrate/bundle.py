@@ -625,13 +625,15 @@ async def export_bundle(
             )
         progress.stage(f"exporting {len(specs)} source dashboards")
         ordered_ids = sorted(specs)
-        exports = dict(
-            zip(
-                ordered_ids,
-                await asyncio.gather(*(source.export(dash_id) for dash_id in ordered_ids)),
-                strict=True,
-            )
+        # Every export finishes (or fails) before the client closes; the first failure is raised.
+        answers = await asyncio.gather(
+            *(source.export(dash_id) for dash_id in ordered_ids), return_exceptions=True
         )
+        exports: dict[str, ExportFile] = {}
+        for dash_id, answer in zip(ordered_ids, answers, strict=True):
+            if isinstance(answer, BaseException):
+                raise answer
+            exports[dash_id] = answer
     finally:
         await client.aclose()
     graph = build_graph(
