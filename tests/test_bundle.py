@@ -349,6 +349,8 @@ def _migrate(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def _needs_cli(tmp_path: Path) -> None:
     export = _migrate(tmp_path, "export", "--help")
     apply = _migrate(tmp_path, "apply", "--help")
+    assert apply.returncode == 0, apply.stderr  # a broken CLI fails; only a missing one skips
+    assert export.returncode == 0 or "No such command" in export.stderr, export.stderr
     if export.returncode != 0 or "--bundle" not in apply.stdout:
         pytest.skip("`migrate export` / `apply --bundle` are not wired into cli.py yet")
 

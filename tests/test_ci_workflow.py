@@ -177,7 +177,9 @@ def _env(*maps: dict[str, Any]) -> dict[str, str]:
 
 
 def _cli_has_bundle_commands() -> bool:
-    def ok(*args: str) -> subprocess.CompletedProcess[str]:
+    """False only when `export` or `apply --bundle` is missing; any other CLI failure fails."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "migrate", *args],
             capture_output=True,
@@ -187,7 +189,12 @@ def _cli_has_bundle_commands() -> bool:
             cwd=ROOT,
         )
 
-    return ok("export", "--help").returncode == 0 and "--bundle" in ok("apply", "--help").stdout
+    export, apply = run("export", "--help"), run("apply", "--help")
+    assert apply.returncode == 0, apply.stderr
+    if export.returncode != 0:
+        assert "No such command" in export.stderr, export.stderr
+        return False
+    return "--bundle" in apply.stdout
 
 
 def test_every_migrate_command_in_the_workflow_runs_against_the_sandbox(tmp_path: Path) -> None:
