@@ -7,7 +7,6 @@ output passes through `credentials.redact`, so a token can never reach the conso
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import io
 import json
@@ -22,11 +21,10 @@ from typing import IO, Annotated, Any, NoReturn, ParamSpec, TypeVar, cast
 import typer
 
 from migrate import __version__
-from migrate.connection import ConnectionPolicy, check_url, open_client
 from migrate.credentials import redact
 from migrate.errors import InsecureURLError, MigrateError, PlanError, UsageError
 from migrate.events import Outcome, Progress
-from migrate.models import Action, Endpoint, Plan, Result
+from migrate.models import Action, ConnectionPolicy, Endpoint, Plan, Result
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -294,6 +292,8 @@ def _load(plan_path: Path) -> Plan:
 
 
 def _run(coro: Any) -> Any:
+    import asyncio  # noqa: PLC0415  # start-up: only commands that do I/O pay for asyncio
+
     return asyncio.run(coro)
 
 
@@ -503,6 +503,8 @@ def inventory(
     fmt: Annotated[PlanFormat, typer.Option("--format", "-f")] = PlanFormat.TEXT,
 ) -> None:
     """List a workspace's dashboards."""
+    from migrate.connection import check_url, open_client  # noqa: PLC0415
+
     try:
         check_url(url, allow_insecure_http=STATE.policy.allow_insecure_http, origin="--url")
     except InsecureURLError as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,19 +18,12 @@ from urllib.parse import urlsplit
 from migrate.client import ClientOptions, DatabrainClient, Pacer, asgi_transport
 from migrate.credentials import read_token
 from migrate.errors import InsecureURLError, PlanError
-from migrate.models import SANDBOX_SCHEME, Endpoint
+from migrate.models import SANDBOX_SCHEME, ConnectionPolicy, Endpoint
 from migrate.storage import PRIVATE_FILE, ensure_private_dir
 
+__all__ = ["ConnectionPolicy", "check_url", "embedded_app", "is_loopback", "open_client"]
+
 _embedded_apps: dict[Path, Any] = {}
-
-
-@dataclass(frozen=True)
-class ConnectionPolicy:
-    """Process-wide connection settings from global flags."""
-
-    state_dir: Path = Path(".migrate")
-    allow_insecure_http: bool = False
-    ca_bundle: Path | None = None
 
 
 def is_loopback(host: str) -> bool:

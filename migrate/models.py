@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 JSONObject = dict[str, Any]
@@ -89,6 +90,15 @@ class Plan:
     # depends_on names that are no explicit `id:` entry in a plan that also has `match:` entries:
     # they may name a matched dashboard, so only the source inventory can confirm them.
     deferred_depends_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConnectionPolicy:
+    """Process-wide connection settings from global flags."""
+
+    state_dir: Path = Path(".migrate")
+    allow_insecure_http: bool = False
+    ca_bundle: Path | None = None
 
 
 @dataclass(frozen=True)

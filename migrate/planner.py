@@ -33,7 +33,6 @@ from migrate.models import (
 from migrate.schema import PayloadValidator, check_export_meta, format_violations
 from migrate.source import PayloadSource
 from migrate.transform import (
-    count_schema_occurrences,
     merge_schema_pairs,
     target_id,
 )
@@ -316,8 +315,12 @@ def _schema_pair_warnings(ordered: list[PlannedDashboard], plan: Plan) -> list[s
     for item in ordered:
         if item.export is None or not item.schema_pairs:
             continue
-        for name, count in count_schema_occurrences(item.export.data, item.schema_pairs).items():
-            touched[name] = touched.get(name, 0) + count
+        for pair in item.schema_pairs:
+            # A name absent from the raw text cannot match; only then is the exact count needed.
+            if pair.replace.encode("utf-8") in item.export.raw:
+                touched[pair.replace] = touched.get(pair.replace, 0) + 1
+            else:
+                touched.setdefault(pair.replace, 0)
     return [
         f"schema pair {name!r} matches nothing in the selected dashboards (typo?)"
         for name, count in sorted(touched.items())

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migrate.client import DatabrainClient
+from migrate.client import ClientOptions, DatabrainClient
 from migrate.connection import ConnectionPolicy, open_client
 from migrate.diff import diff_payloads
 from migrate.errors import (
@@ -90,10 +90,10 @@ class _Endpoints:
 
     def __init__(self, plan: Plan, options: RunOptions, *, need_target: bool = True) -> None:
         settings = plan.settings
-        self.throttle = Throttle(
-            options.concurrency or settings.concurrency,
-            max_rps=options.max_rps or settings.max_rps,
-        )
+        concurrency = options.concurrency or settings.concurrency
+        self.throttle = Throttle(concurrency, max_rps=options.max_rps or settings.max_rps)
+        # A pool no larger than the requests in flight: httpx scans the whole pool per request.
+        client_options = ClientOptions(max_connections=concurrency)
         self._clients: list[DatabrainClient] = []
         self.source: PayloadSource
         if options.bundle is not None:
@@ -107,12 +107,16 @@ class _Endpoints:
                 hint="add a source section, or pass --bundle DIR",
             )
         else:
-            client = open_client(plan.source, policy=options.policy, pacer=self.throttle)
+            client = open_client(
+                plan.source, policy=options.policy, options=client_options, pacer=self.throttle
+            )
             self._clients.append(client)
             self.source = LiveSource(client, plan.source.workspace, plan.source.url)
         self.target: DatabrainClient | None = None
         if need_target:
-            self.target = open_client(plan.target, policy=options.policy, pacer=self.throttle)
+            self.target = open_client(
+                plan.target, policy=options.policy, options=client_options, pacer=self.throttle
+            )
             self._clients.append(self.target)
 
     def require_target(self) -> DatabrainClient:
@@ -394,6 +398,9 @@ class _Executor:
                 attempts=attempts,
                 error=ErrorInfo("GAVE_UP", f"import not confirmed after {attempts} attempts"),
             )
+        # Dependents may start now: the dashboard exists. Its read-back runs beside them.
+        self.results[item.id] = Result.CREATED
+        self.done[item.id].set()
         return await self._verify(item, started, attempts, created=True)
 
     async def _verify(
