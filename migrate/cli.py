@@ -389,6 +389,10 @@ def apply(
         Path | None,
         typer.Option("--plan", help="Apply exactly this saved plan; refuse if it is stale."),
     ] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option("--bundle", help="Read payloads from this bundle, not the source API."),
+    ] = None,
 ) -> None:
     """Apply the plan: import what is missing, in dependency order."""
     from migrate.report import apply_report, junit_xml, markdown_summary, to_json  # noqa: PLC0415
@@ -401,6 +405,7 @@ def apply(
         concurrency=concurrency,
         max_rps=max_rps,
         fail_fast=not keep_going,
+        bundle=bundle,
         policy=STATE.policy,
     )
     progress = _progress(quiet=STATE.quiet)
@@ -444,6 +449,36 @@ def apply(
         bad = [o.id for o in report.outcomes if not o.result.ok]
         err(f"{len(bad)} dashboards did not succeed: {', '.join(bad[:10])}")
         raise typer.Exit(6)
+
+
+@app.command()
+@handled
+def export(
+    plan_file: Annotated[Path, typer.Argument(help="The migration plan (its source is read).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")],
+    select: Annotated[list[str] | None, _select_option()] = None,
+) -> None:
+    """Write a bundle of the selected source dashboards, every payload validated first."""
+    from migrate.bundle import export_bundle  # noqa: PLC0415
+
+    loaded = _load(plan_file)
+    progress = ConsoleProgress(quiet=STATE.quiet)
+    summary = _run(
+        export_bundle(
+            loaded,
+            out_dir,
+            selectors=tuple(select or ()),
+            policy=STATE.policy,
+            progress=progress,
+        )
+    )
+    if not STATE.quiet:
+        for entry in summary.dashboards:
+            out(f"  {entry.id} → {entry.file}")
+    out(
+        f"Export: {len(summary.dashboards)} dashboards to {summary.manifest}"
+        f" (manifest sha256 {summary.manifest_sha256})."
+    )
 
 
 @app.command()

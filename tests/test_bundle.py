@@ -346,18 +346,8 @@ def _migrate(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _needs_cli(tmp_path: Path) -> None:
-    export = _migrate(tmp_path, "export", "--help")
-    apply = _migrate(tmp_path, "apply", "--help")
-    assert apply.returncode == 0, apply.stderr  # a broken CLI fails; only a missing one skips
-    assert export.returncode == 0 or "No such command" in export.stderr, export.stderr
-    if export.returncode != 0 or "--bundle" not in apply.stdout:
-        pytest.skip("`migrate export` / `apply --bundle` are not wired into cli.py yet")
-
-
 def test_cli_promotes_one_bundle_dev_staging_prod(tmp_path: Path) -> None:
     """One exported bundle applied to staging then prod: each holds exactly its dashboards."""
-    _needs_cli(tmp_path)
     plan = write_plan(tmp_path, target="Sales Staging")
     result = _migrate(tmp_path, "export", str(plan), "--out", "bundle")
     assert result.returncode == 0, result.stderr
@@ -383,7 +373,6 @@ def test_cli_promotes_one_bundle_dev_staging_prod(tmp_path: Path) -> None:
 
 def test_cli_apply_refuses_a_tampered_bundle_naming_the_file(tmp_path: Path) -> None:
     """`apply --bundle` on a tampered bundle exits 3 naming the file and writes nothing."""
-    _needs_cli(tmp_path)
     plan = write_plan(tmp_path, target="Sales Staging")
     assert _migrate(tmp_path, "export", str(plan), "--out", "bundle").returncode == 0
     target = tmp_path / "bundle" / "dashboards" / "kpi-core.json"
@@ -399,7 +388,6 @@ def test_cli_apply_refuses_a_tampered_bundle_naming_the_file(tmp_path: Path) -> 
 
 def test_cli_apply_bundle_needs_no_source(tmp_path: Path) -> None:
     """A plan without `source` applies from a bundle."""
-    _needs_cli(tmp_path)
     plan = write_plan(tmp_path, target="Sales Staging")
     assert _migrate(tmp_path, "export", str(plan), "--out", "bundle").returncode == 0
     bare = tmp_path / "bare.yaml"
@@ -415,7 +403,6 @@ def test_cli_apply_bundle_needs_no_source(tmp_path: Path) -> None:
 
 def test_cli_export_invalid_payload_exit_4(tmp_path: Path) -> None:
     """`migrate export` with a payload failing the schema exits 4 and writes no bundle."""
-    _needs_cli(tmp_path)
     sandbox = sandbox_of(tmp_path / "state")
     data = sandbox.get_dashboard("Sales Dev", "kpi-core")
     assert data is not None

@@ -15,7 +15,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from migrate.plan import load_plan
@@ -176,31 +175,8 @@ def _env(*maps: dict[str, Any]) -> dict[str, str]:
     return merged
 
 
-def _cli_has_bundle_commands() -> bool:
-    """False only when `export` or `apply --bundle` is missing; any other CLI failure fails."""
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "migrate", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-            cwd=ROOT,
-        )
-
-    export, apply = run("export", "--help"), run("apply", "--help")
-    assert apply.returncode == 0, apply.stderr
-    if export.returncode != 0:
-        assert "No such command" in export.stderr, export.stderr
-        return False
-    return "--bundle" in apply.stdout
-
-
 def test_every_migrate_command_in_the_workflow_runs_against_the_sandbox(tmp_path: Path) -> None:
     """Run each job's shell steps in order (PR, then push) with a `migrate` = python -m migrate."""
-    if not _cli_has_bundle_commands():
-        pytest.skip("`migrate export` / `apply --bundle` are not wired into cli.py yet")
     workflow = _workflow()
     work = tmp_path / "repo"
     (work / "plans" / "ci").mkdir(parents=True)
