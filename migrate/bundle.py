@@ -15,7 +15,6 @@ bundle whose manifest does not parse, or whose files are missing, extra or chang
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -25,106 +24,27 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from migrate.connection import ConnectionPolicy, open_client
-from migrate.errors import BundleError, PayloadInvalidError, PlanError, Violation
-from migrate.events import Progress
-from migrate.graph import build_graph, select
+from migrate.errors import BundleError, PlanError
 from migrate.jsontext import parse_json
-from migrate.models import DashboardRef, ExportFile, Plan
-from migrate.planner import resolve_entries
-from migrate.schema import PayloadValidator, check_export_meta, format_violations
-from migrate.source import LiveSource
-from migrate.storage import PRIVATE_DIR, PRIVATE_FILE, ensure_private_dir
-from migrate.throttle import Throttle
+from migrate.models import DashboardRef, ExportFile
+from migrate.safename import id_from_safe_name, safe_name
+from migrate.storage import PRIVATE_DIR, PRIVATE_FILE, ensure_private_dir, fsync_dir
 
 BUNDLE_FORMAT = "migrate-bundle"
 BUNDLE_VERSION = 1
 MANIFEST = "manifest.json"
 DASHBOARDS = "dashboards"
-SUFFIX = ".json"
-MAX_NAME_BYTES = 200
-
-# Kept as they are in a file name; everything else is escaped as %xx (lowercase hex of UTF-8).
-_KEEP = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
-_RESERVED = frozenset(
-    {"con", "prn", "aux", "nul", "clock$", "conin$", "conout$"}
-    | {f"{dev}{n}" for dev in ("com", "lpt") for n in range(10)}
-)
-_DIGEST_MARK = "="  # only in names too long to hold their id: readable prefix, =, sha256
-_PREFIX_CHARS = 100
-_STEM_MAX = MAX_NAME_BYTES - len(SUFFIX)
-_ESCAPE = re.compile(r"%([0-9a-f]{2})")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _DIR_FD = os.open in os.supports_dir_fd and bool(_NOFOLLOW and _DIRECTORY)
 _MAX_PROBLEMS = 50
-
-
-# --- names ------------------------------------------------------------------------------------
-
-
-def _escape(dashboard_id: str) -> str:
-    out: list[str] = []
-    for index, char in enumerate(dashboard_id):
-        if char in _KEEP and not (index == 0 and dashboard_id in _RESERVED):
-            out.append(char)
-        else:
-            out.extend(f"%{byte:02x}" for byte in char.encode("utf-8", "surrogatepass"))
-    return "".join(out)
-
-
-def safe_name(dashboard_id: str) -> str:
-    """The bundle file name (`<stem>.json`, no directory) of `dashboard_id`.
-
-    `[a-z0-9_-]` stay readable; every other character (uppercase too) is `%xx` per UTF-8 byte,
-    and the first character of a Windows device name (`con`, `com1`, ...) is escaped. The result
-    is lowercase ASCII, so two ids never map to names that differ only in case. An id whose
-    encoding would pass 200 bytes keeps a readable prefix plus `=` and the sha256 of the exact
-    id: still distinct, but then only the manifest knows the id (`id_from_safe_name` refuses).
-    """
-    if not dashboard_id:
-        return "%" + SUFFIX  # the empty id: a lone % is no escape of anything else
-    stem = _escape(dashboard_id)
-    if len(stem) > _STEM_MAX:
-        cut = _PREFIX_CHARS
-        while "%" in stem[max(0, cut - 2) : cut]:  # never split a %xx escape
-            cut -= 1
-        digest = hashlib.sha256(dashboard_id.encode("utf-8", "surrogatepass")).hexdigest()
-        stem = f"{stem[:cut]}{_DIGEST_MARK}{digest}"
-    return stem + SUFFIX
-
-
-def id_from_safe_name(name: str) -> str:
-    """The id whose `safe_name` is `name`; ValueError when `name` is no safe name of any id, or
-    is a digest name (a very long id), whose id only the bundle's manifest holds."""
-    if not name.endswith(SUFFIX):
-        raise ValueError(f"{name!r} does not end in {SUFFIX}")
-    stem = name[: -len(SUFFIX)]
-    if _DIGEST_MARK in stem:
-        raise ValueError(f"{name!r} names a long id by its digest; its id is in the manifest")
-    if stem == "%":
-        return ""
-    raw = bytearray()
-    position = 0
-    for match in _ESCAPE.finditer(stem):
-        raw += stem[position : match.start()].encode("ascii", "replace")
-        raw.append(int(match.group(1), 16))
-        position = match.end()
-    raw += stem[position:].encode("ascii", "replace")
-    try:
-        dashboard_id = bytes(raw).decode("utf-8", "surrogatepass")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{name!r} does not decode to UTF-8") from exc
-    if safe_name(dashboard_id) != name:  # one canonical name per id, nothing else accepted
-        raise ValueError(f"{name!r} is not the safe name of any id")
-    return dashboard_id
 
 
 def bundle_file(dashboard_id: str) -> str:
@@ -205,19 +125,6 @@ def _write_new(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _is_previous_bundle(out_dir: Path) -> bool:
     """True when `out_dir` holds only what a bundle holds and its manifest says it is one."""
     names = {entry.name for entry in os.scandir(out_dir)}
@@ -289,14 +196,14 @@ def write_bundle(
                     tuple(depends_on),
                 )
             )
-        _fsync_dir(folder)
+        fsync_dir(folder)
         _write_new(staging / MANIFEST, _manifest_bytes(source, entries))
-        _fsync_dir(staging)
+        fsync_dir(staging)
         _move_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _fsync_dir(parent)
+    fsync_dir(parent)
     return out_dir / MANIFEST
 
 
@@ -421,7 +328,7 @@ def _entries(document: Any) -> tuple[dict[str, str], list[BundleEntry], list[str
     return described, entries, wrong
 
 
-def _load_manifest(directory: Path) -> Manifest:
+def load_manifest(directory: Path) -> Manifest:
     """Check everything `verify_bundle` promises; BundleError naming each problem file."""
     directory = Path(directory)
     if directory.is_symlink():
@@ -504,7 +411,7 @@ def verify_bundle(directory: Path) -> list[Path]:
     format; a listed file missing or not a regular file; an extra file; a sha256 mismatch; a
     `file` entry that is not `dashboards/<safe_name(id)>`. Payload schemas are not checked here.
     """
-    manifest = _load_manifest(directory)
+    manifest = load_manifest(directory)
     return [Path(directory) / entry.file for entry in manifest.entries]
 
 
@@ -513,7 +420,7 @@ class BundleSource:
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
-        self.manifest = _load_manifest(self.directory)
+        self.manifest = load_manifest(self.directory)
         self._entries = {entry.id: entry for entry in self.manifest.entries}
 
     @property
@@ -563,131 +470,11 @@ class BundleSource:
 # --- export -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BundleSummary:
-    """What `export_bundle` wrote."""
-
-    directory: Path
-    manifest: Path
-    manifest_sha256: str
-    dashboards: tuple[BundleEntry, ...]
-    source: dict[str, str] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
-
-
-def _payload_schema(plan: Plan) -> Path | None:
-    if plan.settings.payload_schema is None:
-        return None
-    path = Path(plan.settings.payload_schema)
-    return path if path.is_absolute() else Path(plan.path).parent / path
-
-
-async def export_bundle(
-    plan: Plan,
-    out_dir: Path,
-    *,
-    selectors: Sequence[str] = (),
-    policy: ConnectionPolicy,
-    progress: Progress | None = None,
-) -> BundleSummary:
-    """Export the plan's selected source dashboards into a bundle at `out_dir`.
-
-    Reads only the source (the target is never contacted). Every selected payload is validated
-    against the dashboard schema (and `settings.payload_schema`); if any fails, PayloadInvalidError
-    (exit 4) lists them and nothing is written. PlanError (exit 3) for a plan without `source`,
-    a dependency cycle, a `--select` matching nothing or an `id:` the source does not hold;
-    EndpointError (exit 5) when the source is unusable.
-    """
-    progress = progress or Progress()
-    if plan.source is None:
-        raise PlanError(
-            "the plan has no `source`: there is nothing to export from",
-            file=plan.path,
-            hint="add a source section (url, workspace, token_env)",
-        )
-    validator = PayloadValidator(_payload_schema(plan))
-    settings = plan.settings
-    throttle = Throttle(settings.concurrency, max_rps=settings.max_rps)
-    client = open_client(plan.source, policy=policy, pacer=throttle)
-    source = LiveSource(client, plan.source.workspace, plan.source.url)
-    try:
-        progress.stage("listing source dashboards")
-        refs = await source.inventory()
-        names = {ref.id: ref.name for ref in refs}
-        specs, warnings = resolve_entries(plan.dashboards, refs)
-        missing = sorted(dash_id for dash_id in specs if dash_id not in names)
-        if missing:
-            raise PlanError(
-                f"the plan names dashboards that source workspace {plan.source.workspace!r}"
-                f" does not hold: {', '.join(map(repr, missing))}",
-                file=plan.path,
-                hint="fix the ids in the plan, or export from the workspace that holds them",
-            )
-        progress.stage(f"exporting {len(specs)} source dashboards")
-        ordered_ids = sorted(specs)
-        # Every export finishes (or fails) before the client closes; the first failure is raised.
-        answers = await asyncio.gather(
-            *(source.export(dash_id) for dash_id in ordered_ids), return_exceptions=True
-        )
-        exports: dict[str, ExportFile] = {}
-        for dash_id, answer in zip(ordered_ids, answers, strict=True):
-            if isinstance(answer, BaseException):
-                raise answer
-            exports[dash_id] = answer
-    finally:
-        await client.aclose()
-    graph = build_graph(
-        ordered_ids,
-        {dash_id: spec.depends_on for dash_id, spec in specs.items()},
-        {dash_id: export.data for dash_id, export in exports.items()},
-        infer=settings.infer_dependencies,
-    )
-    chosen = select(graph, selectors) if selectors else set(graph.nodes)
-    order = [dash_id for dash_id in graph.order() if dash_id in chosen]
-    failures: list[Violation] = []
-    failed: list[str] = []
-    for dash_id in order:
-        document = exports[dash_id].document
-        found = validator.validate_export(document) or check_export_meta(
-            document, dashboard_id=dash_id, workspace=plan.source.workspace
-        )
-        if found:
-            failed.append(dash_id)
-            failures.extend(Violation(f"{dash_id}: {v.path}", v.message) for v in found)
-    if failed:
-        raise PayloadInvalidError(
-            f"{len(failed)} of {len(order)} payloads fail the dashboard schema; no bundle was"
-            f" written ({', '.join(map(repr, failed))}):\n"
-            + "\n".join(f"  {line}" for line in format_violations(failures, limit=30)),
-            violations=failures,
-            source=plan.source.workspace,
-        )
-    for message in warnings:
-        progress.warn(message)
-    items = [
-        (dash_id, names.get(dash_id, ""), exports[dash_id].raw, graph.dependencies(dash_id))
-        for dash_id in order
-    ]
-    described = source.describe()
-    manifest = await asyncio.to_thread(write_bundle, out_dir, described, items)
-    loaded = _load_manifest(manifest.parent)
-    return BundleSummary(
-        directory=manifest.parent,
-        manifest=manifest,
-        manifest_sha256=loaded.sha256,
-        dashboards=loaded.entries,
-        source=loaded.source,
-        warnings=tuple(warnings),
-    )
-
-
 __all__ = [
     "BundleEntry",
     "BundleSource",
-    "BundleSummary",
     "Manifest",
     "bundle_file",
-    "export_bundle",
     "id_from_safe_name",
     "safe_name",
     "verify_bundle",

@@ -459,19 +459,11 @@ def export(
     select: Annotated[list[str] | None, _select_option()] = None,
 ) -> None:
     """Write a bundle of the selected source dashboards, every payload validated first."""
-    from migrate.bundle import export_bundle  # noqa: PLC0415
+    from migrate.runner import RunOptions, run_export  # noqa: PLC0415
 
     loaded = _load(plan_file)
-    progress = ConsoleProgress(quiet=STATE.quiet)
-    summary = _run(
-        export_bundle(
-            loaded,
-            out_dir,
-            selectors=tuple(select or ()),
-            policy=STATE.policy,
-            progress=progress,
-        )
-    )
+    options = RunOptions(selectors=tuple(select or ()), policy=STATE.policy)
+    summary = _run(run_export(loaded, out_dir, options, ConsoleProgress(quiet=STATE.quiet)))
     if not STATE.quiet:
         for entry in summary.dashboards:
             out(f"  {entry.id} → {entry.file}")

@@ -18,7 +18,13 @@ from typing import Any
 
 from migrate.client import DatabrainClient
 from migrate.diff import Change, diff_payloads, normalize_for_compare
-from migrate.errors import AuthError, EndpointError, MigrateError, WorkspaceNotFoundError
+from migrate.errors import (
+    AuthError,
+    EndpointError,
+    MigrateError,
+    Violation,
+    WorkspaceNotFoundError,
+)
 from migrate.events import ErrorInfo, Progress
 from migrate.graph import DependencyGraph, build_graph, select
 from migrate.models import (
@@ -55,6 +61,8 @@ class PlannedDashboard:
     schema_pairs: tuple[SchemaPair, ...] = ()
     export: ExportFile | None = None
     rename: str | None = None  # dashboardName to send, when the plan sets one
+    violations: tuple[Violation, ...] = ()  # why the payload is invalid, located
+    failure: MigrateError | None = None  # why the export failed, when it did
 
     @property
     def source_sha256(self) -> str | None:
@@ -80,6 +88,7 @@ class MigrationPlan:
     target: dict[str, str]
     warnings: list[str] = field(default_factory=list)
     selectors: tuple[str, ...] = ()
+    source_ids: frozenset[str] = frozenset()
 
     def count(self) -> dict[str, int]:
         """Dashboards per action."""
@@ -191,6 +200,7 @@ async def make_plan(
         target=plan.target.describe(),
         warnings=warnings,
         selectors=tuple(selectors),
+        source_ids=frozenset(source_names),
     )
 
 
@@ -215,6 +225,7 @@ async def _export_one(
     except (AuthError, WorkspaceNotFoundError):
         raise
     except MigrateError as exc:
+        item.failure = exc
         item.action = Action.INVALID
         code = exc.error_code if isinstance(exc, EndpointError) else type(exc).__name__
         item.error = ErrorInfo(code, exc.message)
@@ -226,6 +237,7 @@ async def _export_one(
             export.document, dashboard_id=item.id, workspace=meta["workspace"]
         )
     if violations:
+        item.violations = tuple(violations)
         item.action = Action.INVALID
         item.error = ErrorInfo("SCHEMA", "; ".join(format_violations(violations, limit=5)))
         progress.warn(f"{item.id}: payload fails the dashboard schema")

@@ -17,15 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from migrate.bundle import BundleEntry, BundleSource, load_manifest, write_bundle
 from migrate.client import ClientOptions, DatabrainClient
 from migrate.connection import ConnectionPolicy, open_client
 from migrate.diff import diff_payloads
 from migrate.errors import (
     AuthError,
     EndpointError,
+    PayloadInvalidError,
     PlanError,
     RequestRejectedError,
     RunInterruptedError,
+    Violation,
     WorkspaceNotFoundError,
 )
 from migrate.events import ErrorInfo, Outcome, Progress
@@ -34,7 +37,7 @@ from migrate.lock import TargetLock
 from migrate.models import Action, Plan, Result
 from migrate.planner import MAX_CHANGES, MigrationPlan, PlannedDashboard, make_plan, normalized_pair
 from migrate.savedplan import check_saved_plan, check_saved_plan_header
-from migrate.schema import PayloadValidator
+from migrate.schema import PayloadValidator, format_violations
 from migrate.source import LiveSource, PayloadSource
 from migrate.throttle import Throttle
 from migrate.transform import rewrite_references
@@ -97,8 +100,6 @@ class _Endpoints:
         self._clients: list[DatabrainClient] = []
         self.source: PayloadSource
         if options.bundle is not None:
-            from migrate.bundle import BundleSource  # noqa: PLC0415  # only --bundle runs need it
-
             self.source = BundleSource(options.bundle)
         elif plan.source is None:
             raise PlanError(
@@ -212,6 +213,57 @@ async def run_apply(
         interrupted=interrupts.count > 0,
         lock_id=lock.info.lock_id,
     )
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What `run_export` wrote."""
+
+    manifest: Path
+    manifest_sha256: str
+    dashboards: tuple[BundleEntry, ...]
+
+
+async def run_export(
+    plan: Plan, out_dir: Path, options: RunOptions, progress: Progress | None = None
+) -> ExportSummary:
+    """Write a bundle (A4) of the selected source dashboards; the target is never read.
+
+    The same planning path as `plan`, then: an `id:` the source does not hold is a PlanError
+    (exit 3); an export that failed raises its EndpointError (exit 5); payloads failing the
+    schema are one PayloadInvalidError (exit 4) listing each id and JSON path. In every failing
+    case nothing is written: a bundle is whole or absent.
+    """
+    migration = await run_plan(plan, options, progress, read_target=False)
+    missing = [d.id for d in migration.dashboards if d.id not in migration.source_ids]
+    if missing:
+        raise PlanError(
+            f"the plan names dashboards the source workspace does not hold: {', '.join(missing)}",
+            file=plan.path,
+            hint="fix the ids in the plan, or export from the workspace that holds them",
+        )
+    for item in migration.dashboards:
+        if item.failure is not None:
+            raise item.failure
+    invalid = [d for d in migration.dashboards if d.action is Action.INVALID]
+    if invalid:
+        violations = [
+            Violation(f"{d.id}: {v.path}", v.message) for d in invalid for v in d.violations
+        ]
+        raise PayloadInvalidError(
+            f"{len(invalid)} of {len(migration.dashboards)} payloads fail the dashboard schema;"
+            f" no bundle was written ({', '.join(d.id for d in invalid)}):\n"
+            + "\n".join(f"  {line}" for line in format_violations(violations, limit=30)),
+            violations=violations,
+        )
+    items = [
+        (d.id, d.name, d.export.raw, list(d.depends_on))
+        for d in migration.dashboards
+        if d.export is not None
+    ]
+    manifest_path = await asyncio.to_thread(write_bundle, out_dir, migration.source, items)
+    manifest = load_manifest(manifest_path.parent)
+    return ExportSummary(manifest_path, manifest.sha256, manifest.entries)
 
 
 def _announce_resume(journal: Journal, migration: MigrationPlan, progress: Progress) -> None:

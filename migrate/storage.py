@@ -38,10 +38,10 @@ def write_private(path: Path, content: str | bytes) -> None:
         with contextlib.suppress(OSError):
             Path(tmp).unlink()
         raise
-    _fsync_dir(parent)
+    fsync_dir(parent)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     """Make a rename durable (POSIX); harmless where directories cannot be opened."""
     try:
         fd = os.open(path, os.O_RDONLY)

@@ -17,8 +17,6 @@ from typer.testing import CliRunner
 
 from migrate.bundle import (
     BundleSource,
-    BundleSummary,
-    export_bundle,
     safe_name,
     verify_bundle,
     write_bundle,
@@ -29,17 +27,22 @@ from migrate.errors import BundleError, PayloadInvalidError, PlanError
 from migrate.models import Action, Endpoint, ExportFile
 from migrate.plan import load_plan
 from migrate.planner import make_plan
+from migrate.runner import ExportSummary, RunOptions, run_export
 from tests.helpers import sandbox_of, write_plan
 
 ROOT = Path(__file__).parent.parent
 cli = CliRunner()
 
 
-def _export(tmp_path: Path, *, selectors: tuple[str, ...] = (), **plan: Any) -> BundleSummary:
+def _export(tmp_path: Path, *, selectors: tuple[str, ...] = (), **plan: Any) -> ExportSummary:
     path = write_plan(tmp_path, **plan)
     policy = ConnectionPolicy(state_dir=tmp_path / "state")
     return asyncio.run(
-        export_bundle(load_plan(path), tmp_path / "bundle", selectors=selectors, policy=policy)
+        run_export(
+            load_plan(path),
+            tmp_path / "bundle",
+            RunOptions(selectors=tuple(selectors), policy=policy),
+        )
     )
 
 
@@ -120,7 +123,7 @@ def test_export_never_contacts_the_target(tmp_path: Path) -> None:
         "dashboards:\n  - id: kpi-core\n"
     )
     policy = ConnectionPolicy(state_dir=tmp_path / "state")
-    summary = asyncio.run(export_bundle(load_plan(path), tmp_path / "b", policy=policy))
+    summary = asyncio.run(run_export(load_plan(path), tmp_path / "b", RunOptions(policy=policy)))
     assert [d.id for d in summary.dashboards] == ["kpi-core"]
 
 
@@ -133,7 +136,7 @@ def test_export_needs_a_source(tmp_path: Path) -> None:
     )
     policy = ConnectionPolicy(state_dir=tmp_path / "state")
     with pytest.raises(PlanError, match="no `source`"):
-        asyncio.run(export_bundle(load_plan(path), tmp_path / "b", policy=policy))
+        asyncio.run(run_export(load_plan(path), tmp_path / "b", RunOptions(policy=policy)))
 
 
 def test_invalid_payload_writes_nothing(tmp_path: Path) -> None:

@@ -15,14 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migrate.bundle import (
-    BundleSource,
-    id_from_safe_name,
-    safe_name,
-    verify_bundle,
-    write_bundle,
-)
+from migrate.bundle import BundleSource, verify_bundle, write_bundle
 from migrate.errors import BundleError
+from migrate.safename import id_from_safe_name, safe_name
 
 HOSTILE = [
     "../../x",
