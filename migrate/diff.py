@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 
 from migrate.models import SchemaPair
 from migrate.transform import (
+    SCHEMA_KEYS,
     WILDCARD,
     PathLink,
     PathPart,
@@ -79,8 +80,216 @@ def normalize_for_compare(
     Dict keys are never rewritten. Raises PlanError for an unreadable `ignore` path.
     """
     patterns = [parse_path(text) for text in ignore]
-    schema = SchemaRewriter(canonical_schema_table(schema_pairs))
     keep_set = keep if isinstance(keep, set | frozenset) else set(keep)
+    try:
+        return _normalize_recursive(data, patterns, schema_pairs, id_map, keep_set)
+    except (_TooDeep, RecursionError):
+        # Nested past the recursive walk's budget (or a caller's low recursion limit).
+        return _normalize_general(data, patterns, schema_pairs, id_map, keep_set)
+
+
+class _TooDeep(Exception):
+    """The recursive walk stops here; the iterative one takes any depth."""
+
+
+# Nesting the recursive walk accepts before handing over to the iterative one; real dashboards
+# are a dozen levels deep, and the Python stack must keep room for the caller's frames.
+_RECURSION_BUDGET: Final = 150
+_UUID_LENGTH: Final = 36
+_MINTED_OR_SCHEMA: Final = MINTED_KEYS | SCHEMA_KEYS
+_PLAIN_LEAVES: Final = frozenset({float, bool, type(None)})
+
+
+def _key_text(item: tuple[Any, Any]) -> str:
+    return str(item[0])
+
+
+def _sorted_keys(value: dict[Any, Any]) -> list[Any]:
+    """The keys in the general walk's order (by `str(key)`)."""
+    return [key for key, _ in _sorted_items(value)]
+
+
+def _sorted_items(value: dict[Any, Any]) -> list[tuple[Any, Any]]:
+    """The items in the general walk's order (by `str(key)`), cheaply when keys are strings.
+
+    Keys differ, so comparing items never reaches the values; a sort that did not raise and
+    starts with a str key compared only strings.
+    """
+    try:
+        items = sorted(value.items())
+    except TypeError:
+        return sorted(value.items(), key=_key_text)
+    if items and type(items[0][0]) is not str:
+        return sorted(value.items(), key=_key_text)
+    return items
+
+
+def _normalize_recursive(  # noqa: PLR0915  # closures over shared locals keep the hot loop fast
+    data: Any,
+    patterns: list[Pattern],
+    schema_pairs: Sequence[SchemaPair],
+    id_map: Mapping[str, str],
+    keep: Collection[str],
+) -> Any:
+    """`_normalize_general`, recursive for speed, with the same visiting order and results.
+
+    Per container: leaves first (sorted keys, or list order), then each child container in
+    turn, as the general walk's stack visits them. A string is looked at only when it can
+    change: an `id_map` key, under a minted or schema key, 36 characters long (a UUID?), or
+    holding a `.` when schema names are being canonicalized. Raises _TooDeep past the budget.
+    """
+    schema = SchemaRewriter(canonical_schema_table(schema_pairs))
+    table = schema.table
+    names = tuple(table)
+    rewrite = schema.rewrite
+    uuid_match = _UUID.match
+    mapping = id_map or None
+    dotted = bool(names)  # only then can a `.` in a string mean a schema name to rewrite
+    aliases: dict[str, str] = {}
+
+    def string(value: str, key: Any) -> str:
+        # `leaf` of the general walk for a string; a non-str key acts as None would.
+        if mapping is not None:
+            value = mapping.get(value, value)
+        if (
+            key in MINTED_KEYS or (len(value) == _UUID_LENGTH and uuid_match(value) is not None)
+        ) and value not in keep:
+            alias = aliases.get(value)
+            if alias is None:
+                alias = aliases[value] = f"#id{len(aliases) + 1}"
+            return alias
+        if names and (
+            (key in SCHEMA_KEYS and value in table)
+            or ("." in value and any(name in value for name in names))
+        ):
+            return rewrite(value, key if isinstance(key, str) else None)
+        return value
+
+    def leaf(value: Any, key: Any) -> Any:
+        # `leaf` of the general walk for any non-container.
+        if isinstance(value, str):
+            return string(value, key)
+        if key in MINTED_KEYS and isinstance(value, int) and not isinstance(value, bool):
+            text = str(value)
+            alias = aliases.get(text)
+            if alias is None:
+                alias = aliases[text] = f"#id{len(aliases) + 1}"
+            return alias
+        return value
+
+    def walk_dict(value: dict[Any, Any], depth: int) -> dict[Any, Any]:
+        if depth > _RECURSION_BUDGET:
+            raise _TooDeep
+        # _sorted_items, inlined: one call less per object.
+        try:
+            items = sorted(value.items())
+        except TypeError:
+            items = sorted(value.items(), key=_key_text)
+        else:
+            if items and type(items[0][0]) is not str:
+                items = sorted(value.items(), key=_key_text)
+        out = dict(items)  # then only what changes is replaced; the key order stays
+        later: list[Any] = []
+        for key, child in items:
+            kind = type(child)
+            if kind is str:
+                if (
+                    key in _MINTED_OR_SCHEMA
+                    or len(child) == _UUID_LENGTH
+                    or (dotted and "." in child)
+                    or (mapping is not None and child in mapping)
+                ):
+                    out[key] = string(child, key)
+            elif kind is dict or kind is list:
+                later.append(key)
+            elif kind is int:
+                if key in MINTED_KEYS:
+                    out[key] = leaf(child, key)
+            elif kind in _PLAIN_LEAVES:
+                pass
+            elif isinstance(child, dict | list):
+                later.append(key)
+            else:
+                out[key] = leaf(child, key)
+        for key in later:
+            child = value[key]
+            out[key] = (
+                walk_dict(child, depth + 1)
+                if isinstance(child, dict)
+                else walk_list(child, depth + 1)
+            )
+        return out
+
+    def walk_list(value: list[Any], depth: int) -> list[Any]:
+        if depth > _RECURSION_BUDGET:
+            raise _TooDeep
+        out = list(value)
+        later: list[int] = []
+        for index, child in enumerate(value):
+            kind = type(child)
+            if kind is str:
+                if (
+                    len(child) == _UUID_LENGTH
+                    or (dotted and "." in child)
+                    or (mapping is not None and child in mapping)
+                ):
+                    out[index] = string(child, None)
+            elif kind is dict or kind is list or isinstance(child, dict | list):
+                later.append(index)
+            elif isinstance(child, str):
+                out[index] = string(child, None)
+            # Anything else in a list stays: without a key, a number is never a minted id.
+        for index in later:
+            child = value[index]
+            out[index] = (
+                walk_dict(child, depth + 1)
+                if isinstance(child, dict)
+                else walk_list(child, depth + 1)
+            )
+        return out
+
+    def walk_ignoring(value: Any, depth: int, states: tuple[int, ...]) -> Any:
+        # The general walk's pattern bookkeeping; subtrees no pattern reaches go fast.
+        if not states:
+            return walk_dict(value, depth) if isinstance(value, dict) else walk_list(value, depth)
+        if depth > _RECURSION_BUDGET:
+            raise _TooDeep
+        is_dict = isinstance(value, dict)
+        parts: list[Any] = _sorted_keys(value) if is_dict else list(range(len(value)))
+        kept: list[tuple[Any, Any]] = []  # (part, leaf value or the child's live patterns)
+        later: list[tuple[int, Any, tuple[int, ...]]] = []
+        for part in parts:
+            child_states, dropped = _advance(patterns, states, depth, part)
+            if dropped:
+                continue
+            child = value[part]
+            if isinstance(child, dict | list):
+                later.append((len(kept), child, child_states))
+                kept.append((part, None))
+            else:
+                kept.append((part, leaf(child, part if is_dict else None)))
+        for slot, child, child_states in later:
+            kept[slot] = (kept[slot][0], walk_ignoring(child, depth + 1, child_states))
+        if is_dict:
+            return dict(kept)
+        return [item for _part, item in kept]
+
+    if not isinstance(data, dict | list):
+        return leaf(data, None)
+    if patterns:
+        return walk_ignoring(data, 0, tuple(range(len(patterns))))
+    return walk_dict(data, 0) if isinstance(data, dict) else walk_list(data, 0)
+
+
+def _normalize_general(
+    data: Any,
+    patterns: list[Pattern],
+    schema_pairs: Sequence[SchemaPair],
+    id_map: Mapping[str, str],
+    keep_set: Collection[str],
+) -> Any:
+    """`normalize_for_compare` as an explicit stack: any depth, the reference semantics."""
+    schema = SchemaRewriter(canonical_schema_table(schema_pairs))
     aliases: dict[str, str] = {}
 
     def leaf(value: Any, key: str | None) -> Any:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from migrate.diff import (
     Change,
+    _normalize_general,
     diff_payloads,
     diff_summary,
     format_change,
@@ -21,6 +22,7 @@ from migrate.diff import (
 )
 from migrate.errors import PlanError
 from migrate.models import SchemaPair
+from migrate.transform import parse_path
 
 PAIRS = [SchemaPair("analytics_dev", "analytics")]
 
@@ -250,3 +252,64 @@ def test_chained_schema_pairs_share_one_canonical_name() -> None:
         normalize_for_compare({"q": f"select * from {s}.t"}, schema_pairs=pairs) for s in "abc"
     ]
     assert forms[0] == forms[1] == forms[2] == {"q": "select * from b.t"}
+
+
+# ------------------------------------------- the recursive walk == the general (stack) walk
+_SCHEMAS = ["analytics_dev", "analytics", "sales", "sales_dev"]
+_norm_leaves = st.one_of(
+    uuids,
+    st.sampled_from(["sales-detail", "p-sales-detail", "kpi", "x.y", "m-1", "m-2"]),
+    st.builds(
+        "{}{}{}.t {}".format,
+        st.sampled_from(["", '"', "`", "from ", "x"]),
+        st.sampled_from(_SCHEMAS),
+        st.sampled_from(["", '"', "`"]),
+        st.sampled_from(_SCHEMAS),
+    ),
+    st.sampled_from(_SCHEMAS),
+    st.text(max_size=4),
+    st.integers(-3, 3),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False),
+)
+_norm_keys = st.sampled_from(
+    ["id", "metricId", "i", "uuid", "_id", "schemaName", "schema", "query", "name", "x", "l"]
+)
+_norm_payloads = st.recursive(
+    _norm_leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(_norm_keys, inner, max_size=5)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    _norm_payloads,
+    st.lists(st.tuples(st.sampled_from(_SCHEMAS), st.sampled_from(_SCHEMAS)), max_size=3),
+    st.booleans(),
+    st.lists(st.sampled_from(["x", "l[0]", "l[*].id", "*.name", "x.l[1]", "schema"]), max_size=2),
+)
+def test_fast_normalization_equals_general(
+    data: Any, pairs: list[tuple[str, str]], with_map: bool, ignore: list[str]
+) -> None:
+    """Same output (aliases, order, schema tokens, dropped paths) as the reference walk."""
+    schema_pairs = [SchemaPair(a, b) for a, b in pairs]
+    id_map = {"sales-detail": "p-sales-detail", "m-1": "kpi"} if with_map else {}
+    keep = {"p-sales-detail"}
+    patterns = [parse_path(text) for text in ignore]
+    fast = normalize_for_compare(
+        data, schema_pairs=schema_pairs, id_map=id_map, ignore=ignore, keep=keep
+    )
+    general = _normalize_general(data, patterns, schema_pairs, id_map, keep)
+    assert fast == general
+    assert json.dumps(fast) == json.dumps(general)  # key order too
+
+
+def test_fast_normalization_odd_keys_and_types() -> None:
+    """Non-string keys sort as text, int ids under minted keys alias, tuples stay leaves."""
+    data = {2: "b", 10: "a", "id": 7, "t": (1, "x"), "l": [{"i": 7}, True, 7]}
+    assert normalize_for_compare(data) == _normalize_general(data, [], [], {}, set())
+    assert list(normalize_for_compare(data)) == [10, 2, "id", "l", "t"]

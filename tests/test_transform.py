@@ -14,6 +14,8 @@ from migrate.graph import find_references
 from migrate.models import SchemaPair
 from migrate.transform import (
     WILDCARD,
+    SchemaRewriter,
+    _quoted_schema_regex,
     apply_schema_pairs,
     count_schema_occurrences,
     format_path,
@@ -140,3 +142,57 @@ def test_parse_path_rejects_garbage(bad: str) -> None:
     """An unreadable or empty compare_ignore path is a PlanError."""
     with pytest.raises(PlanError):
         parse_path(bad)
+
+
+# --------------------------------------------- name-first schema regex == the reference rule
+_NAME_PARTS = ["a", "ab", "a_b", "$x", "é"]
+_schema_text = st.lists(
+    st.sampled_from(
+        [
+            *_NAME_PARTS,
+            ".",
+            '"',
+            "`",
+            " ",
+            "x",
+            "_",
+            "$",
+            "\\",
+            "é.",
+            "a.",
+            '"ab".',
+            "`a_b`.",
+            '"a`.',
+        ]
+    ),
+    max_size=14,
+).map("".join)
+
+
+def _reference_rewrite(table: dict[str, str], value: str) -> tuple[str, dict[str, int]]:
+    """The rule as first written: one regex with the optional quote inside the match."""
+    counts = dict.fromkeys(table, 0)
+    names = sorted(table, key=lambda n: (-len(n), n))
+    regex = _quoted_schema_regex(names)
+
+    def sub(match: Any) -> str:
+        counts[match.group("name")] += 1
+        return f"{match.group('q')}{table[match.group('name')]}{match.group('q')}"
+
+    return regex.sub(sub, value), counts
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(_NAME_PARTS),
+        st.sampled_from(["z", "a", "q\\1", "", "ab"]),
+        min_size=1,
+        max_size=3,
+    ),
+    _schema_text,
+)
+def test_schema_rewriter_matches_reference_rule(table: dict[str, str], value: str) -> None:
+    """Same text and same counts as the reference regex, for one name or several."""
+    rewriter = SchemaRewriter(table)
+    assert (rewriter.rewrite(value, "query"), rewriter.counts) == _reference_rewrite(table, value)
