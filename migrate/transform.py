@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from migrate.errors import PlanError
@@ -180,9 +180,54 @@ def rewrite_references(data: Any, id_map: Mapping[str, str]) -> Any:
     keys, never substrings. Identity entries are skipped; the input is not mutated.
     """
     mapping = {old: new for old, new in id_map.items() if old != new}
+    try:
+        return _replace_strings(data, mapping, 0)
+    except _TooDeep:
+        pass
+    except RecursionError:  # a caller's low recursion limit: the iterative walk takes over
+        pass
     if not mapping:
         return map_strings(data, lambda value, _key: value)
     return map_strings(data, lambda value, _key: mapping.get(value, value))
+
+
+class _TooDeep(Exception):
+    """A recursive fast path gives up; the iterative walk takes any depth."""
+
+
+# Nesting a recursive fast path accepts before the iterative walk takes over: real payloads are
+# a dozen levels deep, and the Python stack must keep room for the caller's frames.
+RECURSION_BUDGET: Final = 150
+
+
+def _replace_strings(value: Any, mapping: dict[str, str], depth: int) -> Any:
+    """`map_strings(value, lambda v, _k: mapping.get(v, v))`, recursive and without a call per
+    string: containers copied (key order kept, subclasses as plain dict/list), scalars shared."""
+    if depth > RECURSION_BUDGET:
+        raise _TooDeep
+    if isinstance(value, dict):
+        out: dict[Any, Any] = dict(value)
+        for key, child in value.items():
+            kind = type(child)
+            if kind is str:
+                if child in mapping:
+                    out[key] = mapping[child]
+            elif kind is dict or kind is list or isinstance(child, dict | list | str):
+                out[key] = _replace_strings(child, mapping, depth + 1)
+        return out
+    if isinstance(value, list):
+        items = list(value)
+        for index, child in enumerate(value):
+            kind = type(child)
+            if kind is str:
+                if child in mapping:
+                    items[index] = mapping[child]
+            elif kind is dict or kind is list or isinstance(child, dict | list | str):
+                items[index] = _replace_strings(child, mapping, depth + 1)
+        return items
+    if isinstance(value, str):
+        return mapping.get(value, value)
+    return value
 
 
 # ---------------------------------------------------------------------------------- schemas
@@ -300,9 +345,42 @@ def _pair_table(pairs: Sequence[SchemaPair]) -> dict[str, str]:
 def count_schema_occurrences(data: Any, pairs: Sequence[SchemaPair]) -> dict[str, int]:
     """For each pair's `replace`: how many places `apply_schema_pairs` would rewrite (0 = typo?)."""
     rewriter = SchemaRewriter(_pair_table(pairs))
-    for _link, key, value in iter_strings(data):
-        rewriter.rewrite(value, key)
+    if rewriter.table:
+        try:
+            _count_schemas(data, None, rewriter, tuple(rewriter.table), 0)
+        except (_TooDeep, RecursionError):
+            rewriter.counts = dict.fromkeys(rewriter.table, 0)  # start over, iteratively
+            for _link, key, value in iter_strings(data):
+                rewriter.rewrite(value, key)
     return {pair.replace: rewriter.counts.get(pair.replace, 0) for pair in pairs}
+
+
+def _count_schemas(
+    value: Any, key: str | None, rewriter: SchemaRewriter, names: tuple[str, ...], depth: int
+) -> None:
+    """`rewriter.rewrite` on every string, recursive, skipping strings that name no schema."""
+    if depth > RECURSION_BUDGET:
+        raise _TooDeep
+    if isinstance(value, dict):
+        pairs: Iterable[tuple[Any, Any]] = value.items()
+        keyed = True
+    elif isinstance(value, list):
+        pairs = enumerate(value)
+        keyed = False
+    else:
+        if isinstance(value, str):
+            rewriter.rewrite(value, key)
+        return
+    for part, child in pairs:
+        if type(child) is str:
+            # rewrite() changes nothing unless a name is in the string: whole (schema keys) or
+            # before a `.`.
+            if (names[0] in child) if len(names) == 1 else any(n in child for n in names):
+                rewriter.rewrite(child, part if keyed and isinstance(part, str) else None)
+        elif isinstance(child, dict | list | str):
+            _count_schemas(
+                child, part if keyed and isinstance(part, str) else None, rewriter, names, depth + 1
+            )
 
 
 def apply_schema_pairs(data: Any, pairs: Sequence[SchemaPair]) -> Any:

@@ -19,6 +19,8 @@ from migrate.transform import (
     apply_schema_pairs,
     count_schema_occurrences,
     format_path,
+    iter_strings,
+    map_strings,
     merge_schema_pairs,
     parse_path,
     rewrite_references,
@@ -196,3 +198,27 @@ def test_schema_rewriter_matches_reference_rule(table: dict[str, str], value: st
     """Same text and same counts as the reference regex, for one name or several."""
     rewriter = SchemaRewriter(table)
     assert (rewriter.rewrite(value, "query"), rewriter.counts) == _reference_rewrite(table, value)
+
+
+@settings(max_examples=100, deadline=None)
+@given(json_values, st.sets(st.sampled_from(IDS)), st.sampled_from([SchemaPair("sales", "s2")]))
+def test_fast_walks_equal_iterative_walks(data: Any, mapped: set[str], pair: SchemaPair) -> None:
+    """The recursive fast paths give what the iterative map/iter walks give."""
+    id_map = {old: f"new::{old}" for old in mapped}
+    expected = map_strings(data, lambda value, _key: id_map.get(value, value))
+    got = rewrite_references(data, id_map)
+    assert got == expected and repr(got) == repr(expected)  # key order too
+    rewriter = SchemaRewriter({pair.replace: pair.target})
+    for _link, key, value in iter_strings(data):
+        rewriter.rewrite(value, key)
+    assert count_schema_occurrences(data, [pair]) == {pair.replace: rewriter.counts["sales"]}
+
+
+def test_fast_walks_survive_depth() -> None:
+    """5000 levels: the recursive paths hand over to the iterative ones."""
+    data: Any = "kpi-core"
+    for _ in range(5000):
+        data = {"n": [data, "sales.t"]}
+    out = rewrite_references(data, {"kpi-core": "k"})
+    assert find_references(out, {"k"})[0][1] == "k"
+    assert count_schema_occurrences(data, [SchemaPair("sales", "s2")]) == {"sales": 5000}
