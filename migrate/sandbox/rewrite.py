@@ -22,6 +22,27 @@ def _pattern(schema: str) -> re.Pattern[str]:
     return re.compile(rf'(?<![\w$])(?P<q>["`]?){re.escape(schema)}(?P=q)(?=\.)')
 
 
+def _name_pattern(schema: str) -> re.Pattern[str]:
+    # `_pattern`'s matches, but the name alone (quotes stay where they are), for a name without
+    # quotes: the regex starts with the name, so the engine skips ahead instead of trying the
+    # lookbehind at every character.
+    e = re.escape(schema)
+    return re.compile(
+        rf"{e}(?:(?<![\w$]{e})(?=\.)"
+        rf'|(?<="{e})(?<![\w$]"{e})(?="\.)'
+        rf"|(?<=`{e})(?<![\w$]`{e})(?=`\.))"
+    )
+
+
+def _substitution(schema: str, target: str) -> Callable[[str], str]:
+    """`text` with `schema` rewritten to `target` wherever `_pattern` matches."""
+    if '"' in schema or "`" in schema or "\\" in target:
+        pattern, requoted = _pattern(schema), _requoted(target)
+        return lambda text: pattern.sub(requoted, text)
+    name_pattern = _name_pattern(schema)
+    return lambda text: name_pattern.sub(target, text)  # a literal: no call per match
+
+
 def _requoted(target: str) -> Callable[[re.Match[str]], str]:
     # A function, not a template string: `target` may hold characters `re` templates interpret.
     def substitute(match: re.Match[str]) -> str:
@@ -37,27 +58,56 @@ def apply_schema_pairs(data: Any, pairs: Iterable[tuple[str, str]]) -> Any:
     boundary before, `.` after, optionally quoted). A string value of a key named `schemaName`
     equal to `replace` is rewritten whole. Keys are never rewritten.
     """
-    compiled = [(replace, target, _pattern(replace)) for replace, target in pairs if replace]
+    compiled = [
+        (replace, target, _substitution(replace, target)) for replace, target in pairs if replace
+    ]
     if not compiled:
         return data
+    names = tuple(replace for replace, _, _ in compiled)
+    only = names[0] if len(names) == 1 else None
 
     def rewrite_text(text: str) -> str:
-        for replace, target, pattern in compiled:
+        for replace, _target, substitute in compiled:
             if replace in text:  # cheap pre-check: most strings name no schema
-                text = pattern.sub(_requoted(target), text)
+                text = substitute(text)
         return text
 
-    def walk(node: Any, key: str | None) -> Any:
-        if isinstance(node, str):
-            if key == SCHEMA_NAME_KEY:
-                for replace, target, _ in compiled:
-                    if node == replace:
-                        return target
+    def string(node: str, key: Any) -> str:
+        if key == SCHEMA_NAME_KEY:
+            for replace, target, _ in compiled:
+                if node == replace:
+                    return target
+        # No pair's name in the string: every pair leaves it as it is.
+        if (only in node) if only is not None else any(name in node for name in names):
             return rewrite_text(node)
+        return node
+
+    def walk(node: Any, key: Any) -> Any:
+        # Recursive like the request parser that built `node`; no call per string.
         if isinstance(node, dict):
-            return {k: walk(v, k) for k, v in node.items()}
+            out: dict[Any, Any] = dict(node)
+            for k, v in node.items():
+                kind = type(v)
+                if kind is str:
+                    if k == SCHEMA_NAME_KEY or (
+                        (only in v) if only is not None else any(name in v for name in names)
+                    ):
+                        out[k] = string(v, k)
+                elif kind is dict or kind is list or isinstance(v, dict | list | str):
+                    out[k] = walk(v, k)
+            return out
         if isinstance(node, list):
-            return [walk(item, None) for item in node]
+            items = list(node)
+            for index, v in enumerate(node):
+                kind = type(v)
+                if kind is str:
+                    if (only in v) if only is not None else any(name in v for name in names):
+                        items[index] = rewrite_text(v)
+                elif kind is dict or kind is list or isinstance(v, dict | list | str):
+                    items[index] = walk(v, None)
+            return items
+        if isinstance(node, str):
+            return string(node, key)
         return node
 
     return walk(data, None)
@@ -82,12 +132,30 @@ def remint_metric_ids(
         return data, mapping
 
     def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if not mapping.keys().isdisjoint(node):  # keys to rename (they may even collide)
+                return {mapping.get(k, k): walk(v) for k, v in node.items()}
+            out: dict[Any, Any] = dict(node)
+            for k, v in node.items():
+                kind = type(v)
+                if kind is str:
+                    if v in mapping:
+                        out[k] = mapping[v]
+                elif kind is dict or kind is list or isinstance(v, dict | list | str):
+                    out[k] = walk(v)
+            return out
+        if isinstance(node, list):
+            items = list(node)
+            for index, v in enumerate(node):
+                kind = type(v)
+                if kind is str:
+                    if v in mapping:
+                        items[index] = mapping[v]
+                elif kind is dict or kind is list or isinstance(v, dict | list | str):
+                    items[index] = walk(v)
+            return items
         if isinstance(node, str):
             return mapping.get(node, node)
-        if isinstance(node, dict):
-            return {mapping.get(k, k): walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(item) for item in node]
         return node
 
     result: JSONObject = walk(data)

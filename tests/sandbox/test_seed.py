@@ -4,9 +4,10 @@ generated workspaces honour size and depth; schemaPairs and re-minting behave as
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrate.sandbox import Sandbox, SandboxConfig, create_app, generate_workspace
@@ -119,3 +120,65 @@ def test_remint_rewrites_every_reference() -> None:
         {"id": "n2", "drill": {"target": "n1"}},
     ]
     assert out["byMetric"] == {"n2": 1} and out["text"] == "m1 in prose stays"
+
+
+def _reference_pairs(data: Any, pairs: list[tuple[str, str]]) -> Any:
+    """The rule as first written: one walk, one regex per pair with the quote in the match."""
+    compiled = [
+        (r, t, re.compile(rf'(?<![\w$])(?P<q>["`]?){re.escape(r)}(?P=q)(?=\.)'))
+        for r, t in pairs
+        if r
+    ]
+
+    def requoted(target: str) -> Any:
+        return lambda m: f"{m['q']}{target}{m['q']}"
+
+    def text(value: str) -> str:
+        for r, t, pattern in compiled:
+            if r in value:
+                value = pattern.sub(requoted(t), value)
+        return value
+
+    def walk(node: Any, key: str | None) -> Any:
+        if isinstance(node, str):
+            if key == "schemaName":
+                for r, t, _ in compiled:
+                    if node == r:
+                        return t
+            return text(node)
+        if isinstance(node, dict):
+            return {k: walk(v, k) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(item, None) for item in node]
+        return node
+
+    return walk(data, None) if compiled else data
+
+
+_SQLISH = st.lists(
+    st.sampled_from(
+        ["a", "ab", "a_b", ".", '"', "`", " ", "x", "$", "\\", "a.", '"ab".', "`a_b`."]
+    ),
+    max_size=10,
+).map("".join)
+_TREES = st.recursive(
+    _SQLISH | st.integers() | st.none(),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["schemaName", "query", "a"]), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    _TREES,
+    st.lists(
+        st.tuples(st.sampled_from(["a", "ab", "a_b", '"a', ""]), st.sampled_from(["z", "q\\1"])),
+        max_size=3,
+    ),
+)
+def test_schema_pairs_fast_paths_match_reference(data: Any, pairs: list[tuple[str, str]]) -> None:
+    """Name-first regexes and skipped strings change nothing: same result as the plain rule."""
+    assert json.dumps(apply_schema_pairs(data, pairs)) == json.dumps(_reference_pairs(data, pairs))
