@@ -12,12 +12,16 @@ import asyncio
 import email.utils
 import json
 import random
+import select
+import socket
+import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import httpcore
 import httpx
 
 from migrate.errors import (
@@ -191,6 +195,12 @@ class DatabrainClient:
         self._clock = clock
         self._rand = rand
         opts = self.options
+        limits = httpx.Limits(
+            max_connections=opts.max_connections,
+            max_keepalive_connections=opts.max_connections,
+        )
+        if transport is None:
+            transport = _pooled_transport(opts.verify, limits)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={
@@ -199,12 +209,7 @@ class DatabrainClient:
                 "User-Agent": opts.user_agent,
             },
             timeout=httpx.Timeout(opts.timeout_s, connect=opts.connect_timeout_s, pool=None),
-            limits=httpx.Limits(
-                max_connections=opts.max_connections,
-                max_keepalive_connections=opts.max_connections,
-            ),
             transport=transport,
-            verify=opts.verify if transport is None else True,
             # Never follow redirects: the Authorization header must not reach another host.
             follow_redirects=False,
             trust_env=False,
@@ -641,6 +646,86 @@ def _html_note(answer: _Answer) -> str:
     if answer.raw and answer.body is None:
         return f" ({'an HTML page' if answer.raw.lstrip()[:1] == b'<' else 'a non-JSON body'})"
     return ""
+
+
+class _CheapReadableStream(httpcore.AsyncNetworkStream):
+    """A network stream whose idle-connection check is one poll(2), not an attribute walk.
+
+    httpcore asks every pooled connection `is_readable` each time it assigns a request; through
+    anyio that lookup cost ~50 µs per connection per request (a third of the client's CPU at 16
+    in flight). The socket is looked up once, at connect time, instead.
+    """
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._socket = inner.get_extra_info("socket")
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return _CheapReadableStream(
+            await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable" and self._socket is not None:
+            return _socket_readable(self._socket)
+        return self._inner.get_extra_info(info)
+
+
+def _socket_readable(sock: socket.socket) -> bool:
+    """True when the socket has data or EOF waiting (an idle connection the server closed)."""
+    if sock.fileno() < 0:
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class _CheapReadableBackend(httpcore.AsyncNetworkBackend):
+    """Wraps httpcore's backend so every stream it opens is a `_CheapReadableStream`."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._inner = inner
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _CheapReadableStream(stream)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _pooled_transport(verify: str | bool, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    """httpx's own transport, with the cheap idle check where httpcore's layout allows it."""
+    context: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+    )
+    transport = httpx.AsyncHTTPTransport(verify=context, limits=limits)
+    pool = getattr(transport, "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if isinstance(backend, httpcore.AsyncNetworkBackend) and hasattr(select, "poll"):
+        pool._network_backend = _CheapReadableBackend(backend)  # type: ignore[union-attr]
+    return transport
 
 
 class _DroppedConnectionTransport(httpx.AsyncBaseTransport):

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from migrate.client import DatabrainClient
-from migrate.diff import diff_payloads
 from migrate.errors import (
     AuthError,
     EndpointError,
@@ -25,8 +25,7 @@ from migrate.errors import (
 from migrate.events import ErrorInfo, Outcome, Progress
 from migrate.journal import Journal
 from migrate.models import Action, Result
-from migrate.planner import MAX_CHANGES, MigrationPlan, PlannedDashboard, normalized_pair
-from migrate.transform import rewrite_references
+from migrate.planner import MigrationPlan, PlannedDashboard, compare_with_target, payload_to_send
 
 _PLANNED_RESULT = {
     Action.UNCHANGED: Result.UNCHANGED,
@@ -119,7 +118,7 @@ class Importer:
     async def _import(self, item: PlannedDashboard, started: float) -> Outcome:
         """Import once, confirming uncertain outcomes through the inventory, then read back."""
         assert item.export is not None
-        data = rewrite_references(item.export.data, self.migration.id_map)
+        data = payload_to_send(item, self.migration.id_map)
         pairs = tuple((pair.replace, pair.target) for pair in item.schema_pairs)
         attempts = 0
         uncertain = False
@@ -151,7 +150,7 @@ class Importer:
                     if refused and not uncertain:
                         # Refused as a duplicate before any attempt of ours could have landed:
                         # someone else created it since the plan was made. Compare, don't claim.
-                        return await self._verify(item, started, attempts, created=False)
+                        return await self._verify(item, started, attempts, data, created=False)
                     break  # an earlier attempt of ours landed
                 if refused:
                     return self._refused(item, started, attempts, exc)
@@ -167,10 +166,10 @@ class Importer:
         # Dependents may start now: the dashboard exists. Its read-back runs beside them.
         self.results[item.id] = Result.CREATED
         self.done[item.id].set()
-        return await self._verify(item, started, attempts, created=True)
+        return await self._verify(item, started, attempts, data, created=True)
 
     async def _verify(
-        self, item: PlannedDashboard, started: float, attempts: int, *, created: bool
+        self, item: PlannedDashboard, started: float, attempts: int, sent: Any, *, created: bool
     ) -> Outcome:
         """Read the dashboard back from the target and compare it with what was sent."""
         try:
@@ -180,14 +179,13 @@ class Importer:
             return self._outcome(item, Result.CREATED, started, attempts=attempts)
         except EndpointError as exc:
             return self._failed(item, started, attempts, exc, what="read-back failed: ")
-        expected, actual = normalized_pair(
-            item, self.migration.plan, self.migration.id_map, copy.data
+        changes = compare_with_target(
+            item, self.migration.plan, self.migration.id_map, sent, copy.data
         )
-        if expected == actual:
+        if not changes:
             return self._outcome(
                 item, Result.CREATED if created else Result.UNCHANGED, started, attempts=attempts
             )
-        changes = diff_payloads(expected, actual, limit=MAX_CHANGES)
         verb = "the imported copy" if created else "a dashboard created by someone else"
         return self._outcome(
             item,

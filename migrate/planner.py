@@ -39,7 +39,9 @@ from migrate.models import (
 from migrate.schema import PayloadValidator, check_export_meta, format_violations
 from migrate.source import PayloadSource
 from migrate.transform import (
+    apply_schema_pairs,
     merge_schema_pairs,
+    rewrite_references,
     target_id,
 )
 
@@ -245,21 +247,40 @@ async def _export_one(
     item.export = export
 
 
-def normalized_pair(
-    item: PlannedDashboard, plan: Plan, id_map: dict[str, str], target_data: Any
-) -> tuple[Any, Any]:
-    """Source and target payloads normalized for comparison (A3 "equal content")."""
+def payload_to_send(item: PlannedDashboard, id_map: dict[str, str]) -> Any:
+    """The `importDashboardData` to send: the source data with dashboard references rewritten
+    to target ids (the data itself, uncopied, when no planned id changes)."""
     assert item.export is not None
+    if all(old == new for old, new in id_map.items()):
+        return item.export.data
+    return rewrite_references(item.export.data, id_map)
+
+
+def compare_with_target(
+    item: PlannedDashboard, plan: Plan, id_map: dict[str, str], sent: Any, target_data: Any
+) -> list[Change]:
+    """The changes between what the source says the target should hold and what it holds;
+    empty when the content is equal (A3). `sent` is `payload_to_send(item, id_map)`.
+
+    Cheap checks first: the target holding exactly what was sent, or what was sent with the
+    schema pairs applied as we expect the server to. Only when both fail are both sides
+    normalized (server-minted ids, other rewrites of schema names, ignored paths).
+    """
+    if target_data == sent:
+        return []
+    if item.schema_pairs and target_data == apply_schema_pairs(sent, item.schema_pairs):
+        return []
     ignore = plan.settings.compare_ignore
     # Target ids stay literal on both sides, so a dashboard reference is compared, not aliased.
     keep = frozenset(id_map.values())
-    expected = normalize_for_compare(
-        item.export.data, schema_pairs=item.schema_pairs, id_map=id_map, ignore=ignore, keep=keep
-    )
+    expected = normalize_for_compare(sent, schema_pairs=item.schema_pairs, ignore=ignore, keep=keep)
     actual = normalize_for_compare(
         target_data, schema_pairs=item.schema_pairs, ignore=ignore, keep=keep
     )
-    return expected, actual
+    if expected == actual:
+        return []
+    changes = diff_payloads(expected, actual, limit=MAX_CHANGES)
+    return changes or [Change("data", "changed", "(source)", "(target)")]
 
 
 async def _compare_one(
@@ -276,11 +297,11 @@ async def _compare_one(
         item.action = Action.CONFLICT
         item.error = ErrorInfo(exc.error_code, f"cannot read the target copy: {exc.message}")
         return
-    expected, actual = normalized_pair(item, plan, id_map, copy.data)
-    if expected == actual:
+    changes = compare_with_target(item, plan, id_map, payload_to_send(item, id_map), copy.data)
+    if not changes:
         item.action = Action.UNCHANGED
         return
-    item.changes = diff_payloads(expected, actual, limit=MAX_CHANGES)
+    item.changes = changes
     if plan.settings.on_conflict is OnConflict.FAIL:
         item.action = Action.CONFLICT
         item.error = ErrorInfo(
