@@ -39,7 +39,7 @@ from migrate.models import (
 from migrate.schema import PayloadValidator, check_export_meta, format_violations
 from migrate.source import PayloadSource
 from migrate.transform import (
-    apply_schema_pairs,
+    equals_after_schema_pairs,
     merge_schema_pairs,
     rewrite_references,
     target_id,
@@ -268,7 +268,7 @@ def compare_with_target(
     """
     if target_data == sent:
         return []
-    if item.schema_pairs and target_data == apply_schema_pairs(sent, item.schema_pairs):
+    if item.schema_pairs and equals_after_schema_pairs(sent, target_data, item.schema_pairs):
         return []
     ignore = plan.settings.compare_ignore
     # Target ids stay literal on both sides, so a dashboard reference is compared, not aliased.

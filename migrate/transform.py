@@ -392,6 +392,35 @@ def apply_schema_pairs(data: Any, pairs: Sequence[SchemaPair]) -> Any:
     return map_strings(data, rewriter.rewrite)
 
 
+def equals_after_schema_pairs(sent: Any, target: Any, pairs: Sequence[SchemaPair]) -> bool:
+    """True when `target` is `sent` with the pairs applied (as `apply_schema_pairs` would), or
+    with none of them applied, string by string; a fast proof of A3 equality, never a refusal.
+
+    Walks both sides together and descends only into subtrees that differ (compared in C), so
+    a payload that matches costs little more than one `==`.
+    """
+    rewriter = SchemaRewriter(_pair_table(pairs))
+    stack: list[tuple[Any, Any, str | None]] = [(sent, target, None)]
+    while stack:
+        a, b, key = stack.pop()
+        if a == b:
+            continue
+        if type(a) is dict and type(b) is dict:
+            if a.keys() != b.keys():
+                return False
+            stack.extend((a[k], b[k], k if isinstance(k, str) else None) for k in a)
+        elif type(a) is list and type(b) is list:
+            if len(a) != len(b):
+                return False
+            stack.extend((x, y, None) for x, y in zip(a, b, strict=True))
+        elif type(a) is str and type(b) is str:
+            if rewriter.rewrite(a, key) != b:
+                return False
+        else:
+            return False
+    return True
+
+
 def canonical_schema_table(pairs: Sequence[SchemaPair]) -> dict[str, str]:
     """Map every name in `pairs` (replace and target) to one token per connected group.
 

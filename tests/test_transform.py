@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from migrate.diff import normalize_for_compare
 from migrate.errors import PlanError
 from migrate.graph import find_references
 from migrate.models import SchemaPair
@@ -18,6 +19,7 @@ from migrate.transform import (
     _quoted_schema_regex,
     apply_schema_pairs,
     count_schema_occurrences,
+    equals_after_schema_pairs,
     format_path,
     iter_strings,
     map_strings,
@@ -222,3 +224,28 @@ def test_fast_walks_survive_depth() -> None:
     out = rewrite_references(data, {"kpi-core": "k"})
     assert find_references(out, {"k"})[0][1] == "k"
     assert count_schema_occurrences(data, [SchemaPair("sales", "s2")]) == {"sales": 5000}
+
+
+_sql_values = st.recursive(
+    st.one_of(_schema_text, st.integers(), st.none()),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.sampled_from(["query", "schemaName", "x", "a"]), inner, max_size=4),
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(sent=_sql_values, other=_sql_values)
+def test_equals_after_schema_pairs_is_a_sound_fast_path(sent: Any, other: Any) -> None:
+    """The fast equality proof accepts the server's expected rewrite, and whenever it accepts,
+    the full normalized comparison agrees."""
+    pairs = [SchemaPair("ab", "a_b"), SchemaPair("a", "é")]
+    assert equals_after_schema_pairs(sent, sent, pairs)
+    assert equals_after_schema_pairs(sent, apply_schema_pairs(sent, pairs), pairs)
+    for target in (other, apply_schema_pairs(other, pairs)):
+        if equals_after_schema_pairs(sent, target, pairs):
+            assert normalize_for_compare(sent, schema_pairs=pairs) == normalize_for_compare(
+                target, schema_pairs=pairs
+            )
