@@ -151,12 +151,14 @@ def build_graph(
     explicit: Mapping[str, Iterable[str]],
     payloads: Mapping[str, Any] | None = None,
     *,
+    references: Mapping[str, Iterable[tuple[str, str]]] | None = None,
     infer: bool = True,
 ) -> DependencyGraph:
     """The graph of `nodes` with explicit edges and, when `infer`, edges found in `payloads`.
 
-    `payloads[id]` is the dashboard's `data`. Self-references are ignored. Raises PlanError when
-    an explicit dependency (or dependent) is not a node, and when the edges form a cycle.
+    `payloads[id]` is the dashboard's `data`; or pass `references[id]`, the (JSON path, id)
+    pairs `find_references` already found in it. Self-references are ignored. Raises PlanError
+    when an explicit dependency (or dependent) is not a node, and when the edges form a cycle.
     """
     node_set = set(nodes)
     edges: set[Edge] = set()
@@ -177,10 +179,14 @@ def build_graph(
                     f"{dependent!r} depends on itself",
                     hint=f"remove {dependent!r} from its own depends_on",
                 )
-    if infer and payloads:
-        for dependent in sorted(node_set & payloads.keys()):
-            for path, dependency in find_references(payloads[dependent], node_set):
-                if dependency != dependent:
+    found: dict[str, Iterable[tuple[str, str]]] = dict(references or {})
+    if payloads:
+        for dependent in node_set & payloads.keys():
+            found[dependent] = find_references(payloads[dependent], node_set)
+    if infer:
+        for dependent in sorted(node_set & found.keys()):
+            for path, dependency in found[dependent]:
+                if dependency != dependent and dependency in node_set:
                     edges.add(Edge(dependent, dependency, "inferred", path))
     graph = DependencyGraph(tuple(sorted(node_set)), tuple(sorted(edges, key=Edge.sort_key)))
     graph.order()  # raises the cycle error now, not at first use

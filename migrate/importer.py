@@ -117,8 +117,7 @@ class Importer:
 
     async def _import(self, item: PlannedDashboard, started: float) -> Outcome:
         """Import once, confirming uncertain outcomes through the inventory, then read back."""
-        assert item.export is not None
-        data = payload_to_send(item, self.migration.id_map)
+        data = payload_to_send(item.load().data, self.migration.id_map)
         pairs = tuple((pair.replace, pair.target) for pair in item.schema_pairs)
         attempts = 0
         uncertain = False

@@ -26,7 +26,7 @@ from migrate.errors import (
     WorkspaceNotFoundError,
 )
 from migrate.events import ErrorInfo, Progress
-from migrate.graph import DependencyGraph, build_graph, select
+from migrate.graph import DependencyGraph, build_graph, find_references, select
 from migrate.models import (
     Action,
     DashboardRef,
@@ -38,6 +38,7 @@ from migrate.models import (
 )
 from migrate.schema import PayloadValidator, check_export_meta, format_violations
 from migrate.source import PayloadSource
+from migrate.spool import PayloadSpool
 from migrate.transform import (
     equals_after_schema_pairs,
     merge_schema_pairs,
@@ -61,18 +62,34 @@ class PlannedDashboard:
     error: ErrorInfo | None = None
     changes: list[Change] = field(default_factory=list)
     schema_pairs: tuple[SchemaPair, ...] = ()
-    export: ExportFile | None = None
     rename: str | None = None  # dashboardName to send, when the plan sets one
     violations: tuple[Violation, ...] = ()  # why the payload is invalid, located
     failure: MigrateError | None = None  # why the export failed, when it did
+    references: tuple[tuple[str, str], ...] = ()  # (JSON path, planned id) found in the payload
+    spool: PayloadSpool | None = field(default=None, repr=False)  # holds the valid export
+
+    @property
+    def exported(self) -> bool:
+        """True when a valid export of this dashboard is held."""
+        return self.spool is not None and self.id in self.spool
+
+    def load(self) -> ExportFile:
+        """The export file (parsed again if it was spooled to disk: call once per use)."""
+        assert self.spool is not None
+        return self.spool.get(self.id)
+
+    def raw(self) -> bytes:
+        """The export file's bytes as the API returned them."""
+        assert self.spool is not None
+        return self.spool.raw(self.id)
 
     @property
     def source_sha256(self) -> str | None:
         """sha256 of the source payload's `data`, canonical (key order and export time aside)."""
-        if self.export is None:
+        if not self.exported:
             return None
         canonical = json.dumps(
-            self.export.data, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+            self.load().data, sort_keys=True, ensure_ascii=False, separators=(",", ":")
         )
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -91,6 +108,7 @@ class MigrationPlan:
     warnings: list[str] = field(default_factory=list)
     selectors: tuple[str, ...] = ()
     source_ids: frozenset[str] = frozenset()
+    spool: PayloadSpool | None = field(default=None, repr=False)
 
     def count(self) -> dict[str, int]:
         """Dashboards per action."""
@@ -133,6 +151,7 @@ async def make_plan(
     selectors: Sequence[str] = (),
     validator: PayloadValidator | None = None,
     progress: Progress | None = None,
+    spool: PayloadSpool | None = None,
 ) -> MigrationPlan:
     """Classify every selected dashboard per A3. Reads only; raises EndpointError (exit 5) when
     source or target is unusable, PlanError (exit 3) for an unusable plan (cycle, bad select).
@@ -141,6 +160,7 @@ async def make_plan(
     """
     progress = progress or Progress()
     validator = validator or PayloadValidator()
+    spool = spool or PayloadSpool()
     settings = plan.settings
     workspace = plan.target.workspace
     progress.stage("listing source and target dashboards")
@@ -168,13 +188,19 @@ async def make_plan(
         for dash_id, spec in specs.items()
     }
     progress.stage(f"exporting {len(items)} source dashboards")
-    await asyncio.gather(
-        *(_export_one(item, source, source_names, validator, progress) for item in items.values())
+    exporter = _Exporter(
+        source,
+        source_names=source_names,
+        validator=validator,
+        progress=progress,
+        spool=spool,
+        planned=frozenset(items),
     )
+    await asyncio.gather(*(exporter.export(item) for item in items.values()))
     graph = build_graph(
         sorted(items),
         {dash_id: spec.depends_on for dash_id, spec in specs.items()},
-        {i.id: i.export.data for i in items.values() if i.export is not None},
+        references={i.id: i.references for i in items.values()},
         infer=settings.infer_dependencies,
     )
     chosen = select(graph, selectors) if selectors else set(graph.nodes)
@@ -203,6 +229,7 @@ async def make_plan(
         warnings=warnings,
         selectors=tuple(selectors),
         source_ids=frozenset(source_names),
+        spool=spool,
     )
 
 
@@ -210,50 +237,66 @@ async def _nothing() -> list[DashboardRef]:
     return []
 
 
-async def _export_one(
-    item: PlannedDashboard,
-    source: PayloadSource,
-    source_names: dict[str, str],
-    validator: PayloadValidator,
-    progress: Progress,
-) -> None:
-    """Export and validate one source dashboard; on any per-dashboard failure mark it invalid."""
-    if item.id not in source_names:
-        item.action = Action.INVALID
-        item.error = ErrorInfo("NOT_IN_SOURCE", f"dashboard {item.id} is not in the source")
-        return
-    try:
-        export = await source.export(item.id)
-    except (AuthError, WorkspaceNotFoundError):
-        raise
-    except MigrateError as exc:
-        item.failure = exc
-        item.action = Action.INVALID
-        code = exc.error_code if isinstance(exc, EndpointError) else type(exc).__name__
-        item.error = ErrorInfo(code, exc.message)
-        return
-    violations = validator.validate_export(export.document)
-    meta = source.describe()
-    if not violations and "workspace" in meta:
-        violations = check_export_meta(
-            export.document, dashboard_id=item.id, workspace=meta["workspace"]
-        )
-    if violations:
-        item.violations = tuple(violations)
-        item.action = Action.INVALID
-        item.error = ErrorInfo("SCHEMA", "; ".join(format_violations(violations, limit=5)))
-        progress.warn(f"{item.id}: payload fails the dashboard schema")
-        return
-    item.export = export
+class _Exporter:
+    """Exports and validates source dashboards; valid payloads go to the spool."""
+
+    def __init__(
+        self,
+        source: PayloadSource,
+        *,
+        source_names: dict[str, str],
+        validator: PayloadValidator,
+        progress: Progress,
+        spool: PayloadSpool,
+        planned: frozenset[str],
+    ) -> None:
+        self.source = source
+        self.source_names = source_names
+        self.validator = validator
+        self.progress = progress
+        self.spool = spool
+        self.planned = planned
+        self.workspace = source.describe().get("workspace")
+
+    async def export(self, item: PlannedDashboard) -> None:
+        """Export and validate one dashboard; on any per-dashboard failure mark it invalid."""
+        if item.id not in self.source_names:
+            item.action = Action.INVALID
+            item.error = ErrorInfo("NOT_IN_SOURCE", f"dashboard {item.id} is not in the source")
+            return
+        try:
+            export = await self.source.export(item.id)
+        except (AuthError, WorkspaceNotFoundError):
+            raise
+        except MigrateError as exc:
+            item.failure = exc
+            item.action = Action.INVALID
+            code = exc.error_code if isinstance(exc, EndpointError) else type(exc).__name__
+            item.error = ErrorInfo(code, exc.message)
+            return
+        violations = self.validator.validate_export(export.document)
+        if not violations and self.workspace is not None:
+            violations = check_export_meta(
+                export.document, dashboard_id=item.id, workspace=self.workspace
+            )
+        if violations:
+            item.violations = tuple(violations)
+            item.action = Action.INVALID
+            item.error = ErrorInfo("SCHEMA", "; ".join(format_violations(violations, limit=5)))
+            self.progress.warn(f"{item.id}: payload fails the dashboard schema")
+            return
+        # References are found now, while the payload is parsed, so the graph needs no payloads.
+        item.references = tuple(find_references(export.data, self.planned))
+        self.spool.put(item.id, export)
+        item.spool = self.spool
 
 
-def payload_to_send(item: PlannedDashboard, id_map: dict[str, str]) -> Any:
-    """The `importDashboardData` to send: the source data with dashboard references rewritten
-    to target ids (the data itself, uncopied, when no planned id changes)."""
-    assert item.export is not None
+def payload_to_send(data: Any, id_map: dict[str, str]) -> Any:
+    """The `importDashboardData` to send: the source `data` with dashboard references rewritten
+    to target ids (`data` itself, uncopied, when no planned id changes)."""
     if all(old == new for old, new in id_map.items()):
-        return item.export.data
-    return rewrite_references(item.export.data, id_map)
+        return data
+    return rewrite_references(data, id_map)
 
 
 def compare_with_target(
@@ -287,7 +330,7 @@ async def _compare_one(
     item: PlannedDashboard, plan: Plan, target: DatabrainClient, id_map: dict[str, str]
 ) -> None:
     """Classify a dashboard the target already holds: unchanged, skip or conflict."""
-    if item.export is None:
+    if not item.exported:
         return
     try:
         copy = await target.export_dashboard(plan.target.workspace, item.target_id)
@@ -297,7 +340,8 @@ async def _compare_one(
         item.action = Action.CONFLICT
         item.error = ErrorInfo(exc.error_code, f"cannot read the target copy: {exc.message}")
         return
-    changes = compare_with_target(item, plan, id_map, payload_to_send(item, id_map), copy.data)
+    sent = payload_to_send(item.load().data, id_map)
+    changes = compare_with_target(item, plan, id_map, sent, copy.data)
     if not changes:
         item.action = Action.UNCHANGED
         return
@@ -346,11 +390,12 @@ def _schema_pair_warnings(ordered: list[PlannedDashboard], plan: Plan) -> list[s
     """A schema pair that matches nothing in any selected payload is usually a typo."""
     touched: dict[str, int] = {}
     for item in ordered:
-        if item.export is None or not item.schema_pairs:
+        if not item.exported or not item.schema_pairs:
             continue
+        raw = item.raw()
         for pair in item.schema_pairs:
             # A name absent from the raw text cannot match; only then is the exact count needed.
-            if pair.replace.encode("utf-8") in item.export.raw:
+            if pair.replace.encode("utf-8") in raw:
                 touched[pair.replace] = touched.get(pair.replace, 0) + 1
             else:
                 touched.setdefault(pair.replace, 0)

@@ -32,6 +32,7 @@ from migrate.planner import MigrationPlan, make_plan
 from migrate.savedplan import check_saved_plan, check_saved_plan_header
 from migrate.schema import PayloadValidator, format_violations
 from migrate.source import LiveSource, PayloadSource
+from migrate.spool import DEFAULT_MEMORY_BUDGET, PayloadSpool
 from migrate.throttle import Throttle
 
 
@@ -44,6 +45,7 @@ class RunOptions:
     max_rps: float | None = None
     fail_fast: bool = False
     bundle: Path | None = None
+    spool_budget: int = DEFAULT_MEMORY_BUDGET  # bytes of payloads kept parsed in memory
     policy: ConnectionPolicy = field(default_factory=ConnectionPolicy)
 
 
@@ -126,6 +128,9 @@ async def run_plan(
             plan,
             endpoints.source,
             endpoints.target,
+            spool=PayloadSpool(
+                options.policy.state_dir / "spool", memory_budget=options.spool_budget
+            ),
             selectors=options.selectors,
             validator=PayloadValidator(_payload_schema(plan)),
             progress=progress,
@@ -159,6 +164,7 @@ async def run_apply(
     with TargetLock(state_dir, target_key, warn=progress.warn) as lock:
         endpoints = _Endpoints(plan, options)
         interrupts = _Interrupts(endpoints.throttle, progress)
+        spool = PayloadSpool(state_dir / "spool", memory_budget=options.spool_budget)
         try:
             interrupts.install()
             target = endpoints.require_target()
@@ -166,6 +172,7 @@ async def run_apply(
                 plan,
                 endpoints.source,
                 target,
+                spool=spool,
                 selectors=selectors,
                 validator=PayloadValidator(_payload_schema(plan)),
                 progress=progress,
@@ -182,6 +189,7 @@ async def run_apply(
                 outcomes = await executor.run(progress)
         finally:
             interrupts.remove()
+            spool.close()
             await endpoints.aclose()
     return ApplyReport(
         migration=migration,
@@ -236,11 +244,9 @@ async def run_export(
             + "\n".join(f"  {line}" for line in format_violations(violations, limit=30)),
             violations=violations,
         )
-    items = [
-        (d.id, d.name, d.export.raw, list(d.depends_on))
-        for d in migration.dashboards
-        if d.export is not None
-    ]
+    items = [(d.id, d.name, d.raw(), list(d.depends_on)) for d in migration.dashboards]
+    if migration.spool is not None:
+        migration.spool.close()
     manifest_path = await asyncio.to_thread(write_bundle, out_dir, migration.source, items)
     manifest = load_manifest(manifest_path.parent)
     return ExportSummary(manifest_path, manifest.sha256, manifest.entries)

@@ -1,0 +1,49 @@
+"""The payload spool keeps memory bounded: past its budget, payloads live on disk, owner-only,
+and come back identical; a migration run entirely from disk gives the same result."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+from migrate.models import ExportFile
+from migrate.spool import PayloadSpool
+from tests.helpers import apply, plan, results, write_plan
+
+
+def export_file(n: int) -> ExportFile:
+    """A small export file whose data carries `n`."""
+    document = {"_meta": {"dashboardId": f"d{n}"}, "data": {"n": n, "layout": []}}
+    return ExportFile(raw=json.dumps(document).encode(), document=document)
+
+
+def test_spool_spills_past_its_budget_and_cleans_up(tmp_path: Path) -> None:
+    """Past the budget, payloads go to 0600 files in a 0700 folder and come back equal."""
+    spool = PayloadSpool(tmp_path / "spool", memory_budget=60)
+    for n in range(5):
+        spool.put(f"d{n}", export_file(n))
+    for n in range(5):
+        assert spool.get(f"d{n}").data == {"n": n, "layout": []}
+        assert spool.raw(f"d{n}") == export_file(n).raw
+    folders = list((tmp_path / "spool").iterdir())
+    assert len(folders) == 1
+    assert stat.S_IMODE(folders[0].stat().st_mode) == 0o700
+    files = list(folders[0].iterdir())
+    assert len(files) >= 4
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    spool.close()
+    assert not folders[0].exists()
+
+
+def test_apply_with_every_payload_spooled_matches(tmp_path: Path) -> None:
+    """With a zero memory budget, apply creates everything and a re-plan finds it unchanged."""
+    path = write_plan(tmp_path, settings="  id_prefix: 'p-'\n")
+    report = apply(path, tmp_path, spool_budget=0)
+    assert set(results(report).values()) == {"created"}
+    assert not any((tmp_path / "spool").iterdir())  # apply removes its spool
+    again = plan(path, tmp_path, spool_budget=0)
+    assert {d.action.value for d in again.dashboards} == {"unchanged"}
+    assert again.spool is not None
+    again.spool.close()
+    assert not any((tmp_path / "spool").iterdir())
