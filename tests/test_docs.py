@@ -18,6 +18,7 @@ from migrate.errors import (
     RefusedError,
     UsageError,
 )
+from migrate.plan import parse_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -57,3 +58,12 @@ def test_exit_code_table_matches_the_error_tree() -> None:
         assert str(code) in table
     assert MigrateError.exit_code == 1
     assert {"0", "1", "10"} <= set(table)
+
+
+def test_readme_plan_example_loads() -> None:
+    """The plan shown in the README is a valid plan."""
+    block = re.search(r"```yaml\n(.*?)```", README, re.S)
+    assert block is not None
+    plan = parse_plan(block.group(1), path="README.md", environ={"TARGET_URL": "https://x.example"})
+    assert plan.target.workspace == "Sales Prod"
+    assert [d.id or d.match for d in plan.dashboards] == ["kpi-core", "sales-overview", "region-*"]
