@@ -9,7 +9,6 @@ The transport is injectable: tests and `sandbox://` URLs pass an in-process ASGI
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import random
 import select
@@ -17,9 +16,8 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpcore
 import httpx
@@ -38,6 +36,14 @@ from migrate.errors import (
 )
 from migrate.jsontext import JSONLimits, parse_json
 from migrate.models import DashboardRef, ExportFile, ImportResult, JSONObject, MetricRef
+from migrate.retry import (
+    Operation,
+    Pacer,
+    RateSignal,
+    RetryPolicy,
+    is_retryable,
+    parse_retry_after,
+)
 
 AUTH_CODES = frozenset(
     {"AUTH_ERROR", "AUTHENTICATION_ERROR", "INVALID_SERVICE_TOKEN", "INVALID_DATA_APP_API_KEY"}
@@ -45,30 +51,7 @@ AUTH_CODES = frozenset(
 PAGE_SIZE = 10
 MAX_PAGES = 100_000  # a server that never sends a short page must not keep us forever
 
-Operation = Literal["list_workspaces", "list_dashboards", "list_metrics", "export", "import"]
 Sleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Capped exponential backoff with full jitter, bounded by attempts and by a deadline.
-
-    `retry_after_cap_s` bounds how long a `Retry-After` may make us wait: beyond it the request
-    fails with a clear message rather than sleeping for hours.
-    """
-
-    attempts: int = 6
-    deadline_s: float = 180.0
-    base_s: float = 0.2
-    cap_s: float = 10.0
-    retry_after_cap_s: float = 300.0
-
-    def backoff(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
-        """Seconds to wait before attempt `attempt + 1` (full jitter)."""
-        return float(rand() * min(self.cap_s, self.base_s * (2 ** (attempt - 1))))
-
-
-NO_RETRY = RetryPolicy(attempts=1)
 
 
 @dataclass(frozen=True)
@@ -79,54 +62,9 @@ class ClientOptions:
     connect_timeout_s: float = 10.0
     max_connections: int = 32
     max_body_bytes: int = JSONLimits().max_bytes
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     verify: str | bool = True  # CA bundle path or True; never False
     user_agent: str = "migrate/0.1"
-
-
-class Pacer:
-    """Hooks every request passes through; this default does nothing (see `throttle`)."""
-
-    async def acquire(self) -> None:
-        """Wait until one more request may start."""
-
-    def release(self, signal: RateSignal) -> None:
-        """Record how the request ended."""
-
-
-@dataclass(frozen=True)
-class RateSignal:
-    """What one answer said about the server's rate limit."""
-
-    rate_limited: bool = False
-    retry_after: float | None = None  # seconds, from Retry-After
-    remaining: int | None = None  # RateLimit-Remaining (or X-RateLimit-Remaining)
-    reset_s: float | None = None  # RateLimit-Reset: seconds until the window resets
-
-    @classmethod
-    def from_response(cls, status: int, headers: httpx.Headers) -> RateSignal:
-        """Read the standard rate-limit headers (IETF draft / express-rate-limit)."""
-        remaining = _header_number(headers, "RateLimit-Remaining", "X-RateLimit-Remaining")
-        reset = _header_number(headers, "RateLimit-Reset", "X-RateLimit-Reset")
-        if reset is not None and reset > 1_000_000_000:  # some servers send an epoch time
-            reset = max(0.0, reset - time.time())
-        return cls(
-            rate_limited=status == 429,
-            retry_after=parse_retry_after(headers.get("Retry-After")) if status == 429 else None,
-            remaining=int(remaining) if remaining is not None else None,
-            reset_s=reset,
-        )
-
-
-def _header_number(headers: httpx.Headers, *names: str) -> float | None:
-    for name in names:
-        value = headers.get(name)
-        if value is not None:
-            try:
-                return float(value.split(",")[0].strip())
-            except ValueError:
-                return None
-    return None
 
 
 class _Answer:
@@ -152,23 +90,6 @@ def _error_fields(body: Any) -> tuple[str | None, str | None]:
         return None, err
     message = body.get("message")
     return None, str(message) if isinstance(message, str) else None
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP-date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
 
 
 class DatabrainClient:
@@ -416,7 +337,7 @@ class DatabrainClient:
         self, exc: EndpointError, op: Operation, attempt: int, started: float, policy: RetryPolicy
     ) -> float | None:
         """Seconds to wait before retrying, or None to give up now."""
-        if not _is_retryable(exc, op) or attempt >= policy.attempts:
+        if not is_retryable(exc, op) or attempt >= policy.attempts:
             return None
         delay = policy.backoff(attempt, self._rand)
         if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
@@ -618,19 +539,6 @@ class _AnsweredCall(_Answer):
         self.attempts = attempts
 
 
-def _is_retryable(exc: EndpointError, op: Operation) -> bool:
-    """Whether a failed attempt may simply be repeated."""
-    if isinstance(exc, RateLimitedError):
-        return True  # a 429 means the request was not processed
-    if op == "import":
-        # A write is repeated here only when it certainly never reached the server; any other
-        # failure goes up, so the caller can confirm through the inventory before re-sending.
-        return isinstance(exc, TransportError) and not exc.uncertain
-    if isinstance(exc, TransportError):
-        return True
-    return isinstance(exc, ServerError) and exc.status in (500, 502, 503, 504)
-
-
 def _dump(value: JSONObject) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -749,8 +657,3 @@ class _DroppedConnectionTransport(httpx.AsyncBaseTransport):
 def asgi_transport(app: Any) -> httpx.AsyncBaseTransport:
     """An in-process transport to an ASGI app; an app crash reads as a lost connection."""
     return _DroppedConnectionTransport(httpx.ASGITransport(app=app))
-
-
-def ca_bundle_verify(ca_bundle: Path | None) -> str | bool:
-    """The `verify` setting: a CA bundle path when given, else the system store. Never off."""
-    return str(ca_bundle) if ca_bundle else True

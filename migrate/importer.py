@@ -48,8 +48,12 @@ class Importer:
         *,
         fail_fast: bool,
         journal: Journal | None = None,
+        max_active: int = 32,
     ) -> None:
         self.migration = migration
+        # Bounds the payloads held parsed at once: a dashboard loads its payload only when it
+        # holds one of these, not while it merely waits for a request slot.
+        self._active = asyncio.Semaphore(max_active)
         self.journal = journal
         self.target = target
         self.workspace = migration.plan.target.workspace
@@ -112,8 +116,9 @@ class Importer:
             return self._outcome(
                 item, Result.BLOCKED, started, error=ErrorInfo("NOT_STARTED", self.stop_reason)
             )
-        progress.started(item.id)
-        return await self._import(item, started)
+        async with self._active:
+            progress.started(item.id)
+            return await self._import(item, started)
 
     async def _import(self, item: PlannedDashboard, started: float) -> Outcome:
         """Import once, confirming uncertain outcomes through the inventory, then read back."""

@@ -184,7 +184,13 @@ async def run_apply(
                 _announce_resume(journal, migration, progress)
                 to_create = sum(1 for d in migration.dashboards if d.action is Action.CREATE)
                 progress.stage(f"importing {to_create} dashboards")
-                executor = Importer(migration, target, fail_fast=options.fail_fast, journal=journal)
+                executor = Importer(
+                    migration,
+                    target,
+                    fail_fast=options.fail_fast,
+                    journal=journal,
+                    max_active=2 * endpoints.throttle.ceiling,
+                )
                 interrupts.executor = executor
                 outcomes = await executor.run(progress)
         finally:

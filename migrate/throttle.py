@@ -7,6 +7,9 @@ cap, and back-off that adapts to 429s.
 - A `Retry-After` pauses every new request until it has passed, so one 429 does not become a
   storm of them. When the server sends `RateLimit-Remaining: 0` with a reset time, requests
   pause until the reset before any 429 happens.
+- When the server announces its budget (`RateLimit-Limit` per window; the window from a
+  `w=` policy parameter, else the longest `RateLimit-Reset` seen), request starts are spread
+  evenly at just under that rate, so a fixed window is never overrun in a burst.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from migrate.client import Pacer, RateSignal
 from migrate.errors import RunInterruptedError
+from migrate.retry import Pacer, RateSignal
 
 
 class Throttle(Pacer):
@@ -44,6 +47,8 @@ class Throttle(Pacer):
         self._paused_until = 0.0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._budget: int | None = None
+        self._window = 0.0
+        self._server_interval = 0.0
         self.closed = False
         self._budget_reset_at = 0.0
 
@@ -68,9 +73,10 @@ class Throttle(Pacer):
                 self._budget = None  # a new window: unknown until the next answer says
             else:
                 self._budget -= 1
-        if self.max_rps:
+        interval = max(1.0 / self.max_rps if self.max_rps else 0.0, self._server_interval)
+        if interval:
             start = max(start, self._next_start)
-            self._next_start = start + 1.0 / self.max_rps
+            self._next_start = start + interval
         if start > now:
             await self._sleep(start - now)
 
@@ -94,6 +100,10 @@ class Throttle(Pacer):
             self._budget = None
         else:
             self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
+            if signal.limit and (signal.window_s or signal.reset_s):
+                self._window = max(self._window, signal.window_s or signal.reset_s or 0.0)
+                # A 2% margin absorbs clock skew between our spacing and the server's windows.
+                self._server_interval = 1.02 * self._window / signal.limit
             if signal.remaining is not None and signal.reset_s is not None:
                 # Requests already in flight will spend part of what the server says is left.
                 self._budget = signal.remaining - self.in_flight

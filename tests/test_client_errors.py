@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from migrate.client import ClientOptions, DatabrainClient, RetryPolicy, parse_retry_after
+from migrate.client import ClientOptions, DatabrainClient
 from migrate.errors import (
     AuthError,
     BadResponseError,
@@ -21,6 +21,7 @@ from migrate.errors import (
     TransportError,
     WorkspaceNotFoundError,
 )
+from migrate.retry import RetryPolicy, parse_retry_after
 
 pytestmark = pytest.mark.anyio
 TOKEN = "tok-SECRET-1234"

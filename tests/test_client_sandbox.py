@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from migrate.client import ClientOptions, DatabrainClient, RetryPolicy, asgi_transport
+from migrate.client import ClientOptions, DatabrainClient, asgi_transport
 from migrate.errors import (
     AuthError,
     DashboardNotFoundError,
     RequestRejectedError,
     WorkspaceNotFoundError,
 )
+from migrate.retry import RetryPolicy
 from migrate.sandbox import SandboxConfig, create_app
 
 pytestmark = pytest.mark.anyio

@@ -17,11 +17,12 @@ import pytest
 from typer.testing import CliRunner
 
 from migrate.cli import app
-from migrate.client import ClientOptions, DatabrainClient, RetryPolicy
+from migrate.client import ClientOptions, DatabrainClient
 from migrate.diff import normalize_for_compare
 from migrate.errors import LockHeldError
 from migrate.journal import Journal, read_journal
 from migrate.lock import TargetLock, break_lock
+from migrate.retry import RetryPolicy
 from migrate.sandbox import SandboxConfig, generate_workspace, running_server
 from migrate.sandbox import create_app as create_sandbox
 from tests.helpers import apply, results, sandbox_of, write_plan
