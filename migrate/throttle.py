@@ -104,7 +104,11 @@ class Throttle(Pacer):
                 self._window = max(self._window, signal.window_s or signal.reset_s or 0.0)
                 # A 2% margin absorbs clock skew between our spacing and the server's windows.
                 self._server_interval = 1.02 * self._window / signal.limit
-            if signal.remaining is not None and signal.reset_s is not None:
+            if self._server_interval:
+                # Even spacing already keeps each window under its budget; pausing until a
+                # whole-second Reset on top of it would idle up to a second per window.
+                self._budget = None
+            elif signal.remaining is not None and signal.reset_s is not None:
                 # Requests already in flight will spend part of what the server says is left.
                 self._budget = signal.remaining - self.in_flight
                 self._budget_reset_at = now + signal.reset_s
