@@ -128,7 +128,10 @@ class Importer:
         uncertain = False
         if self.journal is not None:
             self.journal.record("intent", id=item.id, target_id=item.target_id)
-        for _ in range(_MAX_IMPORT_ROUNDS):
+        for round_ in range(1, _MAX_IMPORT_ROUNDS + 1):
+            if uncertain:
+                # The server just failed this import: give it a moment before asking again.
+                await asyncio.sleep(self.target.options.retry.backoff(round_ - 1))
             asked_at = time.monotonic()
             try:
                 result = await self.target.import_dashboard(
