@@ -362,6 +362,11 @@ def _render_plan(migration: Any, fmt: PlanFormat, started: float) -> None:
             out(f"      {format_change(change)}")
         if len(d.changes) > 10:
             out(f"      … and {len(d.changes) - 10} more changes")
+    preview = migration.schema_pair_preview()
+    if preview:
+        out("\nSchema pairs (in the dashboards to create):")
+        for old, new, places, boards in preview:
+            out(f"  {old} → {new}: {places} places in {boards} dashboards")
     counts = migration.count()
     summary = ", ".join(f"{counts[a.value]} {a.value}" for a in Action if a.value in counts)
     out(f"\nPlan: {summary or 'nothing selected'}.")

@@ -40,6 +40,7 @@ from migrate.schema import PayloadValidator, check_export_meta, format_violation
 from migrate.source import PayloadSource
 from migrate.spool import PayloadSpool
 from migrate.transform import (
+    count_schema_occurrences,
     equals_after_schema_pairs,
     merge_schema_pairs,
     rewrite_references,
@@ -109,6 +110,22 @@ class MigrationPlan:
     selectors: tuple[str, ...] = ()
     source_ids: frozenset[str] = frozenset()
     spool: PayloadSpool | None = field(default=None, repr=False)
+
+    def schema_pair_preview(self) -> list[tuple[str, str, int, int]]:
+        """Per schema pair: (replace, target, places it rewrites, dashboards it touches), over
+        the dashboards to create. Parses every payload again: for `plan`'s output only."""
+        totals: dict[tuple[str, str], list[int]] = {}
+        for item in self.dashboards:
+            if item.action is not Action.CREATE or not item.exported or not item.schema_pairs:
+                continue
+            counts = count_schema_occurrences(item.load().data, item.schema_pairs)
+            for pair in item.schema_pairs:
+                entry = totals.setdefault((pair.replace, pair.target), [0, 0])
+                entry[0] += counts.get(pair.replace, 0)
+                entry[1] += 1 if counts.get(pair.replace, 0) else 0
+        return [
+            (old, new, places, boards) for (old, new), (places, boards) in sorted(totals.items())
+        ]
 
     def count(self) -> dict[str, int]:
         """Dashboards per action."""

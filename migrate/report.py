@@ -86,6 +86,10 @@ def plan_report(
         "finished_at": _iso(finished_at),
         "summary": summary,
         "warnings": list(migration.warnings),
+        "schema_pairs": [
+            {"replace": old, "target": new, "occurrences": places, "dashboards": boards}
+            for old, new, places, boards in migration.schema_pair_preview()
+        ],
         "dashboards": [
             {
                 "id": d.id,

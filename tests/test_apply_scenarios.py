@@ -135,3 +135,23 @@ def test_selection_blocks_missing_dependency(tmp_path: Path) -> None:
     assert len(with_deps.dashboards) > 1
     assert set(actions(with_deps).values()) == {"create"}
     assert with_deps.dashboards[-1].id == "exec-summary"
+
+
+def test_plan_previews_schema_pairs_and_warns_on_a_typo(tmp_path: Path) -> None:
+    """plan shows how many places each schema pair touches, and warns about one touching none."""
+    path = write_plan(
+        tmp_path,
+        settings="  schema_pairs:\n    - {replace: analytics_dev, target: analytics}\n"
+        "    - {replace: analytcs_dev, target: analytics}\n",
+    )
+    shown = runner.invoke(app, ["--state-dir", str(tmp_path), "plan", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert "analytics_dev → analytics:" in shown.stdout
+    assert "analytcs_dev → analytics: 0 places in 0 dashboards" in shown.stdout
+    assert "schema pair 'analytcs_dev' matches nothing" in shown.stderr
+    as_json = runner.invoke(app, ["--state-dir", str(tmp_path), "plan", str(path), "-f", "json"])
+    pairs = json.loads(as_json.stdout)["schema_pairs"]
+    assert {p["replace"]: p["occurrences"] > 0 for p in pairs} == {
+        "analytics_dev": True,
+        "analytcs_dev": False,
+    }
