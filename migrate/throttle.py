@@ -43,7 +43,7 @@ class Throttle(Pacer):
         self.requests = 0
         self._clock = clock
         self._sleep = sleep
-        self._next_start = 0.0
+        self._last_start = float("-inf")
         self._paused_until = 0.0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._budget: int | None = None
@@ -65,20 +65,22 @@ class Throttle(Pacer):
         self.in_flight += 1
         self.requests += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        now = self._clock()
-        start = max(now, self._paused_until)
         if self._budget is not None:
-            if self._budget <= 0 and self._budget_reset_at > now:
-                start = max(start, self._budget_reset_at)
+            if self._budget <= 0 and self._budget_reset_at > self._clock():
+                self._paused_until = max(self._paused_until, self._budget_reset_at)
                 self._budget = None  # a new window: unknown until the next answer says
             else:
                 self._budget -= 1
-        interval = max(1.0 / self.max_rps if self.max_rps else 0.0, self._server_interval)
-        if interval:
-            start = max(start, self._next_start)
-            self._next_start = start + interval
-        if start > now:
+        # Spacing is enforced when a request actually starts, not when it was scheduled: if the
+        # event loop was busy, late wakers re-wait instead of leaving together in a burst.
+        while True:
+            now = self._clock()
+            interval = max(1.0 / self.max_rps if self.max_rps else 0.0, self._server_interval)
+            start = max(now, self._paused_until, self._last_start + interval)
+            if start <= now:
+                break
             await self._sleep(start - now)
+        self._last_start = now
 
     def close(self) -> None:
         """Refuse every request that has not started yet (interrupts); in-flight ones finish."""
