@@ -34,6 +34,7 @@ from migrate.models import (
     Settings,
 )
 from migrate.schema import SchemaProblem, json_path, plan_problems
+from migrate.storage import read_input
 
 MAX_PLAN_BYTES = 4 * 1024 * 1024
 MAX_PLAN_NODES = 50_000  # YAML aliases can expand a small file enormously ("billion laughs")
@@ -80,13 +81,13 @@ def load_plan(path: Path, *, environ: Mapping[str, str] | None = None) -> Plan:
                 file=name,
                 hint="is this really a plan? plans are a few kilobytes",
             )
-        raw = path.read_bytes()
     except OSError as exc:
         raise PlanError(
             f"cannot read plan: {exc.strerror or exc}",
             file=name,
             hint="check the path and its permissions",
         ) from exc
+    raw = read_input(path, what="plan")
     plan = _parse(raw, name, environ)
     return _relative_to(plan, path.parent)
 

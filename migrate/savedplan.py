@@ -12,7 +12,7 @@ from migrate.errors import PlanError, StalePlanError
 from migrate.jsontext import parse_json
 from migrate.models import Plan
 from migrate.planner import MigrationPlan
-from migrate.storage import write_private
+from migrate.storage import read_input, write_private
 
 SAVED_PLAN_FORMAT = "migrate-saved-plan"
 
@@ -53,11 +53,7 @@ def write_saved_plan(migration: MigrationPlan, path: Path) -> None:
 
 def load_saved_plan(path: Path) -> dict[str, Any]:
     """Read a saved plan; PlanError (exit 3) when it is not one."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PlanError(f"cannot read saved plan: {exc.strerror}", file=str(path)) from None
-    doc = parse_json(raw, source=str(path))
+    doc = parse_json(read_input(path, what="saved plan"), source=str(path))
     if not isinstance(doc, dict) or doc.get("format") != SAVED_PLAN_FORMAT:
         raise PlanError(
             'not a saved plan (no "format": "migrate-saved-plan")',

@@ -24,6 +24,7 @@ from jsonschema.validators import validator_for
 
 from migrate.errors import PlanError, Violation
 from migrate.jsontext import parse_json
+from migrate.storage import read_input
 
 SchemaName = Literal["plan", "dashboard"]
 PathPart = str | int
@@ -297,14 +298,11 @@ class PayloadValidator:
 def _compile_user_schema(path: Path) -> Any:
     """Read and compile the user's `payload_schema`; anything wrong with it is a PlanError."""
     source = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PlanError(
-            f"cannot read payload_schema: {exc.strerror or exc}",
-            file=source,
-            hint="fix settings.payload_schema: it must name a readable JSON Schema file",
-        ) from exc
+    raw = read_input(
+        path,
+        what="payload_schema",
+        hint="fix settings.payload_schema: it must name a readable JSON Schema file",
+    )
     schema = parse_json(raw, source=source)
     if not isinstance(schema, (dict, bool)):
         raise PlanError(

@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from migrate.errors import PlanError
+
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 
@@ -18,6 +20,16 @@ def ensure_private_dir(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(PRIVATE_DIR)
     return path
+
+
+def read_input(path: Path, *, what: str, hint: str = "check the path and its permissions") -> bytes:
+    """The bytes of an input file; PlanError (exit 3) naming it and `what` it was meant to be."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise PlanError(
+            f"cannot read {what}: {exc.strerror or exc}", file=str(path), hint=hint
+        ) from exc
 
 
 def write_private(path: Path, content: str | bytes) -> None:

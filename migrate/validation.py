@@ -20,6 +20,7 @@ from migrate.jsontext import parse_json
 from migrate.models import Plan
 from migrate.plan import MAX_PLAN_BYTES, load_plan, read_plan_document
 from migrate.schema import PayloadValidator, format_violations
+from migrate.storage import read_input
 
 FileKind = Literal["plan", "export", "bundle", "unknown"]
 
@@ -122,14 +123,7 @@ def validate_paths(files: Sequence[Path], *, bundle: Path | None = None) -> Vali
 def _classify(path: Path) -> tuple[FileKind, Any]:
     """Read `path` and tell a plan from an export file by its keys."""
     name = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PlanError(
-            f"cannot read file: {exc.strerror or exc}",
-            file=name,
-            hint="check the path and its permissions",
-        ) from exc
+    raw = read_input(path, what="file")
     text = raw.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text.startswith((b"{", b"[")):
         document = parse_json(raw, source=name)  # JSON, however it is named

@@ -102,8 +102,8 @@ async def list_workspaces(request: Request) -> Response:
     return _ok([{"name": name} for name in names])
 
 
-async def list_dashboards(request: Request) -> Response:
-    """POST /api/v2/workspace/dashboards -> [{"name", "externalDashboardId"}]."""
+def _list_in_workspace(request: Request, what: str, id_key: str) -> Response:
+    """A paginated listing of one workspace: `[{"name", id_key}]` of its dashboards/metrics."""
     args = _checked(request, validation.LIST_IN_WORKSPACE)
     if isinstance(args, Response):
         return args
@@ -111,21 +111,19 @@ async def list_dashboards(request: Request) -> Response:
     if not store.has_workspace(args["workspaceName"]):
         return _no_workspace()
     limit, offset = _page(args)
-    rows = store.list_dashboards(args["workspaceName"], limit=limit, offset=offset)
-    return _ok([{"name": name, "externalDashboardId": id_} for id_, name in rows])
+    fetch = store.list_dashboards if what == "dashboards" else store.list_metrics
+    rows = fetch(args["workspaceName"], limit=limit, offset=offset)
+    return _ok([{"name": name, id_key: item_id} for item_id, name in rows])
+
+
+async def list_dashboards(request: Request) -> Response:
+    """POST /api/v2/workspace/dashboards -> [{"name", "externalDashboardId"}]."""
+    return _list_in_workspace(request, "dashboards", "externalDashboardId")
 
 
 async def list_metrics(request: Request) -> Response:
     """POST /api/v2/workspace/metrics -> [{"name", "metricId"}]."""
-    args = _checked(request, validation.LIST_IN_WORKSPACE)
-    if isinstance(args, Response):
-        return args
-    store = _sandbox(request).store
-    if not store.has_workspace(args["workspaceName"]):
-        return _no_workspace()
-    limit, offset = _page(args)
-    rows = store.list_metrics(args["workspaceName"], limit=limit, offset=offset)
-    return _ok([{"name": name, "metricId": metric_id} for metric_id, name in rows])
+    return _list_in_workspace(request, "metrics", "metricId")
 
 
 def content_disposition(filename: str) -> str:
