@@ -1,7 +1,8 @@
-"""Async client for the documented Databrain API; the only module that imports httpx.
+"""Async client for the documented Databrain API; with `transport`, the only code that imports
+httpx.
 
-Every httpx failure and every documented (and undocumented) error body is translated here into
-the `migrate.errors` tree, `raise ... from exc`. Reads are retried on transient failures; writes
+Every httpx failure is translated here into the `migrate.errors` tree, `raise ... from exc`;
+error bodies are translated by `apierrors`. Reads are retried on transient failures; writes
 only where the request certainly did not take effect (see `DatabrainClient.import_dashboard`).
 The transport is injectable: tests and `sandbox://` URLs pass an in-process ASGI transport.
 """
@@ -11,28 +12,20 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import select
-import socket
-import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpcore
 import httpx
 
+from migrate.apierrors import ErrorAnswer, FailedRequest, error_fields, translate_error
 from migrate.errors import (
-    AuthError,
     BadResponseError,
-    DashboardNotFoundError,
     EndpointError,
     RateLimitedError,
-    RequestRejectedError,
-    ServerError,
     TransportError,
     UntrustedJSONError,
-    WorkspaceNotFoundError,
 )
 from migrate.jsontext import JSONLimits, parse_json
 from migrate.models import DashboardRef, ExportFile, ImportResult, JSONObject, MetricRef
@@ -42,12 +35,9 @@ from migrate.retry import (
     RateSignal,
     RetryPolicy,
     is_retryable,
-    parse_retry_after,
 )
+from migrate.transport import pooled_transport
 
-AUTH_CODES = frozenset(
-    {"AUTH_ERROR", "AUTHENTICATION_ERROR", "INVALID_SERVICE_TOKEN", "INVALID_DATA_APP_API_KEY"}
-)
 PAGE_SIZE = 10
 MAX_PAGES = 100_000  # a server that never sends a short page must not keep us forever
 MAX_PAGE_BATCH = 8
@@ -76,21 +66,6 @@ class _Answer:
         self.body = body
         self.headers = headers
         self.raw = raw
-
-
-def _error_fields(body: Any) -> tuple[str | None, str | None]:
-    """The (code, message) of a Databrain error body, tolerant of the shapes seen in the wild."""
-    if not isinstance(body, dict):
-        return None, None
-    err = body.get("error")
-    if isinstance(err, dict):
-        code = err.get("code")
-        message = err.get("message")
-        return (str(code) if code is not None else None, str(message) if message else None)
-    if isinstance(err, str) and err:
-        return None, err
-    message = body.get("message")
-    return None, str(message) if isinstance(message, str) else None
 
 
 class DatabrainClient:
@@ -122,7 +97,7 @@ class DatabrainClient:
             max_keepalive_connections=opts.max_connections,
         )
         if transport is None:
-            transport = _pooled_transport(opts.verify, limits)
+            transport = pooled_transport(opts.verify, limits)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={
@@ -469,80 +444,15 @@ class DatabrainClient:
         workspace: str | None,
         dashboard_id: str | None,
     ) -> EndpointError:
-        """The EndpointError for a non-2xx answer."""
-        url = self._url(path)
-        status = answer.status
-        code, message = _error_fields(answer.body)
-        said = f"{code}: {message}" if code and message else (message or code or "")
-        detail = f" ({said})" if said else _html_note(answer)
-        if status in (401, 403) or (status in (400, 401) and code in AUTH_CODES):
-            return AuthError(
-                f"{url} refused the token from {self.token_source}{detail}",
-                url=url,
-                status=status,
-                code=code,
-                hint=f"check that {self.token_source} holds a valid Databrain service token"
-                " (Settings → Service Tokens) for this endpoint",
-            )
-        if status == 429:
-            err = RateLimitedError(
-                f"{url} is rate-limiting this client (HTTP 429){detail}",
-                url=url,
-                status=status,
-                code=code,
-                hint="lower --concurrency or set --max-rps / settings.max_rps",
-            )
-            err.retry_after = parse_retry_after(answer.headers.get("Retry-After"))
-            return err
-        if status >= 500:
-            return ServerError(
-                f"{url} failed with HTTP {status}{detail}",
-                url=url,
-                status=status,
-                code=code,
-                uncertain=op == "import",
-            )
-        if code == "WORKSPACE_ID_ERROR" and workspace is not None:
-            available = await self._workspaces_if_possible()
-            where = f"; workspaces here: {', '.join(available)}" if available else ""
-            return WorkspaceNotFoundError(
-                f"workspace {workspace!r} not found at {self.base_url}{where}",
-                workspace=workspace,
-                available=available,
-                url=url,
-                status=status,
-                code=code,
-                hint="workspace names match exactly, case included; fix `workspace:` in the plan",
-            )
-        if op == "export" and status in (400, 404) and code != "INVALID_REQUEST_BODY":
-            return DashboardNotFoundError(
-                f"dashboard {dashboard_id} not found in workspace {workspace}{detail}",
-                dashboard_id=dashboard_id or "",
-                workspace=workspace or "",
-                url=url,
-                status=status,
-                code=code,
-            )
-        if code == "INVALID_REQUEST_BODY":
-            return RequestRejectedError(
-                f"{url} rejected the request body: {message or 'no detail given'}",
-                url=url,
-                status=status,
-                code=code,
-            )
-        if 300 <= status < 400:
-            return BadResponseError(
-                f"{url} redirected (HTTP {status}) to {answer.headers.get('Location', '?')};"
-                " redirects are not followed so the token never reaches another host",
-                url=url,
-                status=status,
-                hint="use the final API URL in the plan",
-            )
-        return RequestRejectedError(
-            f"{url} refused the request with HTTP {status}{detail}",
-            url=url,
-            status=status,
-            code=code or f"HTTP_{status}",
+        """The EndpointError for a non-2xx answer (listing workspaces for a WORKSPACE_ID_ERROR)."""
+        code, _ = error_fields(answer.body)
+        unknown_workspace = code == "WORKSPACE_ID_ERROR" and workspace is not None
+        return translate_error(
+            ErrorAnswer(answer.status, answer.body, answer.headers, answer.raw),
+            FailedRequest(
+                self._url(path), self.base_url, op, workspace, dashboard_id, self.token_source
+            ),
+            available=await self._workspaces_if_possible() if unknown_workspace else (),
         )
 
     async def _workspaces_if_possible(self) -> list[str]:
@@ -570,112 +480,3 @@ def _describe_body(response: httpx.Response, raw: bytes) -> str:
     if "html" in ctype or raw.lstrip()[:1] == b"<":
         return "an HTML page"
     return f"a {ctype or 'non-JSON'} body"
-
-
-def _html_note(answer: _Answer) -> str:
-    if answer.raw and answer.body is None:
-        return f" ({'an HTML page' if answer.raw.lstrip()[:1] == b'<' else 'a non-JSON body'})"
-    return ""
-
-
-class _CheapReadableStream(httpcore.AsyncNetworkStream):
-    """A network stream whose idle-connection check is one poll(2), not an attribute walk.
-
-    httpcore asks every pooled connection `is_readable` each time it assigns a request; through
-    anyio that lookup cost ~50 µs per connection per request (a third of the client's CPU at 16
-    in flight). The socket is looked up once, at connect time, instead.
-    """
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-        self._socket = inner.get_extra_info("socket")
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        return _CheapReadableStream(
-            await self._inner.start_tls(ssl_context, server_hostname, timeout)
-        )
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable" and self._socket is not None:
-            return _socket_readable(self._socket)
-        return self._inner.get_extra_info(info)
-
-
-def _socket_readable(sock: socket.socket) -> bool:
-    """True when the socket has data or EOF waiting (an idle connection the server closed)."""
-    if sock.fileno() < 0:
-        return True
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
-
-
-class _CheapReadableBackend(httpcore.AsyncNetworkBackend):
-    """Wraps httpcore's backend so every stream it opens is a `_CheapReadableStream`."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
-        self._inner = inner
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _CheapReadableStream(stream)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-def _pooled_transport(verify: str | bool, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-    """httpx's own transport, with the cheap idle check where httpcore's layout allows it."""
-    context: ssl.SSLContext | bool = (
-        ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
-    )
-    transport = httpx.AsyncHTTPTransport(verify=context, limits=limits)
-    pool = getattr(transport, "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
-    if isinstance(backend, httpcore.AsyncNetworkBackend) and hasattr(select, "poll"):
-        pool._network_backend = _CheapReadableBackend(backend)  # type: ignore[union-attr]
-    return transport
-
-
-class _DroppedConnectionTransport(httpx.AsyncBaseTransport):
-    """Wraps an in-process ASGI app so that an app failure looks like a lost connection."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self._inner = inner
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            return await self._inner.handle_async_request(request)
-        except Exception as exc:  # any app crash is, to a client, a dead connection
-            raise httpx.RemoteProtocolError(
-                f"connection closed by the server ({type(exc).__name__})", request=request
-            ) from exc
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-def asgi_transport(app: Any) -> httpx.AsyncBaseTransport:
-    """An in-process transport to an ASGI app; an app crash reads as a lost connection."""
-    return _DroppedConnectionTransport(httpx.ASGITransport(app=app))

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from migrate.client import ClientOptions, DatabrainClient, asgi_transport
+from migrate.client import ClientOptions, DatabrainClient
 from migrate.credentials import read_token
 from migrate.errors import InsecureURLError, PlanError
 from migrate.models import SANDBOX_SCHEME, ConnectionPolicy, Endpoint
 from migrate.retry import Pacer
 from migrate.storage import PRIVATE_FILE, ensure_private_dir
+from migrate.transport import asgi_transport
 
 __all__ = ["ConnectionPolicy", "check_url", "embedded_app", "is_loopback", "open_client"]
 

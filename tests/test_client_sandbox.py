@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from migrate.client import ClientOptions, DatabrainClient, asgi_transport
+from migrate.client import ClientOptions, DatabrainClient
 from migrate.errors import (
     AuthError,
     DashboardNotFoundError,
@@ -16,6 +16,7 @@ from migrate.errors import (
 )
 from migrate.retry import RetryPolicy
 from migrate.sandbox import SandboxConfig, create_app
+from migrate.transport import asgi_transport
 
 pytestmark = pytest.mark.anyio
 
