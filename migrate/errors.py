@@ -24,7 +24,7 @@
         └── LockHeldError             7  another run holds the target's lock
 
 Exceptions carry data (url, workspace, dashboard id, status, code, violations), never a console;
-`cli.py` renders them. Messages say what happened and what to do about it.
+`migrate.cli` renders them. Messages say what happened and what to do about it.
 """
 
 from __future__ import annotations

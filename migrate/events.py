@@ -1,4 +1,4 @@
-"""Progress callbacks: the core reports what it does through these; `cli.py` renders them.
+"""Progress callbacks: the core reports what it does through these; `migrate.cli` renders them.
 
 The base class ignores everything, so the core runs silently when nobody listens (tests, library
 use). Callbacks must be cheap and must not raise.
