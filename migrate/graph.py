@@ -18,8 +18,6 @@ from fnmatch import fnmatchcase
 from functools import cached_property
 from typing import Any, Literal
 
-import networkx as nx  # type: ignore[import-untyped]  # networkx ships no type information
-
 from migrate.errors import PlanError
 from migrate.transform import (
     RECURSION_BUDGET,
@@ -32,6 +30,14 @@ from migrate.transform import (
 
 Origin = Literal["explicit", "inferred"]
 GraphFormat = Literal["text", "mermaid", "dot", "json"]
+
+
+def _networkx() -> Any:
+    """The networkx module, imported on first use: it costs ~0.25 s, which plan loading and
+    `migrate --help` should not pay."""
+    import networkx  # type: ignore[import-untyped]  # noqa: PLC0415  # ships no type information
+
+    return networkx
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ class DependencyGraph:
     @cached_property
     def _nx(self) -> Any:
         # Arcs run dependency → dependent, so a topological order is an import order.
-        digraph = nx.DiGraph()
+        digraph = _networkx().DiGraph()
         digraph.add_nodes_from(self.nodes)
         digraph.add_edges_from((e.dependency, e.dependent) for e in self.edges)
         return digraph
@@ -70,8 +76,8 @@ class DependencyGraph:
     def order(self) -> list[str]:
         """Every dependency before its dependents; ties broken by id (lexicographic Kahn)."""
         try:
-            return list(nx.lexicographical_topological_sort(self._nx))
-        except nx.NetworkXUnfeasible as exc:
+            return list(_networkx().lexicographical_topological_sort(self._nx))
+        except _networkx().NetworkXUnfeasible as exc:
             raise _cycle_error(self.nodes, self.edges) from exc
 
     def dependencies(self, node: str) -> list[str]:
@@ -87,12 +93,12 @@ class DependencyGraph:
     def ancestors(self, node: str) -> set[str]:
         """Everything `node` transitively depends on."""
         self._require(node)
-        return set(nx.ancestors(self._nx, node))
+        return set(_networkx().ancestors(self._nx, node))
 
     def descendants(self, node: str) -> set[str]:
         """Everything that transitively depends on `node`."""
         self._require(node)
-        return set(nx.descendants(self._nx, node))
+        return set(_networkx().descendants(self._nx, node))
 
     def edges_between(self, dependent: str, dependency: str) -> list[Edge]:
         """The edge records (explicit and/or inferred) from `dependent` to `dependency`."""
@@ -198,45 +204,41 @@ def _close_hint(name: str, candidates: Iterable[str]) -> str:
     return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
 
 
+def find_cycle(needs: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """One dependency cycle as `[a, b, c, a]` (a depends on b ...), or None.
+
+    It starts at the smallest id lying on any cycle and takes the shortest way back, trying
+    dependencies in id order, so it is the same on every run. Pure Python (no networkx import):
+    plan loading uses it, and a cycle is an error path, where O(nodes x edges) is fine.
+    """
+    graph = {node: sorted(set(deps)) for node, deps in needs.items()}
+    for start in sorted(graph):
+        previous: dict[str, str] = {}
+        frontier = [start]
+        while frontier:
+            following: list[str] = []
+            for node in frontier:
+                for succ in graph.get(node, ()):
+                    if succ == start:
+                        path = [node]
+                        while path[-1] != start:
+                            path.append(previous[path[-1]])
+                        path.reverse()
+                        return [*path, start]
+                    if succ not in previous and succ in graph:
+                        previous[succ] = node
+                        following.append(succ)
+            frontier = following
+    return None
+
+
 def _cycle_error(nodes: Sequence[str], edges: Sequence[Edge]) -> PlanError:
     """A PlanError naming one cycle, starting at its smallest id, and each edge's origin."""
-    needs: dict[str, set[str]] = {}
+    needs: dict[str, set[str]] = {node: set() for node in nodes}
     for edge in edges:
-        needs.setdefault(edge.dependent, set()).add(edge.dependency)
-    digraph = nx.DiGraph()
-    digraph.add_nodes_from(nodes)
-    digraph.add_edges_from((e.dependent, e.dependency) for e in edges)
-    cyclic = [
-        component
-        for component in nx.strongly_connected_components(digraph)
-        if len(component) > 1 or any(n in needs.get(n, ()) for n in component)
-    ]
-    start = min(min(component) for component in cyclic)
-    component = next(c for c in cyclic if start in c)
-    # Shortest way back to `start` inside its component; successors in id order, so the
-    # reported cycle is the same on every run.
-    previous: dict[str, str] = {}
-    frontier = [start]
-    end = None
-    while frontier and end is None:
-        following: list[str] = []
-        for node in frontier:
-            for succ in sorted(needs.get(node, ())):
-                if succ == start:
-                    end = node
-                    break
-                if succ in component and succ not in previous:
-                    previous[succ] = node
-                    following.append(succ)
-            if end is not None:
-                break
-        frontier = following
-    assert end is not None  # start lies on a cycle inside its strongly connected component
-    path = [end]
-    while path[-1] != start:
-        path.append(previous[path[-1]])
-    path.reverse()
-    path.append(start)
+        needs[edge.dependent].add(edge.dependency)
+    path = find_cycle(needs)
+    assert path is not None  # called only when ordering found a cycle
     lines = []
     any_inferred = False
     for dependent, dependency in itertools.pairwise(path):

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from migrate.errors import PlanError
+from migrate.graph import find_cycle
 from migrate.jsontext import JSONLimits, parse_json
 from migrate.models import (
     DashboardSpec,
@@ -584,7 +585,13 @@ def _check_dashboards(plan: Plan, doc: _Document, name: str) -> Plan:
                 f"`{spec.id}` depends on `{dep}`, which is not in the plan",
                 hint + f"add `- id: {dep}` to dashboards, or remove it from depends_on",
             )
-    cycle = _find_cycle({spec.id: spec.depends_on for spec in plan.dashboards if spec.id})
+    cycle = find_cycle(
+        {
+            spec.id: [d for d in spec.depends_on if d in explicit]
+            for spec in plan.dashboards
+            if spec.id
+        }
+    )
     if cycle:
         raise _located(
             doc,
@@ -596,32 +603,6 @@ def _check_dashboards(plan: Plan, doc: _Document, name: str) -> Plan:
     if deferred:
         return Plan(**{**plan.__dict__, "deferred_depends_on": tuple(deferred)})
     return plan
-
-
-def _find_cycle(edges: Mapping[str, tuple[str, ...]]) -> list[str] | None:
-    """A cycle as `[a, b, c, a]` (a depends on b ...), or None; iterative DFS, plan order."""
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    for start in edges:
-        if start in state:
-            continue
-        path = [start]
-        iters = [iter(edges.get(start, ()))]
-        state[start] = 1
-        while iters:
-            nxt = next(iters[-1], None)
-            if nxt is None:
-                state[path.pop()] = 2
-                iters.pop()
-                continue
-            if nxt not in edges:
-                continue
-            if state.get(nxt) == 1:
-                return [*path[path.index(nxt) :], nxt]
-            if nxt not in state:
-                state[nxt] = 1
-                path.append(nxt)
-                iters.append(iter(edges[nxt]))
-    return None
 
 
 def _relative_to(plan: Plan, base: Path) -> Plan:
