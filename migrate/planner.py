@@ -22,6 +22,7 @@ from migrate.errors import (
     AuthError,
     EndpointError,
     MigrateError,
+    PlanError,
     Violation,
     WorkspaceNotFoundError,
 )
@@ -214,12 +215,18 @@ async def make_plan(
         planned=frozenset(items),
     )
     await asyncio.gather(*(exporter.export(item) for item in items.values()))
-    graph = build_graph(
-        sorted(items),
-        {dash_id: spec.depends_on for dash_id, spec in specs.items()},
-        references={i.id: i.references for i in items.values()},
-        infer=settings.infer_dependencies,
-    )
+    try:
+        graph = build_graph(
+            sorted(items),
+            {dash_id: spec.depends_on for dash_id, spec in specs.items()},
+            references={i.id: i.references for i in items.values()},
+            infer=settings.infer_dependencies,
+        )
+    except PlanError as exc:
+        # Only now, with the source inventory, can a depends_on on a glob-matched id be checked.
+        if exc.file is None:
+            exc.file = plan.path
+        raise
     chosen = select(graph, selectors) if selectors else set(graph.nodes)
     ordered = [items[dash_id] for dash_id in graph.order() if dash_id in chosen]
     for item in ordered:

@@ -155,3 +155,13 @@ def test_plan_previews_schema_pairs_and_warns_on_a_typo(tmp_path: Path) -> None:
         "analytics_dev": True,
         "analytcs_dev": False,
     }
+
+
+def test_deferred_dependency_on_nothing_is_a_located_plan_error(tmp_path: Path) -> None:
+    """A depends_on beside a glob names nothing once the inventory is known: exit 3, naming
+    the plan file and the missing dashboard."""
+    path = write_plan(tmp_path, dashboards='  - match: "region-*"\n    depends_on: [nope]\n')
+    result = runner.invoke(app, ["--state-dir", str(tmp_path), "plan", str(path)])
+    assert result.exit_code == 3, result.output
+    assert str(path) in result.stderr and "'nope'" in result.stderr
+    assert sandbox_of(tmp_path).write_count == 0
