@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -179,6 +180,14 @@ async def test_retry_after_http_date_is_honoured() -> None:
     assert len(sleeps) == 1 and 3.5 <= sleeps[0] <= 5.5
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
 def _cli(state: Path, plan: Path, env: dict[str, str]) -> list[str]:
     return [sys.executable, "-m", "migrate", "--state-dir", str(state), "apply", str(plan)]
 
@@ -245,7 +254,10 @@ def test_two_concurrent_applies_one_is_refused(
     first = subprocess.Popen(
         _cli(state, plan, env), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    time.sleep(1.2)  # the first has started and holds the lock
+    # The first holds the lock once its lock file exists (not after a guessed delay).
+    wait_until(
+        lambda: any((state / "locks").glob("*.lock")) if (state / "locks").is_dir() else False
+    )
     second = subprocess.run(
         _cli(state, plan, env), env=env, capture_output=True, text=True, timeout=120, check=False
     )
@@ -266,7 +278,8 @@ def test_first_sigint_finishes_in_flight_and_exits_6_then_rerun_completes(
     proc = subprocess.Popen(
         _cli(state, plan, env), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    time.sleep(2.0)
+    # Interrupt mid-import: once the server has seen the first imports.
+    wait_until(lambda: len(sandbox.requests("import")) >= 3)  # type: ignore[attr-defined]
     proc.send_signal(signal.SIGINT)
     _out, errs = proc.communicate(timeout=120)
     assert proc.returncode == 6, errs
