@@ -30,12 +30,6 @@ class Token:
     def __str__(self) -> str:
         return f"<token from {self.source}>"
 
-    @property
-    def env_var(self) -> str | None:
-        """The env var name, when the token came from one."""
-        prefix = "env var "
-        return self.source.removeprefix(prefix) if self.source.startswith(prefix) else None
-
 
 def register_secret(value: str) -> None:
     """Remember `value` so that `redact` removes it from output."""

@@ -12,7 +12,6 @@
     │   ├── WorkspaceNotFoundError    5  WORKSPACE_ID_ERROR (names it and the workspaces that exist)
     │   ├── DashboardNotFoundError    5  export of a dashboard that is not there
     │   ├── RequestRejectedError      5  other 4xx: INVALID_REQUEST_BODY, unknown codes
-    │   │   └── DuplicateDashboardError  an import refused because the id exists
     │   ├── RateLimitedError          5  429 beyond the retry budget or Retry-After cap
     │   ├── ServerError               5  5xx
     │   ├── BadResponseError          5  HTML, non-JSON or mis-shaped body, body over the size cap
@@ -182,10 +181,6 @@ class DashboardNotFoundError(EndpointError):
 
 class RequestRejectedError(EndpointError):
     """The server refused the request (a 4xx other than auth/workspace); carries code + message."""
-
-
-class DuplicateDashboardError(RequestRejectedError):
-    """An import was refused because the dashboard id already exists somewhere."""
 
 
 class RateLimitedError(EndpointError):

@@ -33,7 +33,7 @@ def _changes(changes: Iterable[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def apply_report(report: ApplyReport, *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def apply_report(report: ApplyReport) -> dict[str, Any]:
     """The A5 JSON report of an apply."""
     summary: dict[str, int] = {"total": len(report.outcomes)}
     for result in Result:
@@ -66,8 +66,6 @@ def apply_report(report: ApplyReport, *, extra: dict[str, Any] | None = None) ->
             "path": source.get("bundle", ""),
             "manifest_sha256": source["manifest_sha256"],
         }
-    if extra:
-        document.update(extra)
     return document
 
 

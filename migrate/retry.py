@@ -44,9 +44,6 @@ class RetryPolicy:
         return float(rand() * min(self.cap_s, self.base_s * (2 ** (attempt - 1))))
 
 
-NO_RETRY = RetryPolicy(attempts=1)
-
-
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP-date."""
     if not value:

@@ -171,17 +171,6 @@ class Store:
         data: JSONObject = json.loads(text)
         return data
 
-    def id_taken(self, dashboard_id: str, workspace: str | None) -> bool:
-        """Whether the id exists in `workspace`, or in any workspace when `workspace` is None."""
-        if workspace is None:
-            return bool(self._query("SELECT 1 FROM dashboards WHERE id = ?", (dashboard_id,)))
-        return bool(
-            self._query(
-                "SELECT 1 FROM dashboards WHERE workspace = ? AND id = ?",
-                (workspace, dashboard_id),
-            )
-        )
-
     def insert_dashboard(
         self,
         workspace: str,
