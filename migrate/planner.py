@@ -96,6 +96,25 @@ class PlannedDashboard:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class TargetIds:
+    """Source id → target id of every planned dashboard, with what each comparison and import
+    needs from it computed once (not once per dashboard)."""
+
+    mapping: dict[str, str]
+    renamed: dict[str, str] = field(init=False)  # only the ids that change
+    targets: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "renamed", {old: new for old, new in self.mapping.items() if old != new}
+        )
+        object.__setattr__(self, "targets", frozenset(self.mapping.values()))
+
+    def __getitem__(self, source_id: str) -> str:
+        return self.mapping[source_id]
+
+
 @dataclass
 class MigrationPlan:
     """The outcome of planning: selected dashboards in dependency order, plus context."""
@@ -103,7 +122,7 @@ class MigrationPlan:
     plan: Plan
     dashboards: list[PlannedDashboard]
     graph: DependencyGraph
-    id_map: dict[str, str]
+    id_map: TargetIds
     target_inventory: frozenset[str]
     source: dict[str, str]
     target: dict[str, str]
@@ -188,12 +207,17 @@ async def make_plan(
     target_ids = frozenset(ref.id for ref in target_refs)
     source_names = {ref.id: ref.name for ref in source_refs}
     specs, warnings = resolve_entries(plan.dashboards, source_refs)
-    id_map = {
-        dash_id: target_id(
-            dash_id, override=spec.target_id, prefix=settings.id_prefix, suffix=settings.id_suffix
-        )
-        for dash_id, spec in specs.items()
-    }
+    id_map = TargetIds(
+        {
+            dash_id: target_id(
+                dash_id,
+                override=spec.target_id,
+                prefix=settings.id_prefix,
+                suffix=settings.id_suffix,
+            )
+            for dash_id, spec in specs.items()
+        }
+    )
     items = {
         dash_id: PlannedDashboard(
             id=dash_id,
@@ -315,16 +339,14 @@ class _Exporter:
         item.spool = self.spool
 
 
-def payload_to_send(data: Any, id_map: dict[str, str]) -> Any:
+def payload_to_send(data: Any, id_map: TargetIds) -> Any:
     """The `importDashboardData` to send: the source `data` with dashboard references rewritten
     to target ids (`data` itself, uncopied, when no planned id changes)."""
-    if all(old == new for old, new in id_map.items()):
-        return data
-    return rewrite_references(data, id_map)
+    return rewrite_references(data, id_map.renamed) if id_map.renamed else data
 
 
 def compare_with_target(
-    item: PlannedDashboard, plan: Plan, id_map: dict[str, str], sent: Any, target_data: Any
+    item: PlannedDashboard, plan: Plan, id_map: TargetIds, sent: Any, target_data: Any
 ) -> list[Change]:
     """The changes between what the source says the target should hold and what it holds;
     empty when the content is equal (A3). `sent` is `payload_to_send(item, id_map)`.
@@ -339,7 +361,7 @@ def compare_with_target(
         return []
     ignore = plan.settings.compare_ignore
     # Target ids stay literal on both sides, so a dashboard reference is compared, not aliased.
-    keep = frozenset(id_map.values())
+    keep = id_map.targets
     expected = normalize_for_compare(sent, schema_pairs=item.schema_pairs, ignore=ignore, keep=keep)
     actual = normalize_for_compare(
         target_data, schema_pairs=item.schema_pairs, ignore=ignore, keep=keep
@@ -351,7 +373,7 @@ def compare_with_target(
 
 
 async def _compare_one(
-    item: PlannedDashboard, plan: Plan, target: DatabrainClient, id_map: dict[str, str]
+    item: PlannedDashboard, plan: Plan, target: DatabrainClient, id_map: TargetIds
 ) -> None:
     """Classify a dashboard the target already holds: unchanged, skip or conflict."""
     if not item.exported:
@@ -385,7 +407,7 @@ def _block(
     ordered: list[PlannedDashboard],
     items: dict[str, PlannedDashboard],
     chosen: set[str],
-    id_map: dict[str, str],
+    id_map: TargetIds,
     target_ids: frozenset[str],
 ) -> None:
     """Mark `blocked` every dashboard to create whose dependency cannot be in place (A3)."""
