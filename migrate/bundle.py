@@ -23,7 +23,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,9 +142,12 @@ def _is_previous_bundle(out_dir: Path) -> bool:
 def write_bundle(
     out_dir: Path,
     source: dict[str, str],
-    items: Sequence[tuple[str, str, bytes, Sequence[str]]],
+    items: Sequence[tuple[str, str, bytes | Callable[[], bytes], Sequence[str]]],
 ) -> Path:
     """Write a bundle of `items` (id, name, raw export bytes, depends_on) at `out_dir`.
+
+    The bytes may be given as a function returning them, so a large bundle is written one
+    payload at a time rather than held in memory whole.
 
     Whole or absent: everything is written into a temporary sibling directory that is renamed
     into place at the end. `out_dir` may be missing, an empty directory or an earlier bundle
@@ -184,7 +187,8 @@ def write_bundle(
         folder.mkdir(mode=PRIVATE_DIR)
         folder.chmod(PRIVATE_DIR)
         entries = []
-        for dashboard_id, name, raw, depends_on in items:
+        for dashboard_id, name, content, depends_on in items:
+            raw = content() if callable(content) else content
             relative = bundle_file(dashboard_id)
             _write_new(staging / relative, raw)
             entries.append(

@@ -229,6 +229,20 @@ async def run_export(
     case nothing is written: a bundle is whole or absent.
     """
     migration = await run_plan(plan, options, progress, read_target=False)
+    try:
+        _refuse_unexportable(migration, plan)
+        # Payloads are read from the spool one at a time as they are written.
+        items = [(d.id, d.name, d.raw, list(d.depends_on)) for d in migration.dashboards]
+        manifest_path = await asyncio.to_thread(write_bundle, out_dir, migration.source, items)
+    finally:
+        if migration.spool is not None:
+            migration.spool.close()
+    manifest = load_manifest(manifest_path.parent)
+    return ExportSummary(manifest_path, manifest.sha256, manifest.entries)
+
+
+def _refuse_unexportable(migration: MigrationPlan, plan: Plan) -> None:
+    """Raise unless every selected dashboard was exported and is valid (see `run_export`)."""
     missing = [d.id for d in migration.dashboards if d.id not in migration.source_ids]
     if missing:
         raise PlanError(
@@ -250,12 +264,6 @@ async def run_export(
             + "\n".join(f"  {line}" for line in format_violations(violations, limit=30)),
             violations=violations,
         )
-    items = [(d.id, d.name, d.raw(), list(d.depends_on)) for d in migration.dashboards]
-    if migration.spool is not None:
-        migration.spool.close()
-    manifest_path = await asyncio.to_thread(write_bundle, out_dir, migration.source, items)
-    manifest = load_manifest(manifest_path.parent)
-    return ExportSummary(manifest_path, manifest.sha256, manifest.entries)
 
 
 def _announce_resume(journal: Journal, migration: MigrationPlan, progress: Progress) -> None:

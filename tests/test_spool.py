@@ -3,11 +3,15 @@ and come back identical; a migration run entirely from disk gives the same resul
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from pathlib import Path
 
-from migrate.models import ExportFile
+from migrate.bundle import verify_bundle
+from migrate.models import ConnectionPolicy, ExportFile
+from migrate.plan import load_plan
+from migrate.runner import RunOptions, run_export
 from migrate.spool import PayloadSpool
 from tests.helpers import apply, plan, results, write_plan
 
@@ -46,4 +50,14 @@ def test_apply_with_every_payload_spooled_matches(tmp_path: Path) -> None:
     assert {d.action.value for d in again.dashboards} == {"unchanged"}
     assert again.spool is not None
     again.spool.close()
+    assert not any((tmp_path / "spool").iterdir())
+
+
+def test_export_writes_a_bundle_from_a_fully_spooled_run(tmp_path: Path) -> None:
+    """With every payload on disk, export still writes each file byte for byte, then cleans up."""
+    path = write_plan(tmp_path)
+    options = RunOptions(spool_budget=0, policy=ConnectionPolicy(state_dir=tmp_path))
+    summary = asyncio.run(run_export(load_plan(path), tmp_path / "bundle", options))
+    files = verify_bundle(tmp_path / "bundle")
+    assert len(files) == len(summary.dashboards) == 14
     assert not any((tmp_path / "spool").iterdir())
