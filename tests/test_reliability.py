@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from migrate.cli import app
 from migrate.client import ClientOptions, DatabrainClient
 from migrate.diff import normalize_for_compare
-from migrate.errors import LockHeldError
+from migrate.errors import LockHeldError, UsageError
 from migrate.journal import Journal, read_journal
 from migrate.lock import TargetLock, break_lock
 from migrate.retry import RetryPolicy
@@ -85,7 +85,7 @@ def test_lock_refuses_a_second_writer_and_unlock_breaks_it(tmp_path: Path) -> No
             )
             assert unlocked.exit_code == 0
         assert runner.invoke(app, ["--state-dir", str(tmp_path), "apply", str(path)]).exit_code == 0
-    with pytest.raises(Exception, match="no lock"):
+    with pytest.raises(UsageError, match="no lock"):
         break_lock(tmp_path, "nope")
 
 
@@ -188,8 +188,26 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def _cli(state: Path, plan: Path, env: dict[str, str]) -> list[str]:
-    return [sys.executable, "-m", "migrate", "--state-dir", str(state), "apply", str(plan)]
+APPLY_ENV = {**os.environ, "PYTHONPATH": str(ROOT), "KTOK": "tk-kill"}
+
+
+def start_apply(state: Path, plan: Path, *, quiet: bool = False) -> subprocess.Popen[str]:
+    """`python -m migrate apply PLAN` in a child process, its output captured (or discarded)."""
+    sink = subprocess.DEVNULL if quiet else subprocess.PIPE
+    return subprocess.Popen(
+        [sys.executable, "-m", "migrate", "--state-dir", str(state), "apply", str(plan)],
+        env=APPLY_ENV,
+        stdout=sink,
+        stderr=sink,
+        text=True,
+    )
+
+
+def run_apply(state: Path, plan: Path) -> tuple[int, str]:
+    """Run an apply to its end: (exit code, stderr)."""
+    proc = start_apply(state, plan)
+    _out, errs = proc.communicate(timeout=300)
+    return proc.returncode, errs
 
 
 @pytest.fixture
@@ -219,14 +237,11 @@ def test_sigkill_at_many_points_then_rerun_finds_everything_once(
     """SIGKILL the apply at 20+ points across its run; each re-run resumes; the end state is
     every dashboard exactly once and equal to its source."""
     sandbox, plan = slow_server
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "KTOK": "tk-kill"}
     state = tmp_path / "state"
     kills = 0
     delay = 0.6  # python start-up is part of the cycle; sweep forward through the run
     while kills < 22:
-        proc = subprocess.Popen(
-            _cli(state, plan, env), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        proc = start_apply(state, plan, quiet=True)
         time.sleep(delay)
         if proc.poll() is not None:
             break  # it finished before the kill: the sweep reached the end of the work
@@ -234,10 +249,8 @@ def test_sigkill_at_many_points_then_rerun_finds_everything_once(
         proc.wait()
         kills += 1
         delay += 0.05
-    final = subprocess.run(
-        _cli(state, plan, env), env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert final.returncode == 0, final.stderr
+    code, errs = run_apply(state, plan)
+    assert code == 0, errs
     assert kills >= 20
     assert_target_matches_source(sandbox, "Src", "Dst")
     assert sandbox.write_count == 60  # type: ignore[attr-defined]
@@ -249,22 +262,17 @@ def test_two_concurrent_applies_one_is_refused(
 ) -> None:
     """Two real processes apply to one target: one proceeds, the other exits 7."""
     _sandbox, plan = slow_server
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "KTOK": "tk-kill"}
     state = tmp_path / "state"
-    first = subprocess.Popen(
-        _cli(state, plan, env), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    first = start_apply(state, plan)
     # The first holds the lock once its lock file exists (not after a guessed delay).
     wait_until(
         lambda: any((state / "locks").glob("*.lock")) if (state / "locks").is_dir() else False
     )
-    second = subprocess.run(
-        _cli(state, plan, env), env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    second_code, second_errs = run_apply(state, plan)
     _out, errs = first.communicate(timeout=300)
     assert first.returncode == 0, errs
-    assert second.returncode == 7, second.stderr
-    assert "migrate unlock" in second.stderr
+    assert second_code == 7, second_errs
+    assert "migrate unlock" in second_errs
 
 
 @pytest.mark.slow
@@ -273,19 +281,14 @@ def test_first_sigint_finishes_in_flight_and_exits_6_then_rerun_completes(
 ) -> None:
     """SIGINT mid-apply: in-flight requests finish, exit 6 with the resume command; rerun is 0."""
     sandbox, plan = slow_server
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "KTOK": "tk-kill"}
     state = tmp_path / "state"
-    proc = subprocess.Popen(
-        _cli(state, plan, env), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = start_apply(state, plan)
     # Interrupt mid-import: once the server has seen the first imports.
     wait_until(lambda: len(sandbox.requests("import")) >= 3)  # type: ignore[attr-defined]
     proc.send_signal(signal.SIGINT)
     _out, errs = proc.communicate(timeout=120)
     assert proc.returncode == 6, errs
     assert "migrate apply" in errs
-    rerun = subprocess.run(
-        _cli(state, plan, env), env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert rerun.returncode == 0, rerun.stderr
+    code, errs = run_apply(state, plan)
+    assert code == 0, errs
     assert_target_matches_source(sandbox, "Src", "Dst")
