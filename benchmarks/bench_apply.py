@@ -22,6 +22,7 @@ It talks only to 127.0.0.1 and is never run by the test suite. Linux or macOS (u
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -632,32 +633,23 @@ def main(argv: list[str] | None = None) -> int:
 
         common = {"workdir": workdir, "env": env, "max_depth": args.max_depth}
         runs: list[Run] = []
+        # Every scenario but the memory one runs on the same data and latency.
+        bench = functools.partial(
+            run_apply,
+            base_db=base_db,
+            n=args.n,
+            payload_kb=args.payload_kb,
+            latency_ms=args.latency_ms,
+            **common,
+        )
         for c in concurrencies:
-            run = run_apply(
-                label=f"c{c}",
-                base_db=base_db,
-                n=args.n,
-                payload_kb=args.payload_kb,
-                concurrency=c,
-                latency_ms=args.latency_ms,
-                rate_limit=None,
-                **common,
-            )
+            run = bench(label=f"c{c}", concurrency=c, rate_limit=None)
             derive(run, startup_s, startup_cpu, runs[0] if runs else None)
             runs.append(run)
         top_c = concurrencies[-1]
         rated = None
         if rate_limit:
-            rated = run_apply(
-                label=f"rate{top_c}",
-                base_db=base_db,
-                n=args.n,
-                payload_kb=args.payload_kb,
-                concurrency=top_c,
-                latency_ms=args.latency_ms,
-                rate_limit=rate_limit,
-                **common,
-            )
+            rated = bench(label=f"rate{top_c}", concurrency=top_c, rate_limit=rate_limit)
             derive(rated, startup_s, startup_cpu, runs[0])
         memory = None
         if args.memory:
