@@ -32,7 +32,7 @@ from migrate.cli.render import (
     render_plan,
 )
 from migrate.credentials import redact
-from migrate.errors import InsecureURLError, MigrateError, PlanError, UsageError
+from migrate.errors import MigrateError, PlanError, UsageError
 from migrate.models import ConnectionPolicy, Endpoint, Plan, Result
 
 P = ParamSpec("P")
@@ -351,9 +351,7 @@ def inventory(
 
     try:
         check_url(url, allow_insecure_http=STATE.policy.allow_insecure_http, origin="--url")
-    except InsecureURLError as exc:
-        raise UsageError(exc.message, hint=exc.hint) from exc
-    except PlanError as exc:
+    except PlanError as exc:  # a URL from a flag is a usage error (A5), not a plan error
         raise UsageError(exc.message, hint=exc.hint) from exc
     endpoint = Endpoint(url=url, workspace=workspace, token_env=token_env)
 
