@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migrate.errors import LockHeldError, UsageError
-from migrate.storage import PRIVATE_FILE, ensure_private_dir
+from migrate.storage import create_private, ensure_private_dir
 
 
 @dataclass(frozen=True)
@@ -114,12 +114,7 @@ class TargetLock:
 
     def _try_create(self) -> bool:
         tmp = self.path.with_name(f".{self.path.name}.{self.info.lock_id}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_FILE)
-        try:
-            os.write(fd, json.dumps(self.info.__dict__).encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        create_private(tmp, json.dumps(self.info.__dict__).encode("utf-8"))
         try:
             os.link(tmp, self.path)  # atomic: fails if a lock is already there
             return True

@@ -8,7 +8,6 @@ parsed again when needed. The folder is removed on `close`.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import weakref
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from migrate.jsontext import parse_json
 from migrate.models import ExportFile
-from migrate.storage import PRIVATE_FILE, ensure_private_dir
+from migrate.storage import create_private, ensure_private_dir
 
 DEFAULT_MEMORY_BUDGET = 8 * 1024 * 1024
 
@@ -42,9 +41,8 @@ class PayloadSpool:
             self._used += size
             return
         path = self._folder_path() / f"{len(self._files)}.json"  # names never come from ids
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_FILE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(export.raw)
+        # Scratch data, removed on close: not worth an fsync per payload.
+        create_private(path, export.raw, durable=False)
         self._files[key] = path
 
     def get(self, key: str) -> ExportFile:
