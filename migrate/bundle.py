@@ -10,7 +10,8 @@ component of at most 200 bytes that is no Windows device name: it can never leav
 and distinct ids never share a file, also on a case-insensitive file system. A bundle is written
 whole or not at all (temporary sibling directory, renamed into place), owner-only whatever the
 umask, and no symlink found in the output folder is ever followed. `verify_bundle` refuses a
-bundle whose manifest does not parse, or whose files are missing, extra or changed.
+bundle whose manifest does not parse or fails `migrate schema bundle` (each problem located by
+its JSON path), or whose files are missing, extra or changed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import re
 import shutil
 import stat
 import tempfile
@@ -31,15 +31,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from migrate.errors import BundleError, PlanError
 from migrate.jsontext import parse_json
-from migrate.models import DashboardRef, ExportFile
+from migrate.models import DashboardRef, ExportFile, SourceInfo
 from migrate.safename import id_from_safe_name, safe_name
-from migrate.storage import PRIVATE_DIR, PRIVATE_FILE, ensure_private_dir, fsync_dir
+from migrate.schema import format_problems
+from migrate.storage import PRIVATE_DIR, create_private, ensure_private_dir, fsync_dir
 
 BUNDLE_FORMAT = "migrate-bundle"
 BUNDLE_VERSION = 1
 MANIFEST = "manifest.json"
 DASHBOARDS = "dashboards"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
@@ -80,24 +80,38 @@ class BundleEntry:
 class Manifest:
     """A verified bundle's manifest; `sha256` is that of the manifest file's bytes."""
 
-    source: dict[str, str]
+    source: SourceInfo  # url and workspace only
     exported_at: str
     entries: tuple[BundleEntry, ...]
     sha256: str
 
 
-def _source_of(source: dict[str, str]) -> dict[str, str]:
+@dataclass(frozen=True)
+class BundleItem:
+    """One dashboard to write into a bundle.
+
+    `content` is the raw export, or a function returning it: a large bundle is then written one
+    payload at a time rather than held in memory whole.
+    """
+
+    id: str
+    name: str
+    content: bytes | Callable[[], bytes]
+    depends_on: tuple[str, ...] = ()
+
+
+def _source_of(source: SourceInfo) -> dict[str, str]:
     """url (without any user:password@) and workspace: a bundle never holds a credential."""
-    url = str(source.get("url", ""))
+    url = source.url
     parts = urlsplit(url)
     if parts.username is not None or parts.password is not None:
         host = parts.hostname or ""
         netloc = f"{host}:{parts.port}" if parts.port else host
         url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return {"url": url, "workspace": str(source.get("workspace", ""))}
+    return {"url": url, "workspace": source.workspace}
 
 
-def _manifest_bytes(source: dict[str, str], entries: Sequence[BundleEntry]) -> bytes:
+def _manifest_bytes(source: SourceInfo, entries: Sequence[BundleEntry]) -> bytes:
     document = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
@@ -110,19 +124,6 @@ def _manifest_bytes(source: dict[str, str], entries: Sequence[BundleEntry]) -> b
 
 
 # --- writing ----------------------------------------------------------------------------------
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Create `path` (never existing, never through a symlink), 0600, durable."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _BINARY, PRIVATE_FILE)
-    try:
-        os.fchmod(fd, PRIVATE_FILE)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _is_previous_bundle(out_dir: Path) -> bool:
@@ -139,15 +140,8 @@ def _is_previous_bundle(out_dir: Path) -> bool:
     return isinstance(document, dict) and document.get("format") == BUNDLE_FORMAT
 
 
-def write_bundle(
-    out_dir: Path,
-    source: dict[str, str],
-    items: Sequence[tuple[str, str, bytes | Callable[[], bytes], Sequence[str]]],
-) -> Path:
-    """Write a bundle of `items` (id, name, raw export bytes, depends_on) at `out_dir`.
-
-    The bytes may be given as a function returning them, so a large bundle is written one
-    payload at a time rather than held in memory whole.
+def write_bundle(out_dir: Path, source: SourceInfo, items: Sequence[BundleItem]) -> Path:
+    """Write a bundle of `items`, exported from `source`, at `out_dir`.
 
     Whole or absent: everything is written into a temporary sibling directory that is renamed
     into place at the end. `out_dir` may be missing, an empty directory or an earlier bundle
@@ -159,7 +153,7 @@ def write_bundle(
     out_dir = Path(os.path.abspath(out_dir))  # noqa: PTH100
     if not out_dir.name:
         raise BundleError("a bundle needs a folder of its own", file=str(out_dir))
-    ids = [item[0] for item in items]
+    ids = [item.id for item in items]
     if len(set(ids)) != len(ids):
         raise BundleError("the same dashboard id is listed twice", file=str(out_dir))
     if out_dir.is_symlink():
@@ -187,21 +181,17 @@ def write_bundle(
         folder.mkdir(mode=PRIVATE_DIR)
         folder.chmod(PRIVATE_DIR)
         entries = []
-        for dashboard_id, name, content, depends_on in items:
-            raw = content() if callable(content) else content
-            relative = bundle_file(dashboard_id)
-            _write_new(staging / relative, raw)
+        for item in items:
+            raw = item.content() if callable(item.content) else item.content
+            relative = bundle_file(item.id)
+            create_private(staging / relative, raw)
             entries.append(
                 BundleEntry(
-                    dashboard_id,
-                    name,
-                    relative,
-                    hashlib.sha256(raw).hexdigest(),
-                    tuple(depends_on),
+                    item.id, item.name, relative, hashlib.sha256(raw).hexdigest(), item.depends_on
                 )
             )
         fsync_dir(folder)
-        _write_new(staging / MANIFEST, _manifest_bytes(source, entries))
+        create_private(staging / MANIFEST, _manifest_bytes(source, entries))
         fsync_dir(staging)
         _move_into_place(staging, out_dir)
     except BaseException:
@@ -275,61 +265,27 @@ def _refuse(directory: Path, problems: Sequence[tuple[str, str]]) -> BundleError
     )
 
 
-def _entries(document: Any) -> tuple[dict[str, str], list[BundleEntry], list[str]]:
-    """The manifest's source and entries, plus what is wrong with its shape."""
-    wrong: list[str] = []
-    if not isinstance(document, dict):
-        return {}, [], ["is not a JSON object"]
-    if document.get("format") != BUNDLE_FORMAT:
-        wrong.append(f"`format` is {document.get('format')!r}, not {BUNDLE_FORMAT!r}")
-    if document.get("version") != BUNDLE_VERSION:
-        wrong.append(f"`version` is {document.get('version')!r}; this migrate reads version 1")
-    source = document.get("source")
-    if not (
-        isinstance(source, dict)
-        and isinstance(source.get("url"), str)
-        and isinstance(source.get("workspace"), str)
-    ):
-        wrong.append("`source` must be an object with string `url` and `workspace`")
-        source = {}
-    if not isinstance(document.get("exported_at"), str):
-        wrong.append("`exported_at` must be a string")
-    listed = document.get("dashboards")
-    if not isinstance(listed, list):
-        return {}, [], [*wrong, "`dashboards` must be a list"]
-    entries: list[BundleEntry] = []
-    seen: set[str] = set()
-    for index, item in enumerate(listed):
-        at = f"dashboards[{index}]"
-        if not isinstance(item, dict):
-            wrong.append(f"{at} is not an object")
-            continue
-        dash_id, name, file, digest = (item.get(k) for k in ("id", "name", "file", "sha256"))
-        depends_on = item.get("depends_on", [])
-        if not isinstance(dash_id, str) or not isinstance(file, str):
-            wrong.append(f"{at} needs string `id` and `file`")
-            continue
-        if not isinstance(name, str):
-            wrong.append(f"{at}.name must be a string")
-        if not isinstance(digest, str) or not _SHA256.match(digest):
-            wrong.append(f"{at}.sha256 must be 64 lowercase hex digits")
-        if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
-            wrong.append(f"{at}.depends_on must be a list of ids")
-            depends_on = []
-        if dash_id in seen:
-            wrong.append(f"{at}: id {dash_id!r} is listed twice")
-        seen.add(dash_id)
-        entries.append(
-            BundleEntry(
-                dash_id,
-                name if isinstance(name, str) else "",
-                file,
-                digest if isinstance(digest, str) else "",
-                tuple(depends_on),
-            )
+def _entries(document: Any) -> tuple[SourceInfo, list[BundleEntry], list[str]]:
+    """The manifest's source and entries, plus what a schema cannot say is wrong (an id listed
+    twice). `document` has passed `migrate schema bundle`."""
+    entries = [
+        BundleEntry(
+            item["id"],
+            item["name"],
+            item["file"],
+            item["sha256"],
+            tuple(item.get("depends_on", ())),
         )
-    described = {"url": source["url"], "workspace": source["workspace"]} if source else {}
-    return described, entries, wrong
+        for item in document["dashboards"]
+    ]
+    wrong: list[str] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        if entry.id in seen:
+            wrong.append(f"dashboards[{index}].id: {entry.id!r} is listed twice")
+        seen.add(entry.id)
+    source = SourceInfo(document["source"]["url"], document["source"]["workspace"])
+    return source, entries, wrong
 
 
 def load_manifest(directory: Path) -> Manifest:
@@ -358,6 +314,10 @@ def load_manifest(directory: Path) -> Manifest:
         raise _refuse(
             directory, [(exc.location, f"manifest does not parse: {exc.message}")]
         ) from None
+    shape = format_problems("bundle", document)
+    if shape:
+        # Its entries cannot be trusted, so neither can any check of the files against them.
+        raise _refuse(directory, [(str(manifest_path), str(problem)) for problem in shape])
     source, entries, wrong = _entries(document)
     problems: list[tuple[str, str]] = [(str(manifest_path), what) for what in wrong]
     listed: set[str] = set()
@@ -382,13 +342,14 @@ def load_manifest(directory: Path) -> Manifest:
         except OSError:
             problems.append((str(path), "not a regular file (a symlink is never followed)"))
             continue
-        if entry.sha256 and hashlib.sha256(content).hexdigest() != entry.sha256:
+        if hashlib.sha256(content).hexdigest() != entry.sha256:
             problems.append((str(path), "sha256 differs from the manifest: changed after export"))
     problems.extend((str(directory / extra), what) for extra, what in _extras(directory, listed))
     if problems:
         raise _refuse(directory, problems)
-    exported_at = document.get("exported_at") if isinstance(document, dict) else None
-    return Manifest(source, str(exported_at), tuple(entries), hashlib.sha256(raw).hexdigest())
+    return Manifest(
+        source, str(document["exported_at"]), tuple(entries), hashlib.sha256(raw).hexdigest()
+    )
 
 
 def _extras(directory: Path, listed: set[str]) -> list[tuple[str, str]]:
@@ -461,14 +422,14 @@ class BundleSource:
             raise BundleError("not an export file: no `data` object", file=str(path))
         return ExportFile(raw=raw, document=document)
 
-    def describe(self) -> dict[str, str]:
+    def describe(self) -> SourceInfo:
         """The exported-from url and workspace, plus the bundle and its manifest hash."""
-        return {
-            "url": self.manifest.source.get("url", ""),
-            "workspace": self.manifest.source.get("workspace", ""),
-            "bundle": str(self.directory),
-            "manifest_sha256": self.manifest_sha256,
-        }
+        return SourceInfo(
+            self.manifest.source.url,
+            self.manifest.source.workspace,
+            bundle=str(self.directory),
+            manifest_sha256=self.manifest_sha256,
+        )
 
 
 # --- export -----------------------------------------------------------------------------------
@@ -476,6 +437,7 @@ class BundleSource:
 
 __all__ = [
     "BundleEntry",
+    "BundleItem",
     "BundleSource",
     "Manifest",
     "bundle_file",

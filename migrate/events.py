@@ -7,8 +7,8 @@ use). Callbacks must be cheap and must not raise.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from migrate.diff import Change
 from migrate.models import Action, Result
 
 
@@ -35,7 +35,7 @@ class Outcome:
     duration_s: float = 0.0
     error: ErrorInfo | None = None
     blocked_by: tuple[str, ...] = ()
-    changes: tuple[Any, ...] = field(default=())  # diff.Change items when content differs
+    changes: tuple[Change, ...] = field(default=())  # where the content differs, when it does
     name: str = ""
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from migrate.client import DatabrainClient
+from migrate.diff import Change
 from migrate.errors import (
     AuthError,
     EndpointError,
@@ -265,7 +266,7 @@ class Importer:
         attempts: int = 0,
         error: ErrorInfo | None = None,
         blocked_by: Sequence[str] | None = None,
-        changes: tuple[object, ...] | None = None,
+        changes: tuple[Change, ...] | None = None,
     ) -> Outcome:
         return Outcome(
             id=item.id,

@@ -50,8 +50,34 @@ class OnConflict(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class SourceInfo:
+    """Where a run's payloads came from, as reports and saved plans say it (never a credential).
+
+    `bundle` and `manifest_sha256` are set when the payloads came from a reviewed bundle.
+    """
+
+    url: str
+    workspace: str
+    bundle: str | None = None
+    manifest_sha256: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        """The report shape: url and workspace, plus bundle and manifest_sha256 when set."""
+        described = {"url": self.url, "workspace": self.workspace}
+        if self.bundle is not None:
+            described["bundle"] = self.bundle
+        if self.manifest_sha256 is not None:
+            described["manifest_sha256"] = self.manifest_sha256
+        return described
+
+
+@dataclass(frozen=True)
 class Settings:
-    """Plan-wide settings (DESIGN.md A2); defaults are the contract's."""
+    """Plan-wide settings (docs/contract.md A2).
+
+    These defaults are the only ones: the plan loader takes them from here, and tests hold the
+    plan schema's `default` values and docs/plan-reference.md to them.
+    """
 
     concurrency: int = 8
     on_conflict: OnConflict = OnConflict.SKIP

@@ -36,6 +36,7 @@ from migrate.models import (
     OnConflict,
     Plan,
     SchemaPair,
+    SourceInfo,
 )
 from migrate.schema import PayloadValidator, check_export_meta, format_violations
 from migrate.source import PayloadSource
@@ -124,7 +125,7 @@ class MigrationPlan:
     graph: DependencyGraph
     id_map: TargetIds
     target_inventory: frozenset[str]
-    source: dict[str, str]
+    source: SourceInfo
     target: dict[str, str]
     warnings: list[str] = field(default_factory=list)
     selectors: tuple[str, ...] = ()
@@ -304,7 +305,7 @@ class _Exporter:
         self.progress = progress
         self.spool = spool
         self.planned = planned
-        self.workspace = source.describe().get("workspace")
+        self.workspace = source.describe().workspace
 
     async def export(self, item: PlannedDashboard) -> None:
         """Export and validate one dashboard; on any per-dashboard failure mark it invalid."""

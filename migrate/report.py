@@ -40,7 +40,7 @@ def apply_report(report: ApplyReport) -> dict[str, Any]:
         summary[result.value] = sum(1 for o in report.outcomes if o.result is result)
     document: dict[str, Any] = {
         "version": REPORT_VERSION,
-        "source": report.migration.source,
+        "source": report.migration.source.as_dict(),
         "target": report.migration.target,
         "started_at": _iso(report.started_at),
         "finished_at": _iso(report.finished_at),
@@ -60,11 +60,11 @@ def apply_report(report: ApplyReport) -> dict[str, Any]:
         ],
     }
     source = report.migration.source
-    if "manifest_sha256" in source:
+    if source.manifest_sha256 is not None:
         # Proves in a CI log which reviewed bundle reached the target.
         document["bundle"] = {
-            "path": source.get("bundle", ""),
-            "manifest_sha256": source["manifest_sha256"],
+            "path": source.bundle or "",
+            "manifest_sha256": source.manifest_sha256,
         }
     return document
 
@@ -78,7 +78,7 @@ def plan_report(
         summary[action.value] = sum(1 for d in migration.dashboards if d.action is action)
     return {
         "version": REPORT_VERSION,
-        "source": migration.source,
+        "source": migration.source.as_dict(),
         "target": migration.target,
         "started_at": _iso(started_at),
         "finished_at": _iso(finished_at),

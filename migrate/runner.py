@@ -13,9 +13,8 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from migrate.bundle import BundleEntry, BundleSource, load_manifest, write_bundle
+from migrate.bundle import BundleEntry, BundleItem, BundleSource, load_manifest, write_bundle
 from migrate.client import ClientOptions, DatabrainClient
 from migrate.connection import ConnectionPolicy, open_client
 from migrate.errors import (
@@ -29,7 +28,7 @@ from migrate.journal import Journal, journal_key
 from migrate.lock import TargetLock
 from migrate.models import Action, Plan
 from migrate.planner import MigrationPlan, make_plan
-from migrate.savedplan import check_saved_plan, check_saved_plan_header
+from migrate.savedplan import SavedPlan, check_saved_plan, check_saved_plan_header
 from migrate.schema import PayloadValidator, format_violations
 from migrate.source import LiveSource, PayloadSource
 from migrate.spool import DEFAULT_MEMORY_BUDGET, PayloadSpool
@@ -144,7 +143,7 @@ async def run_apply(
     options: RunOptions,
     progress: Progress | None = None,
     *,
-    saved: dict[str, Any] | None = None,
+    saved: SavedPlan | None = None,
 ) -> ApplyReport:
     """Plan, then import every `create` in dependency order; never raises for one dashboard.
 
@@ -232,7 +231,7 @@ async def run_export(
     try:
         _refuse_unexportable(migration, plan)
         # Payloads are read from the spool one at a time as they are written.
-        items = [(d.id, d.name, d.raw, list(d.depends_on)) for d in migration.dashboards]
+        items = [BundleItem(d.id, d.name, d.raw, d.depends_on) for d in migration.dashboards]
         manifest_path = await asyncio.to_thread(write_bundle, out_dir, migration.source, items)
     finally:
         if migration.spool is not None:

@@ -1,21 +1,22 @@
 """JSON Schemas shipped with `migrate`, compiled once, and the violations they find.
 
 The only module that imports `jsonschema`: plan checks come out as neutral `SchemaProblem`s (the
-plan loader turns them into located `PlanError`s), payload checks as `Violation`s with JSON paths
-like `data.metrics[3].query`. Every function here is pure apart from reading package data and the
-optional user schema file.
+plan loader turns them into located `PlanError`s), payload and file-format (bundle manifest,
+saved plan) checks as `Violation`s with JSON paths like `data.metrics[3].query`. Every function
+here is pure apart from reading package data and the optional user schema file.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import jsonschema
 from jsonschema import Draft202012Validator
@@ -26,7 +27,8 @@ from migrate.errors import PlanError, Violation
 from migrate.jsontext import parse_json
 from migrate.storage import read_input
 
-SchemaName = Literal["plan", "dashboard"]
+SchemaName = Literal["plan", "dashboard", "bundle", "saved-plan"]
+FileFormat = Literal["bundle", "saved-plan"]  # files `migrate` writes and reads back
 PathPart = str | int
 
 _MESSAGE_CAP = 200
@@ -35,7 +37,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 
 @functools.cache
 def _schema(name: SchemaName) -> dict[str, Any]:
-    if name not in ("plan", "dashboard"):
+    if name not in get_args(SchemaName):
         raise ValueError(f"no schema named {name!r}")
     raw = resources.files("migrate.schemas").joinpath(f"{name}.schema.json").read_bytes()
     value = parse_json(raw, source=f"{name}.schema.json")
@@ -49,10 +51,12 @@ def load_schema(name: SchemaName) -> dict[str, Any]:
 
 
 @functools.cache
-def _validator(name: Literal["plan", "export", "data"]) -> Draft202012Validator:
+def _validator(
+    name: Literal["plan", "export", "data", "bundle", "saved-plan"],
+) -> Draft202012Validator:
     """Compiled validators, built on first use and then shared by every caller."""
-    if name == "plan":
-        return Draft202012Validator(_schema("plan"))
+    if name in ("plan", "bundle", "saved-plan"):
+        return Draft202012Validator(_schema(name))
     dashboard = _schema("dashboard")
     if name == "export":
         return Draft202012Validator(dashboard)
@@ -415,3 +419,35 @@ def plan_problems(document: Any) -> list[SchemaProblem]:
     """Every way `document` fails the plan schema, outermost first (none: it is valid)."""
     errors = sorted(_validator("plan").iter_errors(document), key=lambda e: len(e.absolute_path))
     return [_plan_problem(e) for e in errors]
+
+
+# --- file formats -----------------------------------------------------------------------------
+
+
+def format_problems(name: FileFormat, document: Any) -> list[Violation]:
+    """Every way `document` fails the file-format schema `name`, located by JSON path and sorted
+    (none: it is valid). Messages name types and keys, never echo a value."""
+    found: list[Violation] = []
+    for error in _validator(name).iter_errors(document):
+        found.extend(_format_violations(error))
+    return _sorted(found)
+
+
+def _format_violations(error: ValidationError) -> list[Violation]:
+    path = list(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list(schema.get("properties", {}))
+        return [
+            Violation(json_path([*path, key]), f"is not allowed here (keys: {', '.join(allowed)})")
+            for key in error.instance
+            if key not in allowed
+        ]
+    if error.validator == "const":
+        return [Violation(json_path(path), f"must be {json.dumps(error.validator_value)}")]
+    if error.validator == "enum":
+        values = ", ".join(str(v) for v in _listed(error.validator_value))
+        return [Violation(json_path(path), f"must be one of {values}")]
+    if error.validator == "pattern":
+        return [Violation(json_path(path), f"is not valid: {schema.get('description', '')}")]
+    return [_violation(error, ())]

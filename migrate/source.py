@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from migrate.client import DatabrainClient
-from migrate.models import DashboardRef, ExportFile
+from migrate.models import DashboardRef, ExportFile, SourceInfo
 
 
 class PayloadSource(Protocol):
@@ -19,7 +19,7 @@ class PayloadSource(Protocol):
         """One dashboard's export file; raises EndpointError (or BundleError) if unavailable."""
         ...
 
-    def describe(self) -> dict[str, str]:
+    def describe(self) -> SourceInfo:
         """What reports say about the source (never a credential)."""
         ...
 
@@ -40,6 +40,6 @@ class LiveSource:
         """The export file, as the API returned it."""
         return await self.client.export_dashboard(self.workspace, dashboard_id)
 
-    def describe(self) -> dict[str, str]:
+    def describe(self) -> SourceInfo:
         """url and workspace."""
-        return {"url": self.url, "workspace": self.workspace}
+        return SourceInfo(self.url, self.workspace)

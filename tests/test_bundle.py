@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from migrate.bundle import (
+    BundleItem,
     BundleSource,
     safe_name,
     verify_bundle,
@@ -24,7 +25,7 @@ from migrate.bundle import (
 from migrate.cli import app
 from migrate.connection import ConnectionPolicy, open_client
 from migrate.errors import BundleError, PayloadInvalidError, PlanError
-from migrate.models import Action, Endpoint, ExportFile
+from migrate.models import Action, Endpoint, ExportFile, SourceInfo
 from migrate.plan import load_plan
 from migrate.planner import make_plan
 from migrate.runner import ExportSummary, RunOptions, run_export
@@ -179,7 +180,7 @@ def test_export_replaces_an_earlier_bundle_whole(tmp_path: Path) -> None:
 def test_write_into_an_empty_folder(tmp_path: Path) -> None:
     """An existing empty --out folder is fine."""
     (tmp_path / "b").mkdir()
-    write_bundle(tmp_path / "b", {"url": "u", "workspace": "w"}, [("a", "A", b'{"data":{}}', [])])
+    write_bundle(tmp_path / "b", SourceInfo("u", "w"), [BundleItem("a", "A", b'{"data":{}}')])
     assert [p.name for p in verify_bundle(tmp_path / "b")] == ["a.json"]
 
 
@@ -276,12 +277,9 @@ def test_bundle_source_plans_like_the_live_source(bundle: Path, tmp_path: Path) 
     migration = asyncio.run(go())
     assert {d.action for d in migration.dashboards} == {Action.CREATE}
     assert len(migration.dashboards) == 14
-    assert migration.source == {
-        "url": "sandbox://demo",
-        "workspace": "Sales Dev",
-        "bundle": str(bundle),
-        "manifest_sha256": source.manifest_sha256,
-    }
+    assert migration.source == SourceInfo(
+        "sandbox://demo", "Sales Dev", bundle=str(bundle), manifest_sha256=source.manifest_sha256
+    )
     exec_summary = next(d for d in migration.dashboards if d.id == "exec-summary")
     entry = next(e for e in source.entries if e.id == "exec-summary")
     assert set(entry.depends_on) == set(exec_summary.depends_on)
@@ -326,7 +324,7 @@ def test_validate_bundle_tampered_exit_3_naming_the_file(bundle: Path) -> None:
 def test_validate_bundle_payload_failing_schema_exit_4(tmp_path: Path) -> None:
     """A consistent bundle whose payload fails the schema is exit 4 with the JSON path."""
     raw = json.dumps({"_meta": {}, "data": {"metrics": {"a": 1}}}).encode()
-    write_bundle(tmp_path / "b", {"url": "u", "workspace": "w"}, [("bad", "Bad", raw, [])])
+    write_bundle(tmp_path / "b", SourceInfo("u", "w"), [BundleItem("bad", "Bad", raw)])
     result = cli.invoke(app, ["validate", "--bundle", str(tmp_path / "b")])
     assert result.exit_code == 4, result.output
     assert "bad.json: data.metrics" in result.output

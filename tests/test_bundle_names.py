@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migrate.bundle import BundleSource, verify_bundle, write_bundle
+from migrate.bundle import BundleItem, BundleSource, verify_bundle, write_bundle
 from migrate.errors import BundleError
+from migrate.models import SourceInfo
 from migrate.safename import id_from_safe_name, safe_name
 
 HOSTILE = [
@@ -170,10 +171,8 @@ def test_written_bundle_stays_inside_and_reads_back_every_id(id_list: list[str])
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         out = root / "out" / "bundle"
-        items: list[tuple[str, str, bytes, list[str]]] = [
-            (i, f"name {n}", _export_bytes(i), []) for n, i in enumerate(id_list)
-        ]
-        write_bundle(out, {"url": "sandbox://demo", "workspace": "W"}, items)
+        items = [BundleItem(i, f"name {n}", _export_bytes(i)) for n, i in enumerate(id_list)]
+        write_bundle(out, SourceInfo("sandbox://demo", "W"), items)
         written = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
         expected = sorted(
             ["out/bundle/manifest.json"]
@@ -184,8 +183,8 @@ def test_written_bundle_stays_inside_and_reads_back_every_id(id_list: list[str])
         source = BundleSource(out)
         listed = asyncio.run(source.inventory())
         assert [ref.id for ref in listed] == id_list
-        for dashboard_id, _name, raw, _deps in items:
-            assert asyncio.run(source.export(dashboard_id)).raw == raw
+        for item in items:
+            assert asyncio.run(source.export(item.id)).raw == item.content
 
 
 def test_planted_symlink_as_out_dir_is_not_followed(tmp_path: Path) -> None:
@@ -194,14 +193,14 @@ def test_planted_symlink_as_out_dir_is_not_followed(tmp_path: Path) -> None:
     victim.mkdir()
     (tmp_path / "out").symlink_to(victim)
     with pytest.raises(BundleError, match="symlink"):
-        write_bundle(tmp_path / "out", {"url": "u", "workspace": "w"}, [("a", "A", b"{}", [])])
+        write_bundle(tmp_path / "out", SourceInfo("u", "w"), [BundleItem("a", "A", b"{}")])
     assert list(victim.iterdir()) == []
 
 
 def test_planted_symlink_inside_previous_bundle_is_not_followed(tmp_path: Path) -> None:
     """Replacing an earlier bundle whose dashboards/ is a planted symlink leaves its target."""
     out = tmp_path / "bundle"
-    write_bundle(out, {"url": "u", "workspace": "w"}, [("a", "A", _export_bytes("a"), [])])
+    write_bundle(out, SourceInfo("u", "w"), [BundleItem("a", "A", _export_bytes("a"))])
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "keep.json").write_text("precious")
@@ -210,7 +209,7 @@ def test_planted_symlink_inside_previous_bundle_is_not_followed(tmp_path: Path) 
         child.unlink()
     (out / "dashboards").rmdir()
     (out / "dashboards").symlink_to(victim)
-    write_bundle(out, {"url": "u", "workspace": "w"}, [("a", "A", _export_bytes("a"), [])])
+    write_bundle(out, SourceInfo("u", "w"), [BundleItem("a", "A", _export_bytes("a"))])
     assert (victim / "keep.json").read_text() == "precious"
     assert (victim / "a.json").read_text() == "precious"
     assert not (out / "dashboards").is_symlink()
@@ -221,7 +220,7 @@ def test_verify_does_not_follow_planted_symlinks(tmp_path: Path) -> None:
     """A listed file (or dashboards/) replaced by a symlink to identical bytes is refused."""
     out = tmp_path / "bundle"
     raw = _export_bytes("a")
-    write_bundle(out, {"url": "u", "workspace": "w"}, [("a", "A", raw, [])])
+    write_bundle(out, SourceInfo("u", "w"), [BundleItem("a", "A", raw)])
     elsewhere = tmp_path / "elsewhere.json"
     elsewhere.write_bytes(raw)
     (out / "dashboards" / "a.json").unlink()
@@ -246,8 +245,8 @@ def test_umask_000_still_gives_owner_only_files(tmp_path: Path) -> None:
     old = os.umask(0)
     try:
         out = tmp_path / "new" / "bundle"
-        write_bundle(out, {"url": "u", "workspace": "w"}, [("a", "A", _export_bytes("a"), [])])
-        write_bundle(out, {"url": "u", "workspace": "w"}, [("b", "B", _export_bytes("b"), [])])
+        write_bundle(out, SourceInfo("u", "w"), [BundleItem("a", "A", _export_bytes("a"))])
+        write_bundle(out, SourceInfo("u", "w"), [BundleItem("b", "B", _export_bytes("b"))])
     finally:
         os.umask(old)
     for path in [out, *out.rglob("*")]:

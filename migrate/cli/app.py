@@ -329,8 +329,10 @@ def graph(
 
 @app.command()
 @handled
-def schema(name: Annotated[SchemaName, typer.Argument(help="plan or dashboard")]) -> None:
-    """Print a JSON Schema: the plan format or the dashboard payload."""
+def schema(
+    name: Annotated[SchemaName, typer.Argument(help="plan, dashboard, bundle or saved-plan")],
+) -> None:
+    """Print a JSON Schema: the plan, the dashboard payload, a bundle manifest or a saved plan."""
     from migrate.schema import load_schema  # noqa: PLC0415
 
     out(json.dumps(load_schema(name.value), indent=2, ensure_ascii=False))

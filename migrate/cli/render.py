@@ -10,11 +10,14 @@ import io
 import sys
 import time
 from enum import StrEnum
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from migrate.credentials import redact
 from migrate.events import Outcome, Progress
 from migrate.models import Action
+
+if TYPE_CHECKING:
+    from migrate.planner import MigrationPlan
 
 
 def out(text: str = "") -> None:
@@ -51,6 +54,8 @@ class SchemaName(StrEnum):
 
     PLAN = "plan"
     DASHBOARD = "dashboard"
+    BUNDLE = "bundle"
+    SAVED_PLAN = "saved-plan"
 
 
 _SYMBOL = {
@@ -177,7 +182,7 @@ def render_outcomes(outcomes: list[Outcome]) -> None:
         out("  ".join([*cells, row[4]]).rstrip())
 
 
-def plan_exit_code(migration: Any, detailed: bool) -> int:
+def plan_exit_code(migration: MigrationPlan, detailed: bool) -> int:
     actions = {d.action for d in migration.dashboards}
     if actions & {Action.CONFLICT, Action.INVALID, Action.BLOCKED}:
         return 6
@@ -186,7 +191,7 @@ def plan_exit_code(migration: Any, detailed: bool) -> int:
     return 0
 
 
-def render_plan(migration: Any, fmt: PlanFormat, started: float) -> None:
+def render_plan(migration: MigrationPlan, fmt: PlanFormat, started: float) -> None:
     from migrate.diff import format_change  # noqa: PLC0415
     from migrate.report import markdown_plan, plan_report, to_json  # noqa: PLC0415
 
