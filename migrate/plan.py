@@ -502,16 +502,17 @@ def _endpoint(value: Any) -> Endpoint | None:
 def _build(doc: _Document, name: str, digest: str) -> Plan:
     data = doc.data
     raw = data.get("settings") or {}
-    max_rps = raw.get("max_rps")
+    default = Settings()  # the one place plan defaults live
+    max_rps = raw.get("max_rps", default.max_rps)
     settings = Settings(
-        concurrency=int(raw.get("concurrency", 8)),
-        on_conflict=OnConflict(raw.get("on_conflict", "skip")),
-        id_prefix=raw.get("id_prefix", ""),
-        id_suffix=raw.get("id_suffix", ""),
-        schema_pairs=_pairs(raw.get("schema_pairs")),
-        infer_dependencies=raw.get("infer_dependencies", True),
-        compare_ignore=tuple(raw.get("compare_ignore", ())),
-        payload_schema=raw.get("payload_schema"),
+        concurrency=int(raw.get("concurrency", default.concurrency)),
+        on_conflict=OnConflict(raw.get("on_conflict", default.on_conflict)),
+        id_prefix=raw.get("id_prefix", default.id_prefix),
+        id_suffix=raw.get("id_suffix", default.id_suffix),
+        schema_pairs=_pairs(raw.get("schema_pairs", default.schema_pairs)),
+        infer_dependencies=raw.get("infer_dependencies", default.infer_dependencies),
+        compare_ignore=tuple(raw.get("compare_ignore", default.compare_ignore)),
+        payload_schema=raw.get("payload_schema", default.payload_schema),
         max_rps=None if max_rps is None else float(max_rps),
     )
     dashboards = tuple(
@@ -678,8 +679,3 @@ def plan_to_document(plan: Plan) -> dict[str, Any]:
         entries.append(entry)
     doc["dashboards"] = entries
     return doc
-
-
-def dump_plan(plan: Plan) -> str:
-    """The plan as YAML text."""
-    return yaml.safe_dump(plan_to_document(plan), sort_keys=False, allow_unicode=True)

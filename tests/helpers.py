@@ -6,8 +6,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from migrate.connection import ConnectionPolicy, embedded_app
-from migrate.plan import load_plan
+from migrate.models import Plan
+from migrate.plan import load_plan, plan_to_document
 from migrate.planner import MigrationPlan
 from migrate.runner import ApplyReport, RunOptions, run_apply, run_plan
 from migrate.sandbox import Sandbox
@@ -61,3 +64,8 @@ def results(report: ApplyReport) -> dict[str, str]:
 def actions(migration: MigrationPlan) -> dict[str, str]:
     """dashboard id → action value."""
     return {d.id: d.action.value for d in migration.dashboards}
+
+
+def dump_plan(plan: Plan) -> str:
+    """`plan` as YAML text that `parse_plan` reads back into an equal Plan."""
+    return yaml.safe_dump(plan_to_document(plan), sort_keys=False, allow_unicode=True)

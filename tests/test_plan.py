@@ -11,7 +11,8 @@ import pytest
 
 from migrate.errors import PlanError
 from migrate.models import DashboardSpec, Endpoint, OnConflict, SchemaPair
-from migrate.plan import dump_plan, load_plan, parse_plan
+from migrate.plan import load_plan, parse_plan
+from tests.helpers import dump_plan
 
 GOOD = """\
 version: 1

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrate.models import DashboardSpec, Endpoint, OnConflict, Plan, SchemaPair, Settings
-from migrate.plan import dump_plan, parse_plan, plan_to_document
+from migrate.plan import parse_plan, plan_to_document
+from tests.helpers import dump_plan
 
 text = st.text(
     st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=12
