@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 import traceback
 from collections.abc import Callable
@@ -124,15 +125,30 @@ def main_options(
         bool,
         typer.Option("--allow-insecure-http", help="Allow plain http to a non-loopback host."),
     ] = False,
+    max_wait: Annotated[
+        float,
+        typer.Option(
+            "--max-wait",
+            metavar="SECONDS",
+            min=0,
+            help="Longest wait a server may announce (Retry-After, rate-limit resets, pacing);"
+            " a longer one stops the run with exit 5 instead of waiting.",
+        ),
+    ] = 300.0,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
     """Move Databrain dashboards between workspaces."""
+    if not math.isfinite(max_wait):
+        raise typer.BadParameter("must be a finite number of seconds", param_hint="--max-wait")
     STATE.debug = debug
     STATE.quiet = quiet
     STATE.policy = ConnectionPolicy(
-        state_dir=state_dir, allow_insecure_http=allow_insecure_http, ca_bundle=ca_bundle
+        state_dir=state_dir,
+        allow_insecure_http=allow_insecure_http,
+        ca_bundle=ca_bundle,
+        max_wait_s=max_wait,
     )
 
 
