@@ -409,6 +409,27 @@ def sandbox(
     rate_limit: Annotated[
         str | None, typer.Option("--rate-limit", help="N/S: N requests per S seconds, then 429.")
     ] = None,
+    rate_headers: Annotated[
+        str,
+        typer.Option("--rate-headers", help="none|draft6|draft7|legacy: rate-limit header form."),
+    ] = "draft6",
+    rate_mode: Annotated[
+        str, typer.Option("--rate-mode", help="window|bucket: fixed window or token bucket.")
+    ] = "window",
+    retry_after: Annotated[
+        float | None,
+        typer.Option("--retry-after", min=0, help="Fault: every 429 says Retry-After SECONDS."),
+    ] = None,
+    rate_header: Annotated[
+        list[str] | None,
+        typer.Option("--rate-header", help="Fault: NAME=VALUE sent on every answer (repeatable)."),
+    ] = None,
+    slow_body_bps: Annotated[
+        float, typer.Option("--slow-body-bps", min=0, help="Fault: bodies at N bytes/second.")
+    ] = 0,
+    endless_pages: Annotated[
+        str, typer.Option("--endless-pages", help="Fault: off|endless|cycle listing pages.")
+    ] = "off",
     remint_ids: Annotated[
         bool,
         typer.Option("--remint-ids", help="Give imported metrics fresh ids, as Databrain does."),
@@ -426,6 +447,7 @@ def sandbox(
         parse_rate_limit,
         serve,
     )
+    from migrate.sandbox.config import parse_header_override  # noqa: PLC0415
 
     limit: tuple[int, float] | None = None
     if rate_limit:
@@ -438,17 +460,27 @@ def sandbox(
     token = os.environ.get(token_env) or DEFAULT_TOKEN
     if token == DEFAULT_TOKEN:
         err(f"sandbox token: the local default {DEFAULT_TOKEN!r}; set {token_env} to change it")
-    config = SandboxConfig(
-        db_path=db,
-        token=token,
-        seed=seed,
-        latency_ms=latency_ms,
-        fail_rate=fail_rate,
-        drop_rate=drop_rate,
-        rate_limit=limit,
-        remint_ids=remint_ids,
-        company_unique_ids=company_unique_ids,
-    )
+    try:
+        overrides = tuple(parse_header_override(text) for text in rate_header or ())
+        config = SandboxConfig(
+            db_path=db,
+            token=token,
+            seed=seed,
+            latency_ms=latency_ms,
+            fail_rate=fail_rate,
+            drop_rate=drop_rate,
+            rate_limit=limit,
+            rate_headers=rate_headers,  # type: ignore[arg-type]  # checked by SandboxConfig
+            rate_mode=rate_mode,  # type: ignore[arg-type]  # checked by SandboxConfig
+            retry_after_s=retry_after,
+            rate_header_override=overrides,
+            slow_body_bps=slow_body_bps,
+            endless_pages=endless_pages,  # type: ignore[arg-type]  # checked by SandboxConfig
+            remint_ids=remint_ids,
+            company_unique_ids=company_unique_ids,
+        )
+    except ValueError as exc:
+        raise UsageError(f"sandbox: {exc}") from None
     serve(config, host=host, port=port)
 
 
