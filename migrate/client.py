@@ -10,6 +10,7 @@ The transport is injectable: tests and `sandbox://` URLs pass an in-process ASGI
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import time
@@ -34,12 +35,13 @@ from migrate.retry import (
     Pacer,
     RateSignal,
     RetryPolicy,
+    announced_wait_error,
     is_retryable,
 )
 from migrate.transport import pooled_transport
 
 PAGE_SIZE = 10
-MAX_PAGES = 100_000  # a server that never sends a short page must not keep us forever
+MAX_LIST_ITEMS = 50_000  # far above any real workspace; a listing that never ends stops here
 MAX_PAGE_BATCH = 8
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -49,8 +51,11 @@ Sleep = Callable[[float], Awaitable[None]]
 class ClientOptions:
     """Connection settings shared by every request of one client."""
 
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # per read: a server silent this long has failed
     connect_timeout_s: float = 10.0
+    # The whole exchange, body included: a server trickling bytes is not waited on forever.
+    request_deadline_s: float = 300.0
+    max_list_items: int = MAX_LIST_ITEMS
     max_connections: int = 32
     max_body_bytes: int = JSONLimits().max_bytes
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -80,7 +85,7 @@ class DatabrainClient:
         transport: httpx.AsyncBaseTransport | None = None,
         options: ClientOptions | None = None,
         pacer: Pacer | None = None,
-        sleep: Sleep = asyncio.sleep,
+        sleep: Sleep | None = None,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -88,7 +93,8 @@ class DatabrainClient:
         self.base_url = base_url.rstrip("/")
         self.token_source = token_source or "the configured token"
         self._pacer = pacer or Pacer()
-        self._sleep = sleep
+        # Retry waits go through the pacer by default, so an interrupt ends them at once.
+        self._sleep = sleep or self._pacer.sleep
         self._clock = clock
         self._rand = rand
         opts = self.options
@@ -238,30 +244,51 @@ class DatabrainClient:
         later pages are asked for in growing batches (2, 4, 8 at once), read in order, so a
         large inventory costs a few round trips instead of one per page — at the price of at
         most a few requests for pages past the end, which the API answers with `[]`.
-        Robust to servers that ignore pagination (a page longer than PAGE_SIZE is taken as the
-        whole list; a page repeating the previous one ends the walk).
+        A server that ignores pagination is tolerated (a page longer than PAGE_SIZE is taken as
+        the whole list, and so is a page 2 equal to page 1). A listing that does not end — more
+        than `max_list_items` items, or a later page repeating an earlier one — raises
+        BadResponseError (exit 5): an inventory cut short is never used.
         """
         items: list[JSONObject] = []
-        previous: list[Any] | None = None
+        seen: dict[bytes, int] = {}  # page digest -> page number
+        max_pages = self.options.max_list_items // PAGE_SIZE + 1
         page, batch = 1, 1
-        while page <= MAX_PAGES:
+        while page <= max_pages:
+            numbers = range(page, min(page + batch, max_pages + 1))
             pages = await asyncio.gather(
-                *(
-                    self._page(method, path, body, op, number)
-                    for number in range(page, page + batch)
-                )
+                *(self._page(method, path, body, op, number) for number in numbers)
             )
-            for data in pages:
-                if data == previous:
-                    return items
+            for number, data in zip(numbers, pages, strict=True):
+                fingerprint = hashlib.sha256(_dump({"page": data})).digest()
+                if number == 2 and seen.get(fingerprint) == 1:
+                    return items  # the server ignores pageNumber: page 1 was everything
+                if fingerprint in seen:
+                    raise self._endless(
+                        path, f"page {number} repeats page {seen[fingerprint]}", number
+                    )
+                seen[fingerprint] = number
                 items.extend(item for item in data if isinstance(item, dict))
                 if len(data) != PAGE_SIZE:
                     return items
-                previous = data
+                if len(items) > self.options.max_list_items:
+                    break
             # Pages 1 and 2 go one at a time, so a small workspace costs no extra request.
             batch = 1 if page == 1 else min(batch * 2, MAX_PAGE_BATCH)
             page += len(pages)
-        return items
+        raise self._endless(
+            path,
+            f"it returned more than {self.options.max_list_items:,} items without a last page",
+            page - 1,
+        )
+
+    def _endless(self, path: str, why: str, pages: int) -> BadResponseError:
+        url = self._url(path)
+        return BadResponseError(
+            f"the listing at {url} does not end: {why} (after {pages:,} pages); its inventory"
+            " would be incomplete, so the run stops",
+            url=url,
+            hint="the server's pagination is broken; report it to the server's operator",
+        )
 
     async def _page(
         self, method: str, path: str, body: JSONObject | None, op: Operation, number: int
@@ -333,19 +360,27 @@ class DatabrainClient:
     def _retry_delay(
         self, exc: EndpointError, op: Operation, attempt: int, started: float, policy: RetryPolicy
     ) -> float | None:
-        """Seconds to wait before retrying, or None to give up now."""
-        if not is_retryable(exc, op) or attempt >= policy.attempts:
+        """Seconds to wait before retrying, or None to give up now.
+
+        Raises AnnouncedWaitError when the server asks for a wait beyond the policy's cap
+        (--max-wait): the run stops rather than sleeping.
+        """
+        if not is_retryable(exc, op):
+            return None
+        announced = exc.retry_after if isinstance(exc, RateLimitedError) else None
+        if announced is not None and announced > policy.retry_after_cap_s:
+            raise announced_wait_error(
+                f"HTTP 429 with Retry-After: {announced:g}", announced, policy.retry_after_cap_s
+            ) from exc
+        if attempt >= policy.attempts:
             return None
         delay = policy.backoff(attempt, self._rand)
-        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-            if exc.retry_after > policy.retry_after_cap_s:
-                exc.message += (
-                    f" (the server asks to wait {exc.retry_after:.0f} s, more than the"
-                    f" {policy.retry_after_cap_s:.0f} s this run will wait)"
-                )
-                return None
-            delay = max(delay, exc.retry_after)
-        if self._clock() - started + delay > policy.deadline_s:
+        deadline = policy.deadline_s
+        if announced is not None:
+            delay = max(delay, announced)
+            # A wait the server announced within --max-wait is honoured beyond our own deadline.
+            deadline = max(deadline, policy.retry_after_cap_s + delay)
+        if self._clock() - started + delay > deadline:
             return None
         return delay
 
@@ -366,16 +401,28 @@ class DatabrainClient:
         headers = {"Content-Type": "application/json"} if content is not None else None
         await self._pacer.acquire()
         signal = RateSignal()
+        deadline = self.options.request_deadline_s
+        sent = False
         try:
             request = self._http.build_request(
                 method, path, content=content, headers=headers, params=params
             )
-            response = await self._http.send(request, stream=True)
-            try:
-                raw = await self._read_capped(response, url)
-            finally:
-                await response.aclose()
+            async with asyncio.timeout(deadline):
+                response = await self._http.send(request, stream=True)
+                sent = True
+                try:
+                    raw = await self._read_capped(response, url)
+                finally:
+                    await response.aclose()
             signal = RateSignal.from_response(response.status_code, response.headers)
+        except TimeoutError as exc:
+            raise TransportError(
+                f"{method} {url} did not finish within {deadline:g} s"
+                + (" (the body arrived too slowly)" if sent else ""),
+                url=url,
+                hint="the server is too slow or trickling its answer; try again later",
+                uncertain=True,
+            ) from exc
         except httpx.TimeoutException as exc:
             sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
             raise TransportError(

@@ -83,6 +83,9 @@ def open_client(
     """A client for `endpoint`; raises PlanError for a refused URL, AuthError for no token."""
     check_url(endpoint.url, allow_insecure_http=policy.allow_insecure_http)
     options = options or ClientOptions()
+    options = dataclasses.replace(
+        options, retry=dataclasses.replace(options.retry, retry_after_cap_s=policy.max_wait_s)
+    )
     if endpoint.is_sandbox:
         from migrate.sandbox import DEFAULT_TOKEN  # noqa: PLC0415  # only sandbox:// runs need it
 

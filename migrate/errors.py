@@ -13,6 +13,7 @@
     │   ├── DashboardNotFoundError    5  export of a dashboard that is not there
     │   ├── RequestRejectedError      5  other 4xx: INVALID_REQUEST_BODY, unknown codes
     │   ├── RateLimitedError          5  429 beyond the retry budget or Retry-After cap
+    │   │   └── AnnouncedWaitError    5  the server announced a wait beyond --max-wait: run stops
     │   ├── ServerError               5  5xx
     │   ├── BadResponseError          5  HTML, non-JSON or mis-shaped body, body over the size cap
     │   └── TransportError            5  connection refused, reset, dropped, timed out
@@ -187,6 +188,13 @@ class RateLimitedError(EndpointError):
     """429 beyond what the retry policy will wait for."""
 
     retry_after: float | None = None
+
+
+class AnnouncedWaitError(RateLimitedError):
+    """The server announced a wait (Retry-After, a rate-limit reset, a pace) beyond --max-wait.
+
+    Not retried and not one dashboard's failure: the whole run stops, naming what was announced.
+    """
 
 
 class ServerError(EndpointError):

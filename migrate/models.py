@@ -125,6 +125,9 @@ class ConnectionPolicy:
     state_dir: Path = Path(".migrate")
     allow_insecure_http: bool = False
     ca_bundle: Path | None = None
+    # --max-wait: the longest wait a server may announce (Retry-After, resets, pacing) before
+    # the run stops with exit 5 instead of waiting.
+    max_wait_s: float = 300.0
 
 
 @dataclass(frozen=True)

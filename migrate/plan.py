@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -136,6 +137,14 @@ def _parse(raw: bytes, name: str, environ: Mapping[str, str] | None) -> Plan:
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader: plain data only, no Python objects."""
+
+
+# YAML 1.2 reads `1e-3` as a number; PyYAML (YAML 1.1) would read it as a string.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _compose(text: str, name: str) -> _Document:
@@ -504,6 +513,15 @@ def _build(doc: _Document, name: str, digest: str) -> Plan:
     raw = data.get("settings") or {}
     default = Settings()  # the one place plan defaults live
     max_rps = raw.get("max_rps", default.max_rps)
+    if max_rps is not None and not math.isfinite(float(max_rps)):
+        line, column = doc.where(("settings", "max_rps")) or (None, None)
+        raise PlanError(
+            f"`settings.max_rps` must be a finite number above 0, not {max_rps}",
+            file=name,
+            line=line,
+            column=column,
+            hint="write a number of requests per second such as 5, or null for no cap",
+        )
     settings = Settings(
         concurrency=int(raw.get("concurrency", default.concurrency)),
         on_conflict=OnConflict(raw.get("on_conflict", default.on_conflict)),

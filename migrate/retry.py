@@ -2,7 +2,7 @@
 throttle. No I/O here: the client asks, then sleeps through an injectable `sleep`.
 
 - `RetryPolicy`: capped exponential backoff with full jitter, bounded by attempts and a deadline;
-  a `Retry-After` beyond `retry_after_cap_s` fails instead of sleeping for hours.
+  a `Retry-After` beyond `retry_after_cap_s` (--max-wait) stops the run instead of sleeping.
 - `is_retryable`: reads retry on transient failures; a write only when it certainly never landed.
 - `RateSignal`: what one answer said about the server's rate limit (429, Retry-After in both
   forms, the standard `RateLimit-*` headers), for `throttle.Throttle` to adapt to.
@@ -10,7 +10,9 @@ throttle. No I/O here: the client asks, then sleeps through an injectable `sleep
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import math
 import random
 import re
 import time
@@ -18,9 +20,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from migrate.errors import EndpointError, RateLimitedError, ServerError, TransportError
+from migrate.errors import (
+    AnnouncedWaitError,
+    EndpointError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+)
 
-_WINDOW = re.compile(r";\s*w\s*=\s*(\d+(?:\.\d+)?)")
+MAX_HEADER_NUMBER = 1e12  # larger is no count or duration a server means: ignored
+EPOCH_THRESHOLD = 1_000_000_000  # a reset beyond this (2001-09-09) is an epoch time
+_RATE_HEADERS = (
+    "Retry-After",
+    "RateLimit",
+    "RateLimit-Policy",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+)
 
 Operation = Literal["list_workspaces", "list_dashboards", "list_metrics", "export", "import"]
 
@@ -29,8 +49,9 @@ Operation = Literal["list_workspaces", "list_dashboards", "list_metrics", "expor
 class RetryPolicy:
     """Capped exponential backoff with full jitter, bounded by attempts and by a deadline.
 
-    `retry_after_cap_s` bounds how long a `Retry-After` may make us wait: beyond it the request
-    fails with a clear message rather than sleeping for hours.
+    `retry_after_cap_s` (--max-wait) bounds how long a `Retry-After` may make us wait: beyond it
+    the run stops with a clear message rather than sleeping for hours. A wait the server
+    announced within that cap is honoured even past `deadline_s`, which bounds our own backoff.
     """
 
     attempts: int = 6
@@ -45,20 +66,76 @@ class RetryPolicy:
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP-date."""
+    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP-date.
+
+    None for anything unusable (garbage, negative, NaN, infinite, absurdly large); a date in the
+    past is 0.
+    """
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        float(value)
     except ValueError:
         pass
+    else:
+        return _number(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
+
+
+def _number(text: str) -> float | None:
+    """A header's number, or None when it is not one a sane server sends."""
+    try:
+        value = float(text.strip().strip('"'))
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value < 0 or value > MAX_HEADER_NUMBER:
+        return None
+    return value
+
+
+def _params(text: str) -> dict[str, str]:
+    """`key=value` items of a structured header, split on `,` and `;` (keys lower-cased)."""
+    items: dict[str, str] = {}
+    for part in re.split(r"[,;]", text):
+        key, sep, value = part.partition("=")
+        if sep:
+            items.setdefault(key.strip().lower(), value.strip())
+    return items
+
+
+def _first(*candidates: str | None) -> float | None:
+    """The first candidate that is a usable number."""
+    for text in candidates:
+        if text is not None and (value := _number(text.split(",")[0].split(";")[0])) is not None:
+            return value
+    return None
+
+
+def describe_wait(seconds: float) -> str:
+    """`45 s`, `2.5 h`, `1,157 days`: a wait as a person reads it."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:,.0f} days"
+
+
+def announced_wait_error(announced: str, seconds: float, max_wait_s: float) -> AnnouncedWaitError:
+    """The error that stops a run instead of waiting `seconds` because the server said so."""
+    return AnnouncedWaitError(
+        f"the server announced {announced}, which means waiting {describe_wait(seconds)};"
+        f" that is more than --max-wait ({max_wait_s:g} s), so the run stops instead of waiting",
+        hint="try again once the server's rate limit has reset, or raise --max-wait if waiting"
+        " that long is acceptable",
+    )
 
 
 class Pacer:
@@ -70,51 +147,87 @@ class Pacer:
     def release(self, signal: RateSignal) -> None:
         """Record how the request ended."""
 
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds` (a retry's backoff); a pacer may end the wait early on interrupt."""
+        await asyncio.sleep(seconds)
+
 
 @dataclass(frozen=True)
 class RateSignal:
-    """What one answer said about the server's rate limit."""
+    """What one answer said about the server's rate limit.
+
+    Every value is optional and independent: each header form is read (IETF draft 6
+    `RateLimit-Limit/-Remaining/-Reset`, draft 7 `RateLimit: limit=, remaining=, reset=`, later
+    drafts `RateLimit: r=, t=` and `RateLimit-Policy: q=, w=`, legacy `X-RateLimit-*` with an
+    epoch reset), and a value that is not a sane number is ignored, never an error.
+    """
 
     rate_limited: bool = False
     retry_after: float | None = None  # seconds, from Retry-After
-    remaining: int | None = None  # RateLimit-Remaining (or X-RateLimit-Remaining)
-    reset_s: float | None = None  # RateLimit-Reset: seconds until the window resets
-    limit: int | None = None  # RateLimit-Limit: requests allowed per window
-    window_s: float | None = None  # the window's length, when a policy header states it
+    remaining: int | None = None  # requests left in the current window
+    reset_s: float | None = None  # seconds until the window resets
+    limit: int | None = None  # requests allowed per window
+    window_s: float | None = None  # the window's length, when a policy states it
+    announced: str = ""  # the rate-limit headers as sent (shortened), for messages
 
     @classmethod
-    def from_response(cls, status: int, headers: Mapping[str, str]) -> RateSignal:
-        """Read the standard rate-limit headers (IETF draft / express-rate-limit)."""
-        remaining = _header_number(headers, "RateLimit-Remaining", "X-RateLimit-Remaining")
-        reset = _header_number(headers, "RateLimit-Reset", "X-RateLimit-Reset")
-        if reset is not None and reset > 1_000_000_000:  # some servers send an epoch time
-            reset = max(0.0, reset - time.time())
-        limit = _header_number(headers, "RateLimit-Limit", "X-RateLimit-Limit")
-        policy = headers.get("RateLimit-Policy") or headers.get("RateLimit-Limit") or ""
-        window = _WINDOW.search(policy)
+    def from_response(
+        cls, status: int, headers: Mapping[str, str], *, now: float | None = None
+    ) -> RateSignal:
+        """Read every rate-limit header form an answer may carry; `now` is the epoch time."""
+        combined = _params(headers.get("RateLimit") or "")
+        policy_text = headers.get("RateLimit-Policy") or ""
+        policy = _params(policy_text)
+        limit_text = headers.get("RateLimit-Limit") or ""
+        remaining = _first(
+            headers.get("RateLimit-Remaining"),
+            headers.get("X-RateLimit-Remaining"),
+            combined.get("remaining"),
+            combined.get("r"),
+        )
+        reset = _first(
+            headers.get("RateLimit-Reset"),
+            headers.get("X-RateLimit-Reset"),
+            combined.get("reset"),
+            combined.get("t"),
+        )
+        if reset is not None and reset > EPOCH_THRESHOLD:  # some servers send an epoch time
+            reset = max(0.0, reset - (time.time() if now is None else now))
+        limit = _first(
+            limit_text or None,
+            headers.get("X-RateLimit-Limit"),
+            combined.get("limit"),
+            policy.get("q"),
+            policy_text or None,
+        )
+        window = _first(policy.get("w"), _params(limit_text).get("w"))
         return cls(
             rate_limited=status == 429,
-            retry_after=parse_retry_after(headers.get("Retry-After")) if status == 429 else None,
+            retry_after=parse_retry_after(headers.get("Retry-After"), now=now)
+            if status == 429
+            else None,
             remaining=int(remaining) if remaining is not None else None,
             reset_s=reset,
-            limit=int(limit) if limit else None,
-            window_s=float(window.group(1)) if window else None,
+            limit=int(limit) if limit is not None and limit >= 1 else None,
+            window_s=window or None,
+            announced=_announced(headers),
         )
 
 
-def _header_number(headers: Mapping[str, str], *names: str) -> float | None:
-    for name in names:
-        value = headers.get(name)
-        if value is not None:
-            try:
-                return float(value.split(",")[0].strip())
-            except ValueError:
-                return None
-    return None
+def _announced(headers: Mapping[str, str]) -> str:
+    """The rate-limit headers of an answer as one short, printable line."""
+    parts = [
+        f"{name}: {value}" for name in _RATE_HEADERS if (value := headers.get(name)) is not None
+    ]
+    text = "; ".join(parts)
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def is_retryable(exc: EndpointError, op: Operation) -> bool:
     """Whether a failed attempt may simply be repeated."""
+    if isinstance(exc, AnnouncedWaitError):
+        return False  # the run stops: waiting that long was refused
     if isinstance(exc, RateLimitedError):
         return True  # a 429 means the request was not processed
     if op == "import":

@@ -8,6 +8,7 @@ handlers — and hand the importing itself to `importer.Importer`.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import time
@@ -20,6 +21,7 @@ from migrate.connection import ConnectionPolicy, open_client
 from migrate.errors import (
     PayloadInvalidError,
     PlanError,
+    UsageError,
     Violation,
 )
 from migrate.events import Outcome, Progress
@@ -77,7 +79,12 @@ class _Endpoints:
     def __init__(self, plan: Plan, options: RunOptions, *, need_target: bool = True) -> None:
         settings = plan.settings
         concurrency = options.concurrency or settings.concurrency
-        self.throttle = Throttle(concurrency, max_rps=options.max_rps or settings.max_rps)
+        if options.max_rps is not None and not (
+            math.isfinite(options.max_rps) and options.max_rps > 0
+        ):
+            raise UsageError(f"--max-rps must be a finite number above 0, not {options.max_rps}")
+        max_rps = options.max_rps or settings.max_rps
+        self.throttle = Throttle(concurrency, max_rps=max_rps, max_wait_s=options.policy.max_wait_s)
         # A pool no larger than the requests in flight: httpx scans the whole pool per request.
         client_options = ClientOptions(max_connections=concurrency)
         self._clients: list[DatabrainClient] = []
@@ -123,7 +130,7 @@ async def run_plan(
     """Plan only: read source (and target, unless `read_target` is False), write nothing."""
     endpoints = _Endpoints(plan, options, need_target=read_target)
     try:
-        return await make_plan(
+        migration = await make_plan(
             plan,
             endpoints.source,
             endpoints.target,
@@ -134,6 +141,10 @@ async def run_plan(
             validator=PayloadValidator(_payload_schema(plan)),
             progress=progress,
         )
+        # A wait the server announced beyond --max-wait stops the run (exit 5), even where
+        # it first surfaced as one dashboard's failed export.
+        endpoints.throttle.raise_if_stopped()
+        return migration
     finally:
         await endpoints.aclose()
 
@@ -176,6 +187,7 @@ async def run_apply(
                 validator=PayloadValidator(_payload_schema(plan)),
                 progress=progress,
             )
+            endpoints.throttle.raise_if_stopped()
             if saved is not None:
                 check_saved_plan(saved, migration)
             key = journal_key(plan.target.url, plan.target.workspace, plan.digest)
@@ -192,6 +204,7 @@ async def run_apply(
                 )
                 interrupts.executor = executor
                 outcomes = await executor.run(progress)
+                endpoints.throttle.raise_if_stopped()
         finally:
             interrupts.remove()
             spool.close()
@@ -279,7 +292,8 @@ def _announce_resume(journal: Journal, migration: MigrationPlan, progress: Progr
 
 
 class _Interrupts:
-    """First SIGINT/SIGTERM: stop starting requests. Second: exit at once."""
+    """First SIGINT/SIGTERM: stop starting requests and end every wait (Retry-After, pacing,
+    backoff) at once; only requests in flight may delay the exit. Second: exit at once."""
 
     def __init__(self, throttle: Throttle, progress: Progress) -> None:
         self.throttle = throttle

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 import traceback
 from collections.abc import Callable
@@ -124,15 +125,30 @@ def main_options(
         bool,
         typer.Option("--allow-insecure-http", help="Allow plain http to a non-loopback host."),
     ] = False,
+    max_wait: Annotated[
+        float,
+        typer.Option(
+            "--max-wait",
+            metavar="SECONDS",
+            min=0,
+            help="Longest wait a server may announce (Retry-After, rate-limit resets, pacing);"
+            " a longer one stops the run with exit 5 instead of waiting.",
+        ),
+    ] = 300.0,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
     """Move Databrain dashboards between workspaces."""
+    if not math.isfinite(max_wait):
+        raise typer.BadParameter("must be a finite number of seconds", param_hint="--max-wait")
     STATE.debug = debug
     STATE.quiet = quiet
     STATE.policy = ConnectionPolicy(
-        state_dir=state_dir, allow_insecure_http=allow_insecure_http, ca_bundle=ca_bundle
+        state_dir=state_dir,
+        allow_insecure_http=allow_insecure_http,
+        ca_bundle=ca_bundle,
+        max_wait_s=max_wait,
     )
 
 
@@ -395,6 +411,27 @@ def sandbox(
     rate_limit: Annotated[
         str | None, typer.Option("--rate-limit", help="N/S: N requests per S seconds, then 429.")
     ] = None,
+    rate_headers: Annotated[
+        str,
+        typer.Option("--rate-headers", help="none|draft6|draft7|legacy: rate-limit header form."),
+    ] = "draft6",
+    rate_mode: Annotated[
+        str, typer.Option("--rate-mode", help="window|bucket: fixed window or token bucket.")
+    ] = "window",
+    retry_after: Annotated[
+        float | None,
+        typer.Option("--retry-after", min=0, help="Fault: every 429 says Retry-After SECONDS."),
+    ] = None,
+    rate_header: Annotated[
+        list[str] | None,
+        typer.Option("--rate-header", help="Fault: NAME=VALUE sent on every answer (repeatable)."),
+    ] = None,
+    slow_body_bps: Annotated[
+        float, typer.Option("--slow-body-bps", min=0, help="Fault: bodies at N bytes/second.")
+    ] = 0,
+    endless_pages: Annotated[
+        str, typer.Option("--endless-pages", help="Fault: off|endless|cycle listing pages.")
+    ] = "off",
     remint_ids: Annotated[
         bool,
         typer.Option("--remint-ids", help="Give imported metrics fresh ids, as Databrain does."),
@@ -412,6 +449,7 @@ def sandbox(
         parse_rate_limit,
         serve,
     )
+    from migrate.sandbox.config import parse_header_override  # noqa: PLC0415
 
     limit: tuple[int, float] | None = None
     if rate_limit:
@@ -424,17 +462,27 @@ def sandbox(
     token = os.environ.get(token_env) or DEFAULT_TOKEN
     if token == DEFAULT_TOKEN:
         err(f"sandbox token: the local default {DEFAULT_TOKEN!r}; set {token_env} to change it")
-    config = SandboxConfig(
-        db_path=db,
-        token=token,
-        seed=seed,
-        latency_ms=latency_ms,
-        fail_rate=fail_rate,
-        drop_rate=drop_rate,
-        rate_limit=limit,
-        remint_ids=remint_ids,
-        company_unique_ids=company_unique_ids,
-    )
+    try:
+        overrides = tuple(parse_header_override(text) for text in rate_header or ())
+        config = SandboxConfig(
+            db_path=db,
+            token=token,
+            seed=seed,
+            latency_ms=latency_ms,
+            fail_rate=fail_rate,
+            drop_rate=drop_rate,
+            rate_limit=limit,
+            rate_headers=rate_headers,  # type: ignore[arg-type]  # checked by SandboxConfig
+            rate_mode=rate_mode,  # type: ignore[arg-type]  # checked by SandboxConfig
+            retry_after_s=retry_after,
+            rate_header_override=overrides,
+            slow_body_bps=slow_body_bps,
+            endless_pages=endless_pages,  # type: ignore[arg-type]  # checked by SandboxConfig
+            remint_ids=remint_ids,
+            company_unique_ids=company_unique_ids,
+        )
+    except ValueError as exc:
+        raise UsageError(f"sandbox: {exc}") from None
     serve(config, host=host, port=port)
 
 

@@ -1,9 +1,21 @@
-"""How a sandbox is configured: the frozen `SandboxConfig` and the `--rate-limit N/S` syntax."""
+"""How a sandbox is configured: the frozen `SandboxConfig`, the `--rate-limit N/S` syntax and
+the `--rate-header NAME=VALUE` syntax."""
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from migrate.sandbox.faults import (
+    ENDLESS_PAGES,
+    RATE_HEADER_FORMS,
+    RATE_MODES,
+    EndlessPages,
+    RateHeaders,
+    RateMode,
+)
 
 DEFAULT_TOKEN = "sandbox-token"  # noqa: S105  # documented public default, not a secret
 """The documented token for local use; the sandbox guards nothing worth a secret."""
@@ -17,7 +29,9 @@ class SandboxConfig:
 
     `seed="demo"` loads the demo data set only when the database has no workspaces yet, so
     re-opening a seeded database never duplicates it. Rates are fractions in [0, 1].
-    `rate_limit` is `(N requests, per S seconds)` per client IP in fixed windows.
+    `rate_limit` is `(N requests, per S seconds)` per client IP, counted as `rate_mode` says
+    and announced in the `rate_headers` form; `retry_after_s`, `rate_header_override`,
+    `slow_body_bps` and `endless_pages` rehearse hostile servers (see `faults`).
     """
 
     db_path: str | Path
@@ -28,6 +42,12 @@ class SandboxConfig:
     drop_rate: float = 0.0
     rate_limit: tuple[int, float] | None = None
     retry_after_http_date: bool = False
+    rate_headers: RateHeaders = "draft6"
+    rate_mode: RateMode = "window"
+    retry_after_s: float | None = None
+    rate_header_override: tuple[tuple[str, str], ...] = ()
+    slow_body_bps: float = 0
+    endless_pages: EndlessPages = "off"
     remint_ids: bool = False
     company_unique_ids: bool = False
     legacy_import_response: bool = False
@@ -44,6 +64,18 @@ class SandboxConfig:
             count, window = self.rate_limit
             if count < 1 or window <= 0:
                 raise ValueError(f"rate_limit needs N >= 1 and S > 0, got {count}/{window}")
+        if self.rate_headers not in RATE_HEADER_FORMS:
+            raise ValueError(f"rate_headers must be one of {', '.join(RATE_HEADER_FORMS)}")
+        if self.rate_mode not in RATE_MODES:
+            raise ValueError(f"rate_mode must be one of {', '.join(RATE_MODES)}")
+        if self.endless_pages not in ENDLESS_PAGES:
+            raise ValueError(f"endless_pages must be one of {', '.join(ENDLESS_PAGES)}")
+        if self.retry_after_s is not None and not (
+            math.isfinite(self.retry_after_s) and self.retry_after_s >= 0
+        ):
+            raise ValueError(f"retry_after_s must be seconds >= 0, got {self.retry_after_s}")
+        if not (math.isfinite(self.slow_body_bps) and self.slow_body_bps >= 0):
+            raise ValueError(f"slow_body_bps must be >= 0, got {self.slow_body_bps}")
         if self.seed is not None and self.seed not in KNOWN_SEEDS:
             raise ValueError(f"unknown seed {self.seed!r}; known: {', '.join(KNOWN_SEEDS)}")
         if not self.token:
@@ -62,3 +94,17 @@ def parse_rate_limit(text: str) -> tuple[int, float]:
     if count < 1 or window <= 0:
         raise ValueError(f"rate limit {text!r} needs N >= 1 and S > 0")
     return count, window
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
+
+
+def parse_header_override(text: str) -> tuple[str, str]:
+    """Parse `--rate-header NAME=VALUE` (`RateLimit-Remaining=nan`); ValueError says why."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not _HEADER_NAME.match(name):
+        raise ValueError(f"header {text!r} is not NAME=VALUE, e.g. RateLimit-Remaining=nan")
+    if not value.isprintable():
+        raise ValueError(f"header {name} has an unprintable value")
+    return name, value.strip()

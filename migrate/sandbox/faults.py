@@ -1,9 +1,18 @@
-"""Fault injection: the runtime knobs, the fixed-window rate limiter, and the dropped connection.
+"""Fault injection: the runtime knobs, the rate limiter, and the dropped connection.
 
 Order per request (applied by the app's middleware): rate limit -> latency -> fail_rate (a 5xx
-before anything is done) -> handler -> for committed imports, drop_rate (commit, then cut).
+before anything is done) -> endless listing pages -> handler -> for committed imports, drop_rate
+(commit, then cut); the body then goes out at `slow_body_bps` when set.
 Every random draw comes from one `random.Random(random_seed)`, so a seeded sandbox injects the
 same faults for the same sequence of requests.
+
+The rate limiter counts in fixed windows or as a token bucket (`rate_mode`) and announces its
+budget in one of the header forms servers use (`rate_headers`): IETF draft 6
+(`RateLimit-Limit/-Remaining/-Reset` + `RateLimit-Policy: N;w=S`), draft 7 (one
+`RateLimit: limit=N, remaining=R, reset=T` + `RateLimit-Policy`), legacy (`X-RateLimit-*` with
+an epoch reset), or none (only `Retry-After` on a 429). Hostile servers are rehearsed with
+`retry_after_s` (what every 429 announces), `rate_header_override` (headers sent verbatim on
+every answer, e.g. `RateLimit-Remaining: nan`), `slow_body_bps` and `endless_pages`.
 """
 
 from __future__ import annotations
@@ -16,8 +25,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Literal
 
 FAIL_STATUSES: tuple[int, ...] = (500, 502, 503)
+
+RateHeaders = Literal["none", "draft6", "draft7", "legacy"]
+RateMode = Literal["window", "bucket"]
+EndlessPages = Literal["off", "endless", "cycle"]
+RATE_HEADER_FORMS: tuple[RateHeaders, ...] = ("none", "draft6", "draft7", "legacy")
+RATE_MODES: tuple[RateMode, ...] = ("window", "bucket")
+ENDLESS_PAGES: tuple[EndlessPages, ...] = ("off", "endless", "cycle")
 
 
 class ConnectionDropped(Exception):  # public name fixed by the project's contract
@@ -33,6 +50,12 @@ class Faults:
     drop_rate: float = 0.0
     rate_limit: tuple[int, float] | None = None
     retry_after_http_date: bool = False
+    rate_headers: RateHeaders = "draft6"
+    rate_mode: RateMode = "window"
+    retry_after_s: float | None = None  # every 429 announces this, whatever the limiter says
+    rate_header_override: dict[str, str] = field(default_factory=dict)  # sent verbatim
+    slow_body_bps: float = 0  # > 0: response bodies go out at this many bytes per second
+    endless_pages: EndlessPages = "off"  # listings whose pages never run out, or cycle
     fail_statuses: tuple[int, ...] = FAIL_STATUSES
     random_seed: int | None = None
     _rng: random.Random = field(init=False, repr=False)
@@ -69,26 +92,62 @@ class RateDecision:
 
 
 class RateLimiter:
-    """Per-client fixed windows of `limit` requests per `window` seconds.
+    """Per-client rate limits of `limit` requests per `window` seconds.
 
-    A window opens at a client's first request and lasts `window` seconds; every request counts,
-    refused ones included (as express-rate-limit does). Headers follow the IETF draft that
-    express-rate-limit's `standardHeaders` sends: RateLimit-Limit, -Remaining, -Reset (seconds).
+    `mode="window"`: fixed windows; a window opens at a client's first request and lasts
+    `window` seconds; every request counts, refused ones included (as express-rate-limit does).
+    `mode="bucket"`: a token bucket of `limit` tokens refilled at `limit / window` per second;
+    a refused request takes no token. Headers are in the form `headers` names (module docstring).
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._windows: dict[str, tuple[float, int]] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (updated at, tokens)
         self._lock = threading.Lock()
 
     def reset(self) -> None:
-        """Forget every window."""
+        """Forget every window and bucket."""
         with self._lock:
             self._windows.clear()
+            self._buckets.clear()
 
-    def check(self, client: str, limit: int, window: float, *, http_date: bool) -> RateDecision:
+    def check(
+        self,
+        client: str,
+        limit: int,
+        window: float,
+        *,
+        http_date: bool,
+        mode: RateMode = "window",
+        headers: RateHeaders = "draft6",
+        retry_after_s: float | None = None,
+    ) -> RateDecision:
         """Count one request from `client` and say whether it may proceed."""
         now = self._clock()
+        if mode == "bucket":
+            allowed, remaining, reset_s, wait_s = self._take_token(client, limit, window, now)
+        else:
+            allowed, remaining, reset_s, wait_s = self._count_in_window(client, limit, window, now)
+        out = _rate_headers(headers, limit, window, remaining, reset_s)
+        if allowed:
+            return RateDecision(True, out)
+        if retry_after_s is not None:
+            out["Retry-After"] = f"{retry_after_s:g}"
+        elif http_date:
+            # An HTTP-date has one-second resolution: round up so it never lies early.
+            when = datetime.now(UTC) + timedelta(seconds=wait_s)
+            when = when.replace(microsecond=0) + timedelta(seconds=1 if when.microsecond else 0)
+            out["Retry-After"] = format_datetime(when, usegmt=True)
+        else:
+            # Retry-After is whole seconds by RFC 9110; rounding up never invites an early retry.
+            out["Retry-After"] = str(math.ceil(wait_s))
+        return RateDecision(False, out)
+
+    def _count_in_window(
+        self, client: str, limit: int, window: float, now: float
+    ) -> tuple[bool, int, float, float]:
+        """(allowed, remaining, seconds to reset, seconds to wait) in a fixed window."""
         with self._lock:
             opened, count = self._windows.get(client, (now, 0))
             if now - opened >= window:
@@ -96,20 +155,47 @@ class RateLimiter:
             count += 1
             self._windows[client] = (opened, count)
         remaining_s = max(0.0, opened + window - now)
-        # Retry-After is whole seconds by RFC 9110; rounding up never invites an early retry.
-        reset_s = math.ceil(remaining_s)
-        headers = {
+        return count <= limit, max(0, limit - count), remaining_s, remaining_s
+
+    def _take_token(
+        self, client: str, limit: int, window: float, now: float
+    ) -> tuple[bool, int, float, float]:
+        """(allowed, remaining, seconds until full, seconds until a token) in a token bucket."""
+        rate = limit / window
+        with self._lock:
+            updated, tokens = self._buckets.get(client, (now, float(limit)))
+            tokens = min(float(limit), tokens + (now - updated) * rate)
+            allowed = tokens >= 1.0
+            if allowed:
+                tokens -= 1.0
+            self._buckets[client] = (now, tokens)
+        until_full = (limit - tokens) / rate
+        until_token = 0.0 if tokens >= 1.0 else (1.0 - tokens) / rate
+        return allowed, int(tokens), until_full, until_token
+
+
+def _rate_headers(
+    form: RateHeaders, limit: int, window: float, remaining: int, reset_s: float
+) -> dict[str, str]:
+    """The rate-limit headers of one answer in the named form (none: no headers)."""
+    reset = math.ceil(reset_s)
+    policy = f"{limit};w={window:g}"
+    if form == "draft6":
+        return {
             "RateLimit-Limit": str(limit),
-            "RateLimit-Remaining": str(max(0, limit - count)),
-            "RateLimit-Reset": str(reset_s),
+            "RateLimit-Remaining": str(remaining),
+            "RateLimit-Reset": str(reset),
+            "RateLimit-Policy": policy,
         }
-        if count <= limit:
-            return RateDecision(True, headers)
-        if http_date:
-            # An HTTP-date has one-second resolution: round up so it never lies early.
-            when = datetime.now(UTC) + timedelta(seconds=remaining_s)
-            when = when.replace(microsecond=0) + timedelta(seconds=1 if when.microsecond else 0)
-            headers["Retry-After"] = format_datetime(when, usegmt=True)
-        else:
-            headers["Retry-After"] = str(reset_s)
-        return RateDecision(False, headers)
+    if form == "draft7":
+        return {
+            "RateLimit": f"limit={limit}, remaining={remaining}, reset={reset}",
+            "RateLimit-Policy": policy,
+        }
+    if form == "legacy":
+        return {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(math.ceil(time.time() + reset_s)),
+        }
+    return {}

@@ -1,6 +1,8 @@
 """Per-request machinery around the sandbox's handlers: the body is buffered and parsed once,
-faults are injected in the documented order (rate limit -> latency -> injected 5xx), and every
-request is logged on the `Sandbox` with its kind, workspace, dashboard id, status and times.
+faults are injected in the documented order (rate limit -> latency -> injected 5xx -> endless
+listing pages; the body trickles out at `slow_body_bps`; `rate_header_override` headers go on
+every answer), and every request is logged on the `Sandbox` with its kind, workspace, dashboard
+id, status and times.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import anyio
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from migrate.sandbox.faults import ConnectionDropped
+from migrate.sandbox.faults import ConnectionDropped, Faults
 from migrate.sandbox.state import RequestKind, RequestRecord, Sandbox
 
 JSON_TYPE = "application/json; charset=utf-8"  # what Express sends
@@ -61,13 +63,17 @@ class SandboxMiddleware:
         method, path = scope["method"], scope["path"]
         info: dict[str, Any] = {"workspace": None, "dashboard_id": None, "status": 500}
         scope[INFO] = info
-        extra_headers: list[tuple[bytes, bytes]] = []
+        rate_headers: dict[str, str] = {}
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 info["status"] = message["status"]
-                if extra_headers:
-                    message = {**message, "headers": [*message["headers"], *extra_headers]}
+                extra = _header_list({**rate_headers, **faults.rate_header_override})
+                if extra:
+                    message = {**message, "headers": [*message["headers"], *extra]}
+            elif message["type"] == "http.response.body" and faults.slow_body_bps > 0:
+                await _trickle(message, send, faults.slow_body_bps)
+                return
             await send(message)
 
         dropped = False
@@ -83,10 +89,11 @@ class SandboxMiddleware:
                     limit[0],
                     limit[1],
                     http_date=faults.retry_after_http_date,
+                    mode=faults.rate_mode,
+                    headers=faults.rate_headers,
+                    retry_after_s=faults.retry_after_s,
                 )
-                extra_headers = [
-                    (k.lower().encode(), v.encode()) for k, v in decision.headers.items()
-                ]
+                rate_headers = decision.headers
                 if not decision.allowed:
                     response = error_response(
                         429, "RATE_LIMIT_EXCEEDED", "Too many requests, please try again later."
@@ -99,6 +106,11 @@ class SandboxMiddleware:
             if status is not None:
                 code, message = _FAIL_BODIES.get(status, ("INTERNAL_SERVER_ERROR", "Error"))
                 await error_response(status, code, message)(scope, replay, send_wrapper)
+                return
+            kind = _KINDS.get((method, path), "unknown")
+            if faults.endless_pages != "off" and kind.startswith("list_"):
+                page = _endless_page(faults, kind, _page_number(scope, info["body"]))
+                await page(scope, replay, send_wrapper)
                 return
             await self.app(scope, replay, send_wrapper)
         except ConnectionDropped:
@@ -165,3 +177,55 @@ def _peek(scope: Scope, info: dict[str, Any], body: bytes) -> None:
         for key, slot in (("workspaceName", "workspace"), ("dashboardId", "dashboard_id")):
             if isinstance(parsed.get(key), str):
                 info[slot] = parsed[key]
+
+
+def _header_list(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    # Latin-1, as HTTP/1.1 headers are; overrides are printable by construction.
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+async def _trickle(message: Message, send: Send, bytes_per_second: float) -> None:
+    """Send one body message a few bytes at a time, `bytes_per_second` on average."""
+    body: bytes = message.get("body", b"")
+    more = message.get("more_body", False)
+    step = max(1, int(bytes_per_second / 20))  # ~20 sends a second, at least one byte each
+    for start in range(0, len(body), step):
+        if start:
+            await anyio.sleep(step / bytes_per_second)
+        last = start + step >= len(body)
+        await send(
+            {"type": "http.response.body", "body": body[start : start + step],
+             "more_body": more or not last}
+        )  # fmt: skip
+    if not body:
+        await send(message)
+
+
+def _page_number(scope: Scope, body: Any) -> int:
+    """The requested page (1 when absent or unreadable)."""
+    raw: Any = body.get("pageNumber") if isinstance(body, dict) else None
+    if scope["method"] == "GET":
+        for pair in scope.get("query_string", b"").decode("latin-1").split("&"):
+            key, _, value = pair.partition("=")
+            if key == "pageNumber":
+                raw = value
+    try:
+        return max(1, int(raw))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _endless_page(faults: Faults, kind: str, page: int) -> Response:
+    """A full page of a listing that never ends (`endless`) or alternates two sets (`cycle`)."""
+    if faults.endless_pages == "cycle":
+        prefix = "cycle-a" if page % 2 else "cycle-b"
+    else:
+        prefix = f"endless-{page}"
+    key = {"list_dashboards": "externalDashboardId", "list_metrics": "metricId"}.get(kind)
+    items: list[dict[str, str]] = []
+    for i in range(10):  # the API's page size: a full page, so a client asks for the next
+        item = {"name": f"{prefix}-{i}"}
+        if key:
+            item[key] = f"{prefix}-{i}"
+        items.append(item)
+    return Response(json_bytes({"data": items, "error": None}), media_type=JSON_TYPE)

@@ -67,6 +67,12 @@ class Sandbox:
             drop_rate=config.drop_rate,
             rate_limit=config.rate_limit,
             retry_after_http_date=config.retry_after_http_date,
+            rate_headers=config.rate_headers,
+            rate_mode=config.rate_mode,
+            retry_after_s=config.retry_after_s,
+            rate_header_override=dict(config.rate_header_override),
+            slow_body_bps=config.slow_body_bps,
+            endless_pages=config.endless_pages,
             random_seed=config.random_seed,
         )
         self.modes = Modes(
