@@ -1,10 +1,11 @@
 """Comparing a source dashboard with its target copy: normalization and field-level diffs.
 
-"Equal content" (DESIGN A3) is `normalize_for_compare(source, ...) == normalize_for_compare(
-target, ...)`. Normalization removes what a faithful import may legitimately change: dashboard-id
-references (rewritten to target ids), schema names (whichever occurrences the server rewrote),
-ids the server re-mints, and the user's `compare_ignore` paths. It keeps what must survive: every
-other value, and which minted ids are the same id (a layout cell → its metric).
+"Equal content" (docs/contract.md A3) is `normalize_for_compare(source, ...) ==
+normalize_for_compare(target, ...)`. Normalization removes what a faithful import may
+legitimately change: dashboard-id references (rewritten to target ids), schema names (whichever
+occurrences the server rewrote), ids the server re-mints, and the user's `compare_ignore` paths.
+It keeps what must survive: every other value, and which minted ids are the same id (a layout
+cell → its metric).
 """
 
 from __future__ import annotations
@@ -15,19 +16,18 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from migrate.models import SchemaPair
-from migrate.transform import (
-    SCHEMA_KEYS,
+from migrate.jsonpath import (
     WILDCARD,
     PathLink,
     PathPart,
-    SchemaRewriter,
     Wildcard,
-    canonical_schema_table,
     format_path,
     link_parts,
     parse_path,
 )
+from migrate.jsontext import MAX_DEPTH, nesting_error
+from migrate.models import SchemaPair
+from migrate.schemapairs import SCHEMA_KEYS, SchemaRewriter, canonical_schema_table
 
 # Keys whose values Databrain (or another implementation) may mint afresh on import.
 MINTED_KEYS: Final = frozenset({"id", "metricId", "i", "uuid", "_id"})
@@ -40,16 +40,17 @@ Pattern = tuple[PathPart | Wildcard, ...]
 
 
 def _advance(
-    patterns: Sequence[Pattern], states: tuple[int, ...], depth: int, part: PathPart
+    patterns: Sequence[Pattern], states: tuple[int, ...], position: int, part: PathPart
 ) -> tuple[tuple[int, ...], bool]:
-    """Pattern indices still alive below `part`, and whether one of them ends exactly there."""
+    """Pattern indices still alive below `part`, matched against each pattern's part at
+    `position`, and whether one of them ends exactly there."""
     alive: list[int] = []
     ends = False
     for index in states:
         pattern = patterns[index]
-        want = pattern[depth]
+        want = pattern[position]
         if want is WILDCARD or (want == part and type(want) is type(part)):
-            if len(pattern) == depth + 1:
+            if len(pattern) == position + 1:
                 ends = True
             else:
                 alive.append(index)
@@ -71,30 +72,21 @@ def normalize_for_compare(
     1. string values equal to an `id_map` key become its value (dashboard references);
     2. every occurrence of a pair's `replace` or `target` schema name becomes one canonical name;
     3. minted ids — string (or integer) values of keys `id`, `metricId`, `i`, `uuid`, `_id`, and
-       UUID-shaped strings anywhere — become `#id1`, `#id2`, ... in traversal order (sorted keys,
-       list order), one alias per distinct original, so consistently re-minted ids compare equal
-       and a reference to a different or missing id does not. Values in `keep` (pass the planned
-       dashboards' target ids, on both sides) stay literal, so a dashboard reference under an
-       `id` key is still compared;
+       UUID-shaped strings anywhere — become `#id1`, `#id2`, ... in visiting order (per
+       container: its non-container values by sorted key, or in list order, then each child
+       container in the same order), one alias per distinct original, so consistently
+       re-minted ids compare equal and a reference to a different or missing id does not.
+       Values in `keep` (pass the planned dashboards' target ids, on both sides) stay
+       literal, so a dashboard reference under an `id` key is still compared;
     4. values at `ignore` paths (`data.gridMargin`, `metrics[*].chartOptions`) are dropped.
-    Dict keys are never rewritten. Raises PlanError for an unreadable `ignore` path.
+    Dict keys are never rewritten; keys sort by `str(key)`. Raises PlanError for an unreadable
+    `ignore` path, UntrustedJSONError for a value nested deeper than `MAX_DEPTH`.
     """
     patterns = [parse_path(text) for text in ignore]
     keep_set = keep if isinstance(keep, set | frozenset) else set(keep)
-    try:
-        return _normalize_recursive(data, patterns, schema_pairs, id_map, keep_set)
-    except (_TooDeep, RecursionError):
-        # Nested past the recursive walk's budget (or a caller's low recursion limit).
-        return _normalize_general(data, patterns, schema_pairs, id_map, keep_set)
+    return _normalize(data, patterns, schema_pairs, id_map, keep_set)
 
 
-class _TooDeep(Exception):
-    """The recursive walk stops here; the iterative one takes any depth."""
-
-
-# Nesting the recursive walk accepts before handing over to the iterative one; real dashboards
-# are a dozen levels deep, and the Python stack must keep room for the caller's frames.
-_RECURSION_BUDGET: Final = 150
 _UUID_LENGTH: Final = 36
 _MINTED_OR_SCHEMA: Final = MINTED_KEYS | SCHEMA_KEYS
 _PLAIN_LEAVES: Final = frozenset({float, bool, type(None)})
@@ -104,13 +96,8 @@ def _key_text(item: tuple[Any, Any]) -> str:
     return str(item[0])
 
 
-def _sorted_keys(value: dict[Any, Any]) -> list[Any]:
-    """The keys in the general walk's order (by `str(key)`)."""
-    return [key for key, _ in _sorted_items(value)]
-
-
 def _sorted_items(value: dict[Any, Any]) -> list[tuple[Any, Any]]:
-    """The items in the general walk's order (by `str(key)`), cheaply when keys are strings.
+    """The items in comparison order (by `str(key)`), cheaply when keys are strings.
 
     Keys differ, so comparing items never reaches the values; a sort that did not raise and
     starts with a str key compared only strings.
@@ -124,19 +111,19 @@ def _sorted_items(value: dict[Any, Any]) -> list[tuple[Any, Any]]:
     return items
 
 
-def _normalize_recursive(  # noqa: PLR0915  # closures over shared locals keep the hot loop fast
+def _normalize(  # noqa: PLR0915  # closures over shared locals keep the hot loop fast
     data: Any,
     patterns: list[Pattern],
     schema_pairs: Sequence[SchemaPair],
     id_map: Mapping[str, str],
     keep: Collection[str],
 ) -> Any:
-    """`_normalize_general`, recursive for speed, with the same visiting order and results.
+    """`normalize_for_compare` after its arguments are read: one recursive walk, one frame per
+    level, `depth` counting the levels of the container at hand (1 for the top one).
 
-    Per container: leaves first (sorted keys, or list order), then each child container in
-    turn, as the general walk's stack visits them. A string is looked at only when it can
-    change: an `id_map` key, under a minted or schema key, 36 characters long (a UUID?), or
-    holding a `.` when schema names are being canonicalized. Raises _TooDeep past the budget.
+    A string is looked at only when it can change: an `id_map` key, under a minted or schema
+    key, 36 characters long (a UUID?), or holding a `.` when schema names are being
+    canonicalized. Subtrees no ignore pattern reaches take the fast `walk`.
     """
     schema = SchemaRewriter(canonical_schema_table(schema_pairs))
     table = schema.table
@@ -148,7 +135,7 @@ def _normalize_recursive(  # noqa: PLR0915  # closures over shared locals keep t
     aliases: dict[str, str] = {}
 
     def string(value: str, key: Any) -> str:
-        # `leaf` of the general walk for a string; a non-str key acts as None would.
+        # A key that is not a str (a list index, an odd dict key) names nothing.
         if mapping is not None:
             value = mapping.get(value, value)
         if (
@@ -166,7 +153,7 @@ def _normalize_recursive(  # noqa: PLR0915  # closures over shared locals keep t
         return value
 
     def leaf(value: Any, key: Any) -> Any:
-        # `leaf` of the general walk for any non-container.
+        # Any non-container; integers under minted keys are ids too.
         if isinstance(value, str):
             return string(value, key)
         if key in MINTED_KEYS and isinstance(value, int) and not isinstance(value, bool):
@@ -177,19 +164,18 @@ def _normalize_recursive(  # noqa: PLR0915  # closures over shared locals keep t
             return alias
         return value
 
-    def walk_dict(value: dict[Any, Any], depth: int) -> dict[Any, Any]:
-        if depth > _RECURSION_BUDGET:
-            raise _TooDeep
-        # _sorted_items, inlined: one call less per object.
-        try:
-            items = sorted(value.items())
-        except TypeError:
-            items = sorted(value.items(), key=_key_text)
+    def walk(value: dict[Any, Any] | list[Any], depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise nesting_error()
+        out: Any
+        if isinstance(value, dict):
+            items: Any = _sorted_items(value)
+            out = dict(items)  # then only what changes is replaced; the key order stays
         else:
-            if items and type(items[0][0]) is not str:
-                items = sorted(value.items(), key=_key_text)
-        out = dict(items)  # then only what changes is replaced; the key order stays
+            items = enumerate(value)
+            out = list(value)
         later: list[Any] = []
+        # A list index is an int key: it is in no key set, so list items act as keyless.
         for key, child in items:
             kind = type(child)
             if kind is str:
@@ -212,54 +198,26 @@ def _normalize_recursive(  # noqa: PLR0915  # closures over shared locals keep t
             else:
                 out[key] = leaf(child, key)
         for key in later:
-            child = value[key]
-            out[key] = (
-                walk_dict(child, depth + 1)
-                if isinstance(child, dict)
-                else walk_list(child, depth + 1)
-            )
+            out[key] = walk(value[key], depth + 1)
         return out
 
-    def walk_list(value: list[Any], depth: int) -> list[Any]:
-        if depth > _RECURSION_BUDGET:
-            raise _TooDeep
-        out = list(value)
-        later: list[int] = []
-        for index, child in enumerate(value):
-            kind = type(child)
-            if kind is str:
-                if (
-                    len(child) == _UUID_LENGTH
-                    or (dotted and "." in child)
-                    or (mapping is not None and child in mapping)
-                ):
-                    out[index] = string(child, None)
-            elif kind is dict or kind is list or isinstance(child, dict | list):
-                later.append(index)
-            elif isinstance(child, str):
-                out[index] = string(child, None)
-            # Anything else in a list stays: without a key, a number is never a minted id.
-        for index in later:
-            child = value[index]
-            out[index] = (
-                walk_dict(child, depth + 1)
-                if isinstance(child, dict)
-                else walk_list(child, depth + 1)
-            )
-        return out
-
-    def walk_ignoring(value: Any, depth: int, states: tuple[int, ...]) -> Any:
-        # The general walk's pattern bookkeeping; subtrees no pattern reaches go fast.
+    def walk_ignoring(
+        value: dict[Any, Any] | list[Any], depth: int, states: tuple[int, ...]
+    ) -> Any:
+        # `walk`, also dropping what the live patterns (`states`) name at this level.
         if not states:
-            return walk_dict(value, depth) if isinstance(value, dict) else walk_list(value, depth)
-        if depth > _RECURSION_BUDGET:
-            raise _TooDeep
+            return walk(value, depth)
+        if depth > MAX_DEPTH:
+            raise nesting_error()
         is_dict = isinstance(value, dict)
-        parts: list[Any] = _sorted_keys(value) if is_dict else list(range(len(value)))
+        if isinstance(value, dict):
+            parts: list[Any] = [key for key, _ in _sorted_items(value)]
+        else:
+            parts = list(range(len(value)))
         kept: list[tuple[Any, Any]] = []  # (part, leaf value or the child's live patterns)
         later: list[tuple[int, Any, tuple[int, ...]]] = []
         for part in parts:
-            child_states, dropped = _advance(patterns, states, depth, part)
+            child_states, dropped = _advance(patterns, states, depth - 1, part)
             if dropped:
                 continue
             child = value[part]
@@ -267,7 +225,7 @@ def _normalize_recursive(  # noqa: PLR0915  # closures over shared locals keep t
                 later.append((len(kept), child, child_states))
                 kept.append((part, None))
             else:
-                kept.append((part, leaf(child, part if is_dict else None)))
+                kept.append((part, leaf(child, part)))
         for slot, child, child_states in later:
             kept[slot] = (kept[slot][0], walk_ignoring(child, depth + 1, child_states))
         if is_dict:
@@ -277,73 +235,8 @@ def _normalize_recursive(  # noqa: PLR0915  # closures over shared locals keep t
     if not isinstance(data, dict | list):
         return leaf(data, None)
     if patterns:
-        return walk_ignoring(data, 0, tuple(range(len(patterns))))
-    return walk_dict(data, 0) if isinstance(data, dict) else walk_list(data, 0)
-
-
-def _normalize_general(
-    data: Any,
-    patterns: list[Pattern],
-    schema_pairs: Sequence[SchemaPair],
-    id_map: Mapping[str, str],
-    keep_set: Collection[str],
-) -> Any:
-    """`normalize_for_compare` as an explicit stack: any depth, the reference semantics."""
-    schema = SchemaRewriter(canonical_schema_table(schema_pairs))
-    aliases: dict[str, str] = {}
-
-    def leaf(value: Any, key: str | None) -> Any:
-        if isinstance(value, str):
-            value = id_map.get(value, value)
-            if value not in keep_set and (key in MINTED_KEYS or _UUID.match(value)):
-                return aliases.setdefault(value, f"#id{len(aliases) + 1}")
-            return schema.rewrite(value, key)
-        if key in MINTED_KEYS and isinstance(value, int) and not isinstance(value, bool):
-            return aliases.setdefault(str(value), f"#id{len(aliases) + 1}")
-        return value
-
-    box: list[Any] = [None]
-    start: tuple[int, ...] = tuple(range(len(patterns)))
-    # (value, parent container, slot in parent, parent key, live ignore patterns, depth)
-    stack: list[tuple[Any, Any, Any, str | None, tuple[int, ...], int]] = [
-        (data, box, 0, None, start, 0)
-    ]
-    while stack:
-        value, parent, slot, key, states, depth = stack.pop()
-        if isinstance(value, dict):
-            new_dict: dict[Any, Any] = {}
-            parent[slot] = new_dict
-            items: list[tuple[PathPart, Any]] = sorted(value.items(), key=lambda kv: str(kv[0]))
-            target: Any = new_dict
-        elif isinstance(value, list):
-            new_list: list[Any] = []
-            parent[slot] = new_list
-            items = list(enumerate(value))
-            target = new_list
-        else:
-            parent[slot] = leaf(value, key)
-            continue
-        pending: list[tuple[Any, Any, Any, str | None, tuple[int, ...], int]] = []
-        for part, child in items:
-            child_states: tuple[int, ...] = ()
-            if states:
-                child_states, dropped = _advance(patterns, states, depth, part)
-                if dropped:
-                    continue
-            child_key = part if isinstance(part, str) else None
-            if isinstance(target, list):
-                child_slot: Any = len(target)
-                target.append(None)
-            else:
-                child_slot = part
-            if isinstance(child, dict | list):
-                target[child_slot] = None
-                pending.append((child, target, child_slot, child_key, child_states, depth + 1))
-            else:
-                # Leaves are aliased as met, before any deeper container, in a fixed order.
-                target[child_slot] = leaf(child, child_key)
-        stack.extend(reversed(pending))
-    return box[0]
+        return walk_ignoring(data, 1, tuple(range(len(patterns))))
+    return walk(data, 1)
 
 
 # ------------------------------------------------------------------------------------ diffs
@@ -362,19 +255,7 @@ _MISSING: Final = object()
 
 def _same(a: Any, b: Any) -> bool:
     # == alone says True == 1 and 1 == 1.0; JSON readers care about the first, not the second.
-    try:
-        return a == b and (isinstance(a, bool) is isinstance(b, bool))
-    except RecursionError:
-        # == recurses in C; past its limit, say "maybe different" and let the caller descend.
-        return False
-
-
-def payloads_equal(a: Any, b: Any) -> bool:
-    """`a == b` for JSON values, also when they nest deeper than Python's recursion limit."""
-    try:
-        return bool(a == b)
-    except RecursionError:
-        return not _walk(a, b, limit=1, root="", stop=True)[0]
+    return bool(a == b) and (isinstance(a, bool) is isinstance(b, bool))
 
 
 def diff_summary(
@@ -385,12 +266,6 @@ def diff_summary(
     Field-level: containers of the same kind are compared member by member (dict keys sorted,
     list items by index, extra items added/removed); anything else that differs is one change.
     """
-    return _walk(before, after, limit=limit, root=root, stop=False)
-
-
-def _walk(
-    before: Any, after: Any, *, limit: int, root: str, stop: bool
-) -> tuple[list[Change], int]:
     changes: list[Change] = []
     total = 0
     # A pre-order walk, children pushed in reverse, so changes come out in path order.
@@ -427,8 +302,6 @@ def _walk(
                     None if b is _MISSING else b,
                 )
             )
-        elif stop:
-            break
     return changes, total
 
 

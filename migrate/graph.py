@@ -12,21 +12,14 @@ from __future__ import annotations
 import difflib
 import itertools
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import cached_property
 from typing import Any, Literal
 
 from migrate.errors import PlanError
-from migrate.transform import (
-    RECURSION_BUDGET,
-    PathLink,
-    _TooDeep,
-    format_path,
-    iter_strings,
-    link_parts,
-)
+from migrate.references import find_references
 
 Origin = Literal["explicit", "inferred"]
 GraphFormat = Literal["text", "mermaid", "dot", "json"]
@@ -103,53 +96,6 @@ class DependencyGraph:
     def edges_between(self, dependent: str, dependency: str) -> list[Edge]:
         """The edge records (explicit and/or inferred) from `dependent` to `dependency`."""
         return [e for e in self.edges if e.dependent == dependent and e.dependency == dependency]
-
-
-def find_references(
-    data: Any, ids: Collection[str], *, root: str = "data"
-) -> list[tuple[str, str]]:
-    """Every string value in `data` exactly equal to one of `ids`, as (JSON path, id).
-
-    Values at any depth in dicts and lists; never dict keys, never substrings. Sorted by path,
-    list indices numerically (`[2]` before `[10]`).
-    """
-    wanted = ids if isinstance(ids, set | frozenset | dict) else set(ids)
-    links: list[tuple[PathLink, str]] = []
-    try:
-        _collect_references(data, wanted, None, links, 0)
-    except (_TooDeep, RecursionError):
-        links = [(link, value) for link, _key, value in iter_strings(data) if value in wanted]
-    found = [(link_parts(link), value) for link, value in links]
-    # Parts compare pairwise; two paths first differ under one container, so both parts there
-    # are keys or both are indices, and the comparison never mixes str with int.
-    found.sort(key=lambda item: item[0])
-    return [(format_path(parts, root), value) for parts, value in found]
-
-
-def _collect_references(
-    value: Any,
-    wanted: Collection[str],
-    link: PathLink,
-    out: list[tuple[PathLink, str]],
-    depth: int,
-) -> None:
-    """`iter_strings` filtered to `wanted`, recursive: no generator step per string."""
-    if depth > RECURSION_BUDGET:
-        raise _TooDeep
-    if isinstance(value, dict):
-        pairs: Iterable[tuple[Any, Any]] = value.items()
-    elif isinstance(value, list):
-        pairs = enumerate(value)
-    else:
-        if isinstance(value, str) and value in wanted:
-            out.append((link, value))
-        return
-    for part, child in pairs:
-        if type(child) is str:
-            if child in wanted:
-                out.append(((link, part), child))
-        elif isinstance(child, dict | list | str):
-            _collect_references(child, wanted, (link, part), out, depth + 1)
 
 
 def build_graph(

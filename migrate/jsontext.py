@@ -12,9 +12,14 @@ import json
 import operator
 import re
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 from migrate.errors import UntrustedJSONError
+
+# Nesting levels a payload may have (`[1]` is one). Real dashboards have about a dozen. Parsing
+# refuses deeper text, so the recursive payload walks (references, schema pairs, comparison)
+# rely on it and refuse deeper values, which only code could build, with `nesting_error`.
+MAX_DEPTH: Final = 256
 
 
 @dataclass(frozen=True)
@@ -22,7 +27,7 @@ class JSONLimits:
     """Caps for untrusted JSON. Real dashboards reach several MB, so the defaults are generous."""
 
     max_bytes: int = 64 * 1024 * 1024
-    max_depth: int = 256
+    max_depth: int = MAX_DEPTH
 
 
 DEFAULT_LIMITS = JSONLimits()
@@ -53,6 +58,14 @@ def _too_large(size: int, limits: JSONLimits, source: str) -> UntrustedJSONError
 
 def _too_nested(limits: JSONLimits, source: str) -> UntrustedJSONError:
     return UntrustedJSONError(f"nests deeper than {limits.max_depth} levels", file=source)
+
+
+def nesting_error() -> UntrustedJSONError:
+    """The error of a payload walk that meets a value nested deeper than `MAX_DEPTH` levels."""
+    return UntrustedJSONError(
+        f"a payload nests deeper than {MAX_DEPTH} levels",
+        hint="JSON read by migrate never does; build payloads within that depth",
+    )
 
 
 def _decode(raw: bytes | str, source: str) -> str:

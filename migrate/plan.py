@@ -26,6 +26,7 @@ import yaml
 
 from migrate.errors import PlanError
 from migrate.graph import find_cycle
+from migrate.jsonpath import format_path
 from migrate.jsontext import JSONLimits, parse_json
 from migrate.models import (
     DashboardSpec,
@@ -35,7 +36,7 @@ from migrate.models import (
     SchemaPair,
     Settings,
 )
-from migrate.schema import SchemaProblem, json_path, plan_problems
+from migrate.schema import SchemaProblem, plan_problems
 from migrate.storage import read_input
 
 MAX_PLAN_BYTES = 4 * 1024 * 1024
@@ -282,7 +283,7 @@ def _refuse_secrets(doc: _Document, name: str) -> None:
             doc,
             name,
             path,
-            f"`{json_path(path)}` holds a literal secret; a plan must never contain a token",
+            f"`{format_path(path, '')}` holds a literal secret; a plan must never contain a token",
             "delete it, put the token in an environment variable and name that variable with "
             "`token_env: VAR_NAME` (or `token_file: PATH`) under source/target",
             key=True,
@@ -385,7 +386,7 @@ def _article(word: str) -> str:
 
 
 def _place(path: PathKey) -> str:
-    return f"`{json_path(path)}`" if path else "the plan"
+    return f"`{format_path(path, '')}`" if path else "the plan"
 
 
 def _explain(problem: SchemaProblem, doc: _Document, name: str) -> PlanError:

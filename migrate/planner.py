@@ -27,7 +27,7 @@ from migrate.errors import (
     WorkspaceNotFoundError,
 )
 from migrate.events import ErrorInfo, Progress
-from migrate.graph import DependencyGraph, build_graph, find_references, select
+from migrate.graph import DependencyGraph, build_graph, select
 from migrate.models import (
     Action,
     DashboardRef,
@@ -38,16 +38,15 @@ from migrate.models import (
     SchemaPair,
     SourceInfo,
 )
+from migrate.references import find_references, rewrite_references, target_id
 from migrate.schema import PayloadValidator, check_export_meta, format_violations
-from migrate.source import PayloadSource
-from migrate.spool import PayloadSpool
-from migrate.transform import (
+from migrate.schemapairs import (
     count_schema_occurrences,
     equals_after_schema_pairs,
     merge_schema_pairs,
-    rewrite_references,
-    target_id,
 )
+from migrate.source import PayloadSource
+from migrate.spool import PayloadSpool
 
 MAX_CHANGES = 50
 

@@ -24,15 +24,14 @@ from jsonschema.exceptions import SchemaError, ValidationError
 from jsonschema.validators import validator_for
 
 from migrate.errors import PlanError, Violation
+from migrate.jsonpath import PathPart, format_path
 from migrate.jsontext import parse_json
 from migrate.storage import read_input
 
 SchemaName = Literal["plan", "dashboard", "bundle", "saved-plan"]
 FileFormat = Literal["bundle", "saved-plan"]  # files `migrate` writes and reads back
-PathPart = str | int
 
 _MESSAGE_CAP = 200
-_IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 
 
 @functools.cache
@@ -51,21 +50,9 @@ def load_schema(name: SchemaName) -> dict[str, Any]:
 
 
 @functools.cache
-def _validator(
-    name: Literal["plan", "export", "data", "bundle", "saved-plan"],
-) -> Draft202012Validator:
+def _validator(name: SchemaName) -> Draft202012Validator:
     """Compiled validators, built on first use and then shared by every caller."""
-    if name in ("plan", "bundle", "saved-plan"):
-        return Draft202012Validator(_schema(name))
-    dashboard = _schema("dashboard")
-    if name == "export":
-        return Draft202012Validator(dashboard)
-    data_only = {
-        "$schema": dashboard["$schema"],
-        "$defs": dashboard["$defs"],
-        "$ref": "#/$defs/importDashboardData",
-    }
-    return Draft202012Validator(data_only)
+    return Draft202012Validator(_schema(name))
 
 
 # --- fast path --------------------------------------------------------------------------------
@@ -159,24 +146,7 @@ def _fast_check(root: Any) -> Check | None:
         return None
 
 
-# --- JSON paths -------------------------------------------------------------------------------
-
-
-def json_path(parts: Iterable[PathPart], root: str = "") -> str:
-    """`("data", "metrics", 3, "query")` → `data.metrics[3].query`; the empty path is `(root)`."""
-    text = root
-    for part in parts:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif _IDENTIFIER.match(part):
-            text += f".{part}" if text else part
-        else:
-            text += f"[{_quote(part)}]"
-    return text or "(root)"
-
-
-def _quote(key: str) -> str:
-    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+# --- JSON types -------------------------------------------------------------------------------
 
 
 def json_type(value: Any) -> str:
@@ -236,7 +206,7 @@ def _violation(error: ValidationError, prefix: Sequence[PathPart]) -> Violation:
     if error.validator == "required" and isinstance(error.instance, dict):
         missing = [k for k in _listed(error.validator_value) if k not in error.instance]
         if missing:
-            return Violation(json_path([*parts, missing[0]]), "is required but missing")
+            return Violation(_where([*parts, missing[0]]), "is required but missing")
     if error.validator == "type":
         message = (
             f"must be {_expected_types(error.validator_value)}, "
@@ -248,7 +218,12 @@ def _violation(error: ValidationError, prefix: Sequence[PathPart]) -> Violation:
         message = error.message
         if len(message) > _MESSAGE_CAP:
             message = message[: _MESSAGE_CAP - 1] + "…"
-    return Violation(json_path(parts), message)
+    return Violation(_where(parts), message)
+
+
+def _where(parts: Sequence[PathPart]) -> str:
+    """A violation's path: `parts` (which start at the document's top key) or `(root)`."""
+    return format_path(parts, root="") or "(root)"
 
 
 @dataclass(frozen=True)
@@ -269,16 +244,15 @@ class _Compiled:
 
 
 @functools.cache
-def _compiled(name: Literal["export", "data"]) -> _Compiled:
-    return _Compiled.of(_validator(name))
+def _compiled_export() -> _Compiled:
+    return _Compiled.of(_validator("dashboard"))
 
 
 class PayloadValidator:
     """The dashboard schema (plus an optional stricter user schema), compiled once, reused."""
 
     def __init__(self, extra_schema_path: Path | None = None) -> None:
-        self._export = _compiled("export")
-        self._data = _compiled("data")
+        self._export = _compiled_export()
         self._extra: _Compiled | None = None
         self.extra_schema_path = extra_schema_path
         if extra_schema_path is not None:
@@ -289,13 +263,6 @@ class PayloadValidator:
         found = self._export.violations(document)
         if self._extra is not None and isinstance(document, dict) and "data" in document:
             found += self._extra.violations(document["data"], ("data",))
-        return _sorted(found)
-
-    def validate_data(self, data: Any) -> list[Violation]:
-        """Every violation of an `importDashboardData` object, paths under `data`, sorted."""
-        found = self._data.violations(data, ("data",))
-        if self._extra is not None:
-            found += self._extra.violations(data, ("data",))
         return _sorted(found)
 
 
@@ -318,7 +285,7 @@ def _compile_user_schema(path: Path) -> Any:
     try:
         cls.check_schema(schema)
     except SchemaError as exc:
-        where = json_path(exc.absolute_path) if exc.absolute_path else "(root)"
+        where = _where(list(exc.absolute_path))
         raise PlanError(
             f"payload_schema is not a valid JSON Schema at {where}: {exc.message[:_MESSAGE_CAP]}",
             file=source,
@@ -439,15 +406,17 @@ def _format_violations(error: ValidationError) -> list[Violation]:
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = list(schema.get("properties", {}))
         return [
-            Violation(json_path([*path, key]), f"is not allowed here (keys: {', '.join(allowed)})")
+            Violation(
+                format_path([*path, key], ""), f"is not allowed here (keys: {', '.join(allowed)})"
+            )
             for key in error.instance
             if key not in allowed
         ]
     if error.validator == "const":
-        return [Violation(json_path(path), f"must be {json.dumps(error.validator_value)}")]
+        return [Violation(format_path(path, ""), f"must be {json.dumps(error.validator_value)}")]
     if error.validator == "enum":
         values = ", ".join(str(v) for v in _listed(error.validator_value))
-        return [Violation(json_path(path), f"must be one of {values}")]
+        return [Violation(format_path(path, ""), f"must be one of {values}")]
     if error.validator == "pattern":
-        return [Violation(json_path(path), f"is not valid: {schema.get('description', '')}")]
+        return [Violation(format_path(path, ""), f"is not valid: {schema.get('description', '')}")]
     return [_violation(error, ())]

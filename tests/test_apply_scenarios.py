@@ -10,7 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from migrate.cli import app
-from migrate.graph import find_references
+from migrate.references import find_references
 from tests.helpers import actions, apply, plan, results, sandbox_of, write_plan
 
 runner = CliRunner()

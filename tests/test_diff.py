@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from typing import Any
 
@@ -12,17 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrate.diff import (
+    MINTED_KEYS,
     Change,
-    _normalize_general,
     diff_payloads,
     diff_summary,
     format_change,
     normalize_for_compare,
-    payloads_equal,
 )
 from migrate.errors import PlanError
+from migrate.jsonpath import WILDCARD, PathPart, Wildcard, parse_path
 from migrate.models import SchemaPair
-from migrate.transform import parse_path
+from migrate.schemapairs import SchemaRewriter, canonical_schema_table
 
 PAIRS = [SchemaPair("analytics_dev", "analytics")]
 
@@ -151,22 +152,21 @@ def test_keep_protects_dashboard_ids_under_id_keys() -> None:
     )
 
 
-def test_normalize_does_not_mutate_and_survives_depth() -> None:
-    """Normalization copies its input and walks 5000 levels without RecursionError."""
+def test_normalize_reads_minted_ids_at_the_depth_parsing_allows() -> None:
+    """A deep payload normalizes (a copy) and diffs down to the changed id's path."""
 
     def deep(leaf: Any) -> Any:
         data: Any = leaf
-        for _ in range(5000):
+        for _ in range(100):
             data = {"n": [data]}
         return data
 
     data = deep({"id": "x"})
     out = normalize_for_compare(data)
-    assert payloads_equal(data, deep({"id": "x"}))
-    assert payloads_equal(out, deep({"id": "#id1"}))
-    assert not payloads_equal(out, deep({"id": "#id2"}))
+    assert data == deep({"id": "x"})
+    assert out == deep({"id": "#id1"})
     (change,) = diff_payloads(out, deep({"id": "#id2"}))
-    assert change.path.endswith("[0].id") and change.kind == "changed"
+    assert change.path == "data" + ".n[0]" * 100 + ".id" and change.kind == "changed"
 
 
 uuids = st.uuids().map(str)
@@ -254,7 +254,62 @@ def test_chained_schema_pairs_share_one_canonical_name() -> None:
     assert forms[0] == forms[1] == forms[2] == {"q": "select * from b.t"}
 
 
-# ------------------------------------------- the recursive walk == the general (stack) walk
+# ----------------------------------------------------- the fast walk == the rule, stated plainly
+_UUID_SHAPE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
+
+
+def plain_normalize(
+    data: Any,
+    ignore: list[str],
+    schema_pairs: list[SchemaPair],
+    id_map: dict[str, str],
+    keep: set[str],
+) -> Any:
+    """normalize_for_compare as its docstring states it, without any shortcut: the oracle."""
+    schema = SchemaRewriter(canonical_schema_table(schema_pairs))
+    aliases: dict[str, str] = {}
+
+    def leaf(value: Any, key: PathPart) -> Any:
+        named = key if isinstance(key, str) else None
+        if isinstance(value, str):
+            value = id_map.get(value, value)
+            if value not in keep and (named in MINTED_KEYS or _UUID_SHAPE.match(value)):
+                return aliases.setdefault(value, f"#id{len(aliases) + 1}")
+            return schema.rewrite(value, named)
+        if named in MINTED_KEYS and isinstance(value, int) and not isinstance(value, bool):
+            return aliases.setdefault(str(value), f"#id{len(aliases) + 1}")
+        return value
+
+    def visit(value: Any, live: list[tuple[PathPart | Wildcard, ...]]) -> Any:
+        if isinstance(value, dict):
+            items = sorted(value.items(), key=lambda item: str(item[0]))
+        else:
+            items = list(enumerate(value))
+        kept: list[tuple[Any, Any, list[tuple[PathPart | Wildcard, ...]]]] = []
+        for part, child in items:
+            below = [
+                rest
+                for first, *rest in live
+                if first is WILDCARD or (first == part and type(first) is type(part))
+            ]
+            if () in [tuple(rest) for rest in below]:
+                continue  # an ignore path ends here
+            kept.append((part, child, [tuple(rest) for rest in below]))
+        out: dict[Any, Any] = {}
+        for part, child, _ in kept:  # values first: they take aliases before deeper ones
+            if not isinstance(child, dict | list):
+                out[part] = leaf(child, part)
+        for part, child, below in kept:
+            if isinstance(child, dict | list):
+                out[part] = visit(child, below)
+        ordered = {part: out[part] for part, _, _ in kept}
+        return ordered if isinstance(value, dict) else list(ordered.values())
+
+    if not isinstance(data, dict | list):
+        return leaf(data, "")
+    return visit(data, [parse_path(text) for text in ignore])
+
+
 _SCHEMAS = ["analytics_dev", "analytics", "sales", "sales_dev"]
 _norm_leaves = st.one_of(
     uuids,
@@ -292,24 +347,23 @@ _norm_payloads = st.recursive(
     st.booleans(),
     st.lists(st.sampled_from(["x", "l[0]", "l[*].id", "*.name", "x.l[1]", "schema"]), max_size=2),
 )
-def test_fast_normalization_equals_general(
+def test_fast_normalization_equals_the_plain_rule(
     data: Any, pairs: list[tuple[str, str]], with_map: bool, ignore: list[str]
 ) -> None:
-    """Same output (aliases, order, schema tokens, dropped paths) as the reference walk."""
+    """Same output (aliases, order, schema tokens, dropped paths) as the plain oracle."""
     schema_pairs = [SchemaPair(a, b) for a, b in pairs]
     id_map = {"sales-detail": "p-sales-detail", "m-1": "kpi"} if with_map else {}
     keep = {"p-sales-detail"}
-    patterns = [parse_path(text) for text in ignore]
     fast = normalize_for_compare(
         data, schema_pairs=schema_pairs, id_map=id_map, ignore=ignore, keep=keep
     )
-    general = _normalize_general(data, patterns, schema_pairs, id_map, keep)
-    assert fast == general
-    assert json.dumps(fast) == json.dumps(general)  # key order too
+    plain = plain_normalize(data, ignore, schema_pairs, id_map, keep)
+    assert fast == plain
+    assert json.dumps(fast) == json.dumps(plain)  # key order too
 
 
 def test_fast_normalization_odd_keys_and_types() -> None:
     """Non-string keys sort as text, int ids under minted keys alias, tuples stay leaves."""
     data = {2: "b", 10: "a", "id": 7, "t": (1, "x"), "l": [{"i": 7}, True, 7]}
-    assert normalize_for_compare(data) == _normalize_general(data, [], [], {}, set())
+    assert normalize_for_compare(data) == plain_normalize(data, [], [], {}, set())
     assert list(normalize_for_compare(data)) == [10, 2, "id", "l", "t"]

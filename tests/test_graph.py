@@ -1,4 +1,4 @@
-"""Tests for migrate.graph: references, ordering, cycles, selection, rendering."""
+"""Tests for migrate.graph: edges, ordering, cycles, selection, rendering."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrate.errors import PlanError
-from migrate.graph import DependencyGraph, Edge, build_graph, find_references, render_graph, select
+from migrate.graph import DependencyGraph, Edge, build_graph, render_graph, select
 
 
 @st.composite
@@ -114,31 +114,6 @@ def test_explicit_and_inferred_duplicate_keeps_both_records() -> None:
     assert [e.origin for e in graph.edges] == ["explicit", "inferred", "inferred"]
     assert graph.dependencies("b") == ["a"]
     assert graph.dependents("a") == ["b"]
-
-
-def test_find_references_values_only_sorted_numerically() -> None:
-    """Only whole string values match (not keys, not substrings), sorted with [2] before [10]."""
-    items = [*(["x"] * 10), "kpi", "kpi"]
-    items[2] = "kpi"
-    data = {"a": {"kpi": "kpi-core-x"}, "list": items, "kpi": 1}
-    found = find_references(data, {"kpi"})
-    assert found == [("data.list[2]", "kpi"), ("data.list[10]", "kpi"), ("data.list[11]", "kpi")]
-
-
-def test_find_references_quotes_odd_keys() -> None:
-    """Keys that are not identifiers appear JSON-quoted in brackets."""
-    assert find_references({"odd key": {'q"': "z"}}, ["z"], root="r") == [
-        ('r["odd key"]["q\\""]', "z")
-    ]
-
-
-def test_find_references_survives_deep_nesting() -> None:
-    """A payload nested 5000 levels deep is walked without RecursionError."""
-    data: object = "target"
-    for _ in range(5000):
-        data = {"n": [data]}
-    ((path, value),) = find_references(data, {"target"})
-    assert value == "target" and path.count("[0]") == 5000
 
 
 @pytest.fixture

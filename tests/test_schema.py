@@ -14,7 +14,6 @@ from migrate.schema import (
     PayloadValidator,
     check_export_meta,
     format_violations,
-    json_path,
     load_schema,
 )
 
@@ -22,6 +21,11 @@ from migrate.schema import (
 def export(data: Any, **meta: Any) -> dict[str, Any]:
     """An export file around `data`."""
     return {"_meta": {"dashboardId": "d", "workspaceName": "W", **meta}, "data": data}
+
+
+def data_violations(validator: PayloadValidator, data: Any) -> list[Violation]:
+    """The violations of an export that holds only `data` (all of them under `data`)."""
+    return validator.validate_export({"data": data})
 
 
 def realistic(n_metrics: int = 40) -> dict[str, Any]:
@@ -96,7 +100,7 @@ def test_unfamiliar_valid_payloads_pass() -> None:
     assert (
         validator.validate_export({"data": {"metrics": []}, "_meta": {"new": 1}, "other": 2}) == []
     )
-    assert validator.validate_data(realistic()) == []
+    assert data_violations(validator, realistic()) == []
 
 
 def test_several_megabyte_payload_passes() -> None:
@@ -136,13 +140,13 @@ def test_all_violations_reported_sorted() -> None:
     metrics[2] = 1
     metrics[10] = "x"
     data = {"metrics": metrics, "layout": "no", "gridMargin": 3}
-    paths = [v.path for v in PayloadValidator().validate_data(data)]
+    paths = [v.path for v in data_violations(PayloadValidator(), data)]
     assert paths == ["data.gridMargin", "data.layout", "data.metrics[2]", "data.metrics[10]"]
 
 
 def test_messages_do_not_echo_huge_values() -> None:
     """A violation's message stays short even when the offending value is huge."""
-    violations = PayloadValidator().validate_data({"metrics": "x" * 1_000_000})
+    violations = data_violations(PayloadValidator(), {"metrics": "x" * 1_000_000})
     assert len(violations[0].message) < 300
 
 
@@ -155,9 +159,12 @@ def test_format_violations_caps_with_count() -> None:
     assert lines[20] == "... and 5 more"
 
 
-def test_json_path_quotes_odd_keys() -> None:
-    """Keys that are not identifiers are bracket-quoted."""
-    assert json_path(["data", "a b", 0, 'q"']) == 'data["a b"][0]["q\\""]'
+def test_violation_paths_quote_odd_keys(tmp_path: Path) -> None:
+    """Keys that are not identifiers are bracket-quoted in violation paths."""
+    strict = tmp_path / "strict.json"
+    strict.write_text(json.dumps({"properties": {"a b": {"items": {"required": ['q"']}}}}))
+    violations = data_violations(PayloadValidator(strict), {"a b": [{}]})
+    assert [v.path for v in violations] == ['data["a b"][0]["q\\""]']
 
 
 def test_extra_schema_must_also_pass(tmp_path: Path) -> None:
@@ -170,7 +177,7 @@ def test_extra_schema_must_also_pass(tmp_path: Path) -> None:
     assert validator.validate_export(export(realistic())) == []
     paths = [v.path for v in validator.validate_export(export({"layout": 3}))]
     assert paths == ["data.layout", "data.metrics"]
-    assert [v.path for v in validator.validate_data({"metrics": []})] == ["data.metrics"]
+    assert [v.path for v in data_violations(validator, {"metrics": []})] == ["data.metrics"]
 
 
 @pytest.mark.parametrize("content", ["{not json", '{"type": 12}', "[1]"])

@@ -1,89 +1,43 @@
-"""Tests for migrate.transform: target ids, reference rewriting, schema pairs, paths."""
+"""Tests for migrate.schemapairs: the matching rule, counts, merging and the equality proof."""
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrate.diff import normalize_for_compare
-from migrate.errors import PlanError
-from migrate.graph import find_references
 from migrate.models import SchemaPair
-from migrate.transform import (
-    WILDCARD,
+from migrate.schemapairs import (
     SchemaRewriter,
     _quoted_schema_regex,
-    apply_schema_pairs,
     count_schema_occurrences,
     equals_after_schema_pairs,
-    format_path,
-    iter_strings,
-    map_strings,
     merge_schema_pairs,
-    parse_path,
-    rewrite_references,
-    target_id,
-)
-
-IDS = ["kpi-core", "sales", "region-east", "a b", "ü"]
-json_leaf = st.one_of(
-    st.sampled_from(IDS), st.text(max_size=6), st.integers(), st.booleans(), st.none()
-)
-json_values = st.recursive(
-    json_leaf,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4),
-        st.dictionaries(st.one_of(st.sampled_from(IDS), st.text(max_size=4)), inner, max_size=4),
-    ),
-    max_leaves=40,
 )
 
 
-def test_target_id_override_else_prefix_suffix() -> None:
-    """An explicit target id wins; otherwise prefix + id + suffix."""
-    assert target_id("a", override="z", prefix="p-", suffix="-s") == "z"
-    assert target_id("a", override=None, prefix="p-", suffix="-s") == "p-a-s"
-    assert target_id("a", override=None, prefix="", suffix="") == "a"
+def map_strings(data: Any, fn: Callable[[str, str | None], str]) -> Any:
+    """A copy of `data` with each string `v` replaced by `fn(v, its dict key or None)`."""
+
+    def visit(value: Any, key: str | None) -> Any:
+        if isinstance(value, dict):
+            return {k: visit(v, k if isinstance(k, str) else None) for k, v in value.items()}
+        if isinstance(value, list):
+            return [visit(v, None) for v in value]
+        return fn(value, key) if isinstance(value, str) else value
+
+    return visit(data, None)
 
 
-@settings(max_examples=150, deadline=None)
-@given(json_values, st.sets(st.sampled_from(IDS), min_size=1))
-def test_rewrite_moves_every_reference_to_its_new_id(data: Any, mapped: set[str]) -> None:
-    """After a rewrite, no mapped old id remains and each new id sits exactly where the old was."""
-    id_map = {old: f"new::{old}" for old in mapped}
-    original = copy.deepcopy(data)
-    before = find_references(data, mapped)
-    after = rewrite_references(data, id_map)
-    assert data == original  # input not mutated
-    assert find_references(after, mapped) == []
-    assert find_references(after, set(id_map.values())) == [(p, id_map[i]) for p, i in before]
-    # Everything else is untouched: mapping back restores the input.
-    assert rewrite_references(after, {v: k for k, v in id_map.items()}) == data
-
-
-def test_rewrite_leaves_keys_substrings_and_identity() -> None:
-    """Dict keys and substrings are not references; identity entries change nothing."""
-    data = {"kpi": ["kpi-core", "x kpi", {"kpi": "kpi"}], "n": 1}
-    assert rewrite_references(data, {"kpi": "K", "x": "x"}) == {
-        "kpi": ["kpi-core", "x kpi", {"kpi": "K"}],
-        "n": 1,
-    }
-
-
-def test_rewrite_survives_deep_nesting_and_keeps_key_order() -> None:
-    """5000 levels deep rewrites without RecursionError; dict key order is kept."""
-    data: Any = "old"
-    for _ in range(5000):
-        data = [{"z": 1, "a": data}]
-    out = rewrite_references(data, {"old": "new"})
-    for _ in range(5000):
-        assert list(out[0]) == ["z", "a"]
-        out = out[0]["a"]
-    assert out == "new"
+def apply_schema_pairs(data: Any, pairs: list[SchemaPair]) -> Any:
+    """`data` with the pairs applied in one pass, as the server is expected to apply them."""
+    table: dict[str, str] = {}
+    for pair in pairs:
+        table.setdefault(pair.replace, pair.target)
+    return map_strings(data, SchemaRewriter(table).rewrite)
 
 
 def test_merge_schema_pairs_dashboard_overrides_plan() -> None:
@@ -129,23 +83,6 @@ def test_apply_schema_pairs_does_not_chain() -> None:
     """Pairs a→b and b→c apply in one pass: a becomes b, not c."""
     out = apply_schema_pairs("a.t, b.t", [SchemaPair("a", "b"), SchemaPair("b", "c")])
     assert out == "b.t, c.t"
-
-
-def test_paths_round_trip() -> None:
-    """parse_path reads what format_path writes, with or without the root, plus wildcards."""
-    parts = ("metrics", 2, "odd key", 'q"', "clickActions", 0)
-    text = format_path(parts)
-    assert text == 'data.metrics[2]["odd key"]["q\\""].clickActions[0]'
-    assert parse_path(text) == parts
-    assert parse_path("metrics[*].chartOptions") == ("metrics", WILDCARD, "chartOptions")
-    assert parse_path("data.*.x") == (WILDCARD, "x")
-
-
-@pytest.mark.parametrize("bad", ["data", "", "metrics[x]", 'a["unclosed]'])
-def test_parse_path_rejects_garbage(bad: str) -> None:
-    """An unreadable or empty compare_ignore path is a PlanError."""
-    with pytest.raises(PlanError):
-        parse_path(bad)
 
 
 # --------------------------------------------- name-first schema regex == the reference rule
@@ -202,30 +139,6 @@ def test_schema_rewriter_matches_reference_rule(table: dict[str, str], value: st
     assert (rewriter.rewrite(value, "query"), rewriter.counts) == _reference_rewrite(table, value)
 
 
-@settings(max_examples=100, deadline=None)
-@given(json_values, st.sets(st.sampled_from(IDS)), st.sampled_from([SchemaPair("sales", "s2")]))
-def test_fast_walks_equal_iterative_walks(data: Any, mapped: set[str], pair: SchemaPair) -> None:
-    """The recursive fast paths give what the iterative map/iter walks give."""
-    id_map = {old: f"new::{old}" for old in mapped}
-    expected = map_strings(data, lambda value, _key: id_map.get(value, value))
-    got = rewrite_references(data, id_map)
-    assert got == expected and repr(got) == repr(expected)  # key order too
-    rewriter = SchemaRewriter({pair.replace: pair.target})
-    for _link, key, value in iter_strings(data):
-        rewriter.rewrite(value, key)
-    assert count_schema_occurrences(data, [pair]) == {pair.replace: rewriter.counts["sales"]}
-
-
-def test_fast_walks_survive_depth() -> None:
-    """5000 levels: the recursive paths hand over to the iterative ones."""
-    data: Any = "kpi-core"
-    for _ in range(5000):
-        data = {"n": [data, "sales.t"]}
-    out = rewrite_references(data, {"kpi-core": "k"})
-    assert find_references(out, {"k"})[0][1] == "k"
-    assert count_schema_occurrences(data, [SchemaPair("sales", "s2")]) == {"sales": 5000}
-
-
 _sql_values = st.recursive(
     st.one_of(_schema_text, st.integers(), st.none()),
     lambda inner: st.one_of(
@@ -249,3 +162,13 @@ def test_equals_after_schema_pairs_is_a_sound_fast_path(sent: Any, other: Any) -
             assert normalize_for_compare(sent, schema_pairs=pairs) == normalize_for_compare(
                 target, schema_pairs=pairs
             )
+
+
+@settings(max_examples=150, deadline=None)
+@given(_sql_values)
+def test_counts_equal_the_plain_walk(data: Any) -> None:
+    """The counting walk counts what the rule counts when run on every string of the payload."""
+    pairs = [SchemaPair("ab", "a_b"), SchemaPair("a", "é"), SchemaPair("ab", "ignored")]
+    rewriter = SchemaRewriter({"ab": "a_b", "a": "é"})
+    map_strings(data, rewriter.rewrite)
+    assert count_schema_occurrences(data, pairs) == rewriter.counts

@@ -1,0 +1,91 @@
+"""Tests for migrate.references: the target-id rule, and references found and rewritten."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from migrate.references import find_references, rewrite_references, target_id
+
+IDS = ["kpi-core", "sales", "region-east", "a b", "ü"]
+json_leaf = st.one_of(
+    st.sampled_from(IDS), st.text(max_size=6), st.integers(), st.booleans(), st.none()
+)
+json_values = st.recursive(
+    json_leaf,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(st.sampled_from(IDS), st.text(max_size=4)), inner, max_size=4),
+    ),
+    max_leaves=40,
+)
+
+
+def plain_rewrite(data: Any, id_map: dict[str, str]) -> Any:
+    """The rewrite rule stated as plainly as possible: the oracle for the fast walk."""
+    if isinstance(data, dict):
+        return {key: plain_rewrite(value, id_map) for key, value in data.items()}
+    if isinstance(data, list):
+        return [plain_rewrite(value, id_map) for value in data]
+    return id_map.get(data, data) if isinstance(data, str) else data
+
+
+def test_target_id_override_else_prefix_suffix() -> None:
+    """An explicit target id wins; otherwise prefix + id + suffix."""
+    assert target_id("a", override="z", prefix="p-", suffix="-s") == "z"
+    assert target_id("a", override=None, prefix="p-", suffix="-s") == "p-a-s"
+    assert target_id("a", override=None, prefix="", suffix="") == "a"
+
+
+@settings(max_examples=150, deadline=None)
+@given(json_values, st.sets(st.sampled_from(IDS), min_size=1))
+def test_rewrite_moves_every_reference_to_its_new_id(data: Any, mapped: set[str]) -> None:
+    """After a rewrite, no mapped old id remains and each new id sits exactly where the old was."""
+    id_map = {old: f"new::{old}" for old in mapped}
+    original = copy.deepcopy(data)
+    before = find_references(data, mapped)
+    after = rewrite_references(data, id_map)
+    assert data == original  # input not mutated
+    assert find_references(after, mapped) == []
+    assert find_references(after, set(id_map.values())) == [(p, id_map[i]) for p, i in before]
+    # Everything else is untouched: mapping back restores the input.
+    assert rewrite_references(after, {v: k for k, v in id_map.items()}) == data
+
+
+@settings(max_examples=100, deadline=None)
+@given(json_values, st.sets(st.sampled_from(IDS)))
+def test_rewrite_equals_the_plain_rule(data: Any, mapped: set[str]) -> None:
+    """The fast walk gives what the plain recursive rule gives, key order included."""
+    id_map = {old: f"new::{old}" for old in mapped}
+    got = rewrite_references(data, id_map)
+    expected = plain_rewrite(data, id_map)
+    assert got == expected and repr(got) == repr(expected)
+
+
+def test_rewrite_leaves_keys_substrings_and_identity() -> None:
+    """Dict keys and substrings are not references; identity entries change nothing."""
+    data = {"kpi": ["kpi-core", "x kpi", {"kpi": "kpi"}], "n": 1}
+    assert rewrite_references(data, {"kpi": "K", "x": "x"}) == {
+        "kpi": ["kpi-core", "x kpi", {"kpi": "K"}],
+        "n": 1,
+    }
+    assert rewrite_references("kpi", {"kpi": "K"}) == "K"
+
+
+def test_find_references_values_only_sorted_numerically() -> None:
+    """Only whole string values match (not keys, not substrings), sorted with [2] before [10]."""
+    items = [*(["x"] * 10), "kpi", "kpi"]
+    items[2] = "kpi"
+    data = {"a": {"kpi": "kpi-core-x"}, "list": items, "kpi": 1}
+    found = find_references(data, {"kpi"})
+    assert found == [("data.list[2]", "kpi"), ("data.list[10]", "kpi"), ("data.list[11]", "kpi")]
+
+
+def test_find_references_quotes_odd_keys() -> None:
+    """Keys that are not identifiers appear JSON-quoted in brackets."""
+    assert find_references({"odd key": {'q"': "z"}}, ["z"], root="r") == [
+        ('r["odd key"]["q\\""]', "z")
+    ]
