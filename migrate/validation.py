@@ -9,12 +9,12 @@ the same call. No network, no token.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from migrate.bundle import verify_bundle
 from migrate.errors import PlanError, Violation
 from migrate.jsontext import parse_json
 from migrate.models import Plan
@@ -180,29 +180,10 @@ def _payload_validators(plans: Sequence[Plan]) -> tuple[list[PayloadValidator], 
 
 
 def _validate_bundle(bundle: Path, validators: Sequence[PayloadValidator]) -> FileReport:
-    """Seam for issue 6: `migrate.bundle.verify_bundle(DIR) -> Sequence[Path]`.
-
-    `verify_bundle` checks the manifest and every sha256 (raising BundleError) and returns the
-    export files it lists; each is then validated here like any other export file.
-    """
+    """The bundle's manifest and sha256s checked, then each export file it lists validated."""
     name = str(bundle)
     try:
-        module = importlib.import_module("migrate.bundle")
-    except ModuleNotFoundError:
-        module = None
-    verify = getattr(module, "verify_bundle", None)
-    if verify is None:
-        return FileReport(
-            name,
-            "bundle",
-            unusable=PlanError(
-                "bundle validation is not available in this version of migrate",
-                file=name,
-                hint="validate the export files directly: migrate validate DIR/dashboards/*.json",
-            ),
-        )
-    try:
-        paths: Sequence[Path] = verify(bundle)
+        paths = verify_bundle(bundle)
         found: list[Violation | str] = []
         for path in paths:
             document = parse_json(path.read_bytes(), source=str(path))

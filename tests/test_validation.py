@@ -104,8 +104,8 @@ def test_unreadable_payload_schema_is_exit_3(tmp_path: Path) -> None:
     assert validate_paths([plan]).exit_code == 3
 
 
-def test_bundle_seam_reports_unavailable(tmp_path: Path) -> None:
-    """Until bundles exist, --bundle is reported as unusable with a clear message."""
+def test_bundle_without_manifest_is_unusable(tmp_path: Path) -> None:
+    """A --bundle directory without a manifest is unusable (3), not a crash."""
     report = validate_paths([], bundle=tmp_path)
     assert report.exit_code == 3
     assert report.files[0].kind == "bundle"
