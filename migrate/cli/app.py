@@ -33,7 +33,8 @@ from migrate.cli.render import (
 )
 from migrate.credentials import redact
 from migrate.errors import MigrateError, PlanError, UsageError
-from migrate.models import ConnectionPolicy, Endpoint, Plan, Result
+from migrate.formats import count_results, format_counts
+from migrate.models import ConnectionPolicy, Endpoint, Plan
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -247,16 +248,13 @@ def apply(
         progress.close()
     if not STATE.quiet:
         render_outcomes(report.outcomes)
-    counts: dict[str, int] = {}
-    for outcome in report.outcomes:
-        counts[outcome.result.value] = counts.get(outcome.result.value, 0) + 1
     if report_file:
         write_private(report_file, to_json(apply_report(report)))
     if junit_file:
         write_private(junit_file, junit_xml(report))
     if summary_file:
         write_private(summary_file, markdown_summary(report))
-    summary = ", ".join(f"{counts[r.value]} {r.value}" for r in Result if r.value in counts)
+    summary = format_counts(count_results(report.outcomes))
     elapsed = report.finished_at - report.started_at
     out(f"Apply: {summary or 'nothing selected'} in {elapsed:.1f}s.")
     if report.interrupted:
@@ -318,7 +316,7 @@ def graph(
     select: Annotated[list[str] | None, _select_option()] = None,
 ) -> None:
     """Show the dependency graph: explicit and inferred edges, and the import order."""
-    from migrate.graph import render_graph  # noqa: PLC0415
+    from migrate.formats import render_graph  # noqa: PLC0415
     from migrate.runner import RunOptions, run_plan  # noqa: PLC0415
 
     loaded = _load(plan_file)

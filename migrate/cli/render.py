@@ -14,6 +14,7 @@ from typing import IO, Any, cast
 
 from migrate.credentials import redact
 from migrate.events import Outcome, Progress
+from migrate.formats import count_actions, format_change, format_counts
 from migrate.models import Action
 
 
@@ -187,7 +188,6 @@ def plan_exit_code(migration: Any, detailed: bool) -> int:
 
 
 def render_plan(migration: Any, fmt: PlanFormat, started: float) -> None:
-    from migrate.diff import format_change  # noqa: PLC0415
     from migrate.report import markdown_plan, plan_report, to_json  # noqa: PLC0415
 
     if fmt is PlanFormat.JSON:
@@ -211,6 +211,5 @@ def render_plan(migration: Any, fmt: PlanFormat, started: float) -> None:
         out("\nSchema pairs (in the dashboards to create):")
         for old, new, places, boards in preview:
             out(f"  {old} → {new}: {places} places in {boards} dashboards")
-    counts = migration.count()
-    summary = ", ".join(f"{counts[a.value]} {a.value}" for a in Action if a.value in counts)
+    summary = format_counts(count_actions(migration.dashboards))
     out(f"\nPlan: {summary or 'nothing selected'}.")
