@@ -10,7 +10,6 @@ cell → its metric).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -311,52 +310,3 @@ def diff_payloads(before: Any, after: Any, *, limit: int = 50, root: str = "data
     Use `diff_summary` to also learn the total, for an "and N more" line.
     """
     return diff_summary(before, after, limit=limit, root=root)[0]
-
-
-def _encode(value: Any) -> str:
-    return json.dumps(
-        value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=repr
-    )
-
-
-def _clip(text: str, room: int) -> str:
-    if len(text) <= room:
-        return text
-    if room <= 1:
-        return "…"[:room]
-    # Keep the head and a little of the tail: the end of a long SQL string often differs too.
-    tail = min(room // 4, 20)
-    return text[: room - tail - 1] + "…" + (text[-tail:] if tail else "")
-
-
-_MARK: Final = {"added": "+", "removed": "-", "changed": "~"}
-
-
-def format_change(change: Change, *, width: int = 120) -> str:
-    """One line, at most `width` characters: `~ path: before → after`, values JSON-encoded.
-
-    Long values are cut in the middle with "…"; the path is cut (from the left) only when it
-    alone would fill the line.
-    """
-    mark = _MARK[change.kind]
-    path = change.path
-    if len(path) > width // 2:
-        path = "…" + path[-(width // 2 - 1) :]
-    head = f"{mark} {path}: "
-    room = max(width - len(head), 8)
-    if change.kind == "added":
-        return head + _clip(_encode(change.after), room)
-    if change.kind == "removed":
-        return head + _clip(_encode(change.before), room)
-    before, after = _encode(change.before), _encode(change.after)
-    room -= 3  # " → "
-    if len(before) + len(after) > room:
-        # Share the room, giving the shorter value only what it needs.
-        half = room // 2
-        if len(before) <= half:
-            after = _clip(after, room - len(before))
-        elif len(after) <= half:
-            before = _clip(before, room - len(after))
-        else:
-            before, after = _clip(before, half), _clip(after, room - half)
-    return f"{head}{before} → {after}"

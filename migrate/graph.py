@@ -1,4 +1,4 @@
-"""The dependency graph of planned dashboards: edges, order, selection, rendering.
+"""The dependency graph of planned dashboards: edges, order, selection.
 
 The only module that imports networkx; its exceptions are translated here into PlanError.
 An edge `dependent → dependency` means the dependency must be imported first. Edges come from a
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import itertools
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -22,7 +21,6 @@ from migrate.errors import PlanError
 from migrate.references import find_references
 
 Origin = Literal["explicit", "inferred"]
-GraphFormat = Literal["text", "mermaid", "dot", "json"]
 
 
 def _networkx() -> Any:
@@ -245,102 +243,3 @@ def select(graph: DependencyGraph, selectors: Sequence[str]) -> set[str]:
             if down:
                 chosen |= graph.descendants(node)
     return chosen
-
-
-# -------------------------------------------------------------------------------- rendering
-def render_graph(
-    graph: DependencyGraph, fmt: GraphFormat, *, labels: Mapping[str, str] | None = None
-) -> str:
-    """The graph as text, Mermaid, Graphviz dot or JSON; arrows run dependency → dependent.
-
-    Explicit edges are solid, inferred ones dashed (Mermaid, dot). Ids may hold any character:
-    Mermaid and dot use synthetic node names (`n0`, ...) with escaped labels.
-    """
-    labels = labels or {}
-    order = graph.order()
-    if fmt == "json":
-        document: dict[str, Any] = {
-            "nodes": list(graph.nodes),
-            "edges": [
-                {
-                    "dependent": e.dependent,
-                    "dependency": e.dependency,
-                    "origin": e.origin,
-                    "path": e.path,
-                }
-                for e in graph.edges
-            ],
-            "order": order,
-        }
-        if labels:
-            document["labels"] = {n: labels[n] for n in graph.nodes if n in labels}
-        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    if fmt == "text":
-        return _render_text(graph, order, labels)
-    if fmt in ("mermaid", "dot"):
-        return _render_diagram(graph, order, labels, fmt)
-    raise PlanError(f"unknown graph format {fmt!r}", hint="use text, mermaid, dot or json")
-
-
-def _show(node: str) -> str:
-    # Quote ids that would blur a line (spaces at the ends, control characters, empty).
-    if node and node.isprintable() and node.strip() == node:
-        return node
-    return json.dumps(node, ensure_ascii=False)
-
-
-def _render_text(graph: DependencyGraph, order: list[str], labels: Mapping[str, str]) -> str:
-    width = len(str(len(order)))
-    lines: list[str] = []
-    for number, node in enumerate(order, 1):
-        label = f"  ({_show(labels[node])})" if node in labels else ""
-        lines.append(f"{number:>{width}}. {_show(node)}{label}")
-        for dependency in graph.dependencies(node):
-            for edge in graph.edges_between(node, dependency):
-                origin = "explicit" if edge.origin == "explicit" else f"inferred at {edge.path}"
-                lines.append(f"{'':>{width}}    needs {_show(dependency)} ({origin})")
-    return "\n".join(lines) + "\n"
-
-
-def _escape_mermaid(text: str) -> str:
-    # Mermaid reads #NNN; as a character code inside a quoted label; letters, digits and a few
-    # harmless marks pass through, everything else is encoded so no id can end the label.
-    return "".join(ch if ch.isalnum() or ch in " _-.,:/()+*@" else f"#{ord(ch)};" for ch in text)
-
-
-def _escape_dot(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-
-
-def _render_diagram(
-    graph: DependencyGraph, order: list[str], labels: Mapping[str, str], fmt: str
-) -> str:
-    names = {node: f"n{index}" for index, node in enumerate(graph.nodes)}
-    pairs: dict[tuple[str, str], list[Edge]] = {}
-    for edge in graph.edges:
-        pairs.setdefault((edge.dependency, edge.dependent), []).append(edge)
-
-    def text_of(node: str) -> str:
-        return f"{node} ({labels[node]})" if node in labels else node
-
-    if fmt == "mermaid":
-        lines = ["graph TD"]
-        lines += [f'    {names[n]}["{_escape_mermaid(text_of(n))}"]' for n in order]
-        for (dependency, dependent), records in sorted(pairs.items()):
-            explicit = any(e.origin == "explicit" for e in records)
-            arrow = "-->" if explicit else "-.->"
-            lines.append(f"    {names[dependency]} {arrow} {names[dependent]}")
-        return "\n".join(lines) + "\n"
-    lines = ["digraph dependencies {", "    rankdir=LR;", "    node [shape=box];"]
-    lines += [f'    "{names[n]}" [label="{_escape_dot(text_of(n))}"];' for n in order]
-    for (dependency, dependent), records in sorted(pairs.items()):
-        explicit = any(e.origin == "explicit" for e in records)
-        paths = [e.path for e in records if e.path]
-        attrs = [] if explicit else ["style=dashed"]
-        if paths:
-            more = f" (+{len(paths) - 1})" if len(paths) > 1 else ""
-            attrs.append(f'tooltip="{_escape_dot(paths[0] + more)}"')
-        suffix = f" [{', '.join(attrs)}]" if attrs else ""
-        lines.append(f'    "{names[dependency]}" -> "{names[dependent]}"{suffix};')
-    lines.append("}")
-    return "\n".join(lines) + "\n"

@@ -203,9 +203,7 @@ class Importer:
             error=ErrorInfo(
                 "READBACK_MISMATCH" if created else "CONTENT_DIFFERS",
                 f"{verb} differs from the source in {len(changes)} places,"
-                f" first at {changes[0].path}"
-                if changes
-                else f"{verb} differs from the source",
+                f" first at {changes[0].path}",
             ),
             changes=tuple(changes),
         )

@@ -147,13 +147,6 @@ class MigrationPlan:
             (old, new, places, boards) for (old, new), (places, boards) in sorted(totals.items())
         ]
 
-    def count(self) -> dict[str, int]:
-        """Dashboards per action."""
-        counts: dict[str, int] = {}
-        for item in self.dashboards:
-            counts[item.action.value] = counts.get(item.action.value, 0) + 1
-        return counts
-
 
 def resolve_entries(
     entries: Sequence[DashboardSpec], inventory: Sequence[DashboardRef]

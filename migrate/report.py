@@ -1,6 +1,8 @@
-"""Machine-readable results (DESIGN.md A5): the JSON report, JUnit XML and a Markdown summary.
+"""Machine-readable results: the JSON report, JUnit XML and a Markdown summary.
 
-Pure: results in, text out. Writing files is the caller's job (atomically, owner-only).
+Pure: results in, text out; shapes as A5 of `docs/contract.md` defines them. Writing files is
+the caller's job (atomically, owner-only). Counts and change lines come from `migrate.formats`,
+so the console and these files agree.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from migrate.diff import Change, format_change
+from migrate.diff import Change
 from migrate.events import Outcome
-from migrate.models import Action, Result
+from migrate.formats import count_actions, count_results, format_change, format_counts
+from migrate.models import Result
 from migrate.planner import MigrationPlan
 from migrate.runner import ApplyReport
 
@@ -36,8 +39,7 @@ def _changes(changes: Iterable[Any]) -> list[dict[str, Any]]:
 def apply_report(report: ApplyReport) -> dict[str, Any]:
     """The A5 JSON report of an apply."""
     summary: dict[str, int] = {"total": len(report.outcomes)}
-    for result in Result:
-        summary[result.value] = sum(1 for o in report.outcomes if o.result is result)
+    summary.update((result.value, n) for result, n in count_results(report.outcomes).items())
     document: dict[str, Any] = {
         "version": REPORT_VERSION,
         "source": report.migration.source.as_dict(),
@@ -74,8 +76,7 @@ def plan_report(
 ) -> dict[str, Any]:
     """`plan --format json`: the A5 shape with `action` in place of `result`."""
     summary: dict[str, int] = {"total": len(migration.dashboards)}
-    for action in Action:
-        summary[action.value] = sum(1 for d in migration.dashboards if d.action is action)
+    summary.update((action.value, n) for action, n in count_actions(migration.dashboards).items())
     return {
         "version": REPORT_VERSION,
         "source": migration.source.as_dict(),
@@ -112,8 +113,9 @@ def to_json(document: dict[str, Any]) -> str:
 def junit_xml(report: ApplyReport) -> str:
     """One JUnit test case per dashboard; `failure` for failed, conflict, invalid and blocked."""
     outcomes = report.outcomes
-    failures = sum(1 for o in outcomes if o.result in _FAILING)
-    skipped = sum(1 for o in outcomes if o.result is Result.SKIPPED)
+    counts = count_results(outcomes)
+    failures = sum(counts[result] for result in _FAILING)
+    skipped = counts[Result.SKIPPED]
     suite = ET.Element(
         "testsuite",
         name="migrate apply",
@@ -164,14 +166,13 @@ def _md_cell(text: str) -> str:
 def markdown_summary(report: ApplyReport) -> str:
     """A Markdown table and totals, fit for a PR comment or $GITHUB_STEP_SUMMARY."""
     outcomes = report.outcomes
-    counts = {r: sum(1 for o in outcomes if o.result is r) for r in Result}
     target = report.migration.target
     status = "✅ succeeded" if report.ok else "❌ did not fully succeed"
     lines = [
         f"### migrate apply → {target.get('workspace', '')} {status}",
         "",
         f"Target: `{target.get('url', '')}` · {len(outcomes)} dashboards · "
-        + ", ".join(f"{count} {r.value}" for r, count in counts.items() if count),
+        + format_counts(count_results(outcomes)),
         "",
         "| dashboard | target id | result | attempts | detail |",
         "|---|---|---|---:|---|",
@@ -187,12 +188,13 @@ def markdown_summary(report: ApplyReport) -> str:
 
 def markdown_plan(migration: MigrationPlan) -> str:
     """`plan --format markdown`: what apply would do, as a table."""
-    counts = migration.count()
+    # Alphabetical, unlike the console's enum order: kept as the format has always been.
+    counts = sorted((a.value, n) for a, n in count_actions(migration.dashboards).items() if n)
     lines = [
         f"### migrate plan → {migration.target.get('workspace', '')}",
         "",
         f"{len(migration.dashboards)} dashboards: "
-        + (", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "nothing selected"),
+        + (", ".join(f"{n} {a}" for a, n in counts) or "nothing selected"),
         "",
         "| dashboard | target id | action | detail |",
         "|---|---|---|---|",

@@ -9,17 +9,17 @@ the same call. No network, no token.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from migrate.bundle import verify_bundle
 from migrate.errors import PlanError, Violation
 from migrate.jsontext import parse_json
 from migrate.models import Plan
 from migrate.plan import MAX_PLAN_BYTES, load_plan, read_plan_document
-from migrate.schema import PayloadValidator, format_violations
+from migrate.schema import PayloadValidator
 from migrate.storage import read_input
 
 FileKind = Literal["plan", "export", "bundle", "unknown"]
@@ -43,49 +43,17 @@ class FileReport:
         """True when the file is usable and has no problems."""
         return self.unusable is None and not self.problems
 
-    def lines(self, limit: int = 20) -> list[str]:
-        """Plain lines for the CLI: a verdict, then each problem (capped)."""
-        if self.unusable is not None:
-            return [f"{self.path}: unusable {self.kind}", *str(self.unusable).splitlines()]
-        if not self.problems:
-            detail = ""
-            if self.plan is not None:
-                n = len(self.plan.dashboards)
-                detail = f" ({n} dashboard entr{'y' if n == 1 else 'ies'})"
-            return [f"{self.path}: valid {self.kind}{detail}"]
-        violations = [p for p in self.problems if isinstance(p, Violation)]
-        others = [p for p in self.problems if not isinstance(p, Violation)]
-        count = len(self.problems)
-        return [
-            f"{self.path}: {count} problem{'s' * (count != 1)}",
-            *(f"  {line}" for line in others),
-            *(f"  {line}" for line in format_violations(violations, limit)),
-        ]
-
 
 @dataclass(frozen=True)
 class ValidationReport:
-    """Every file's result; `exit_code` is 3 if anything is unusable, 4 on violations, else 0."""
+    """Every file's result, in the order given (plans and exports, then schemas, then a bundle)."""
 
     files: tuple[FileReport, ...] = field(default_factory=tuple)
 
     @property
-    def exit_code(self) -> int:
-        """A5: 3 when a file, plan or bundle is unusable, 4 when a payload fails, 0 otherwise."""
-        if any(f.unusable is not None for f in self.files):
-            return 3
-        if any(f.problems for f in self.files):
-            return 4
-        return 0
-
-    @property
     def ok(self) -> bool:
-        """True when every file passed."""
-        return self.exit_code == 0
-
-    def lines(self, limit: int = 20) -> list[str]:
-        """Plain lines for every file, in the order given."""
-        return [line for f in self.files for line in f.lines(limit)]
+        """True when every file is usable and has no problems."""
+        return all(f.ok for f in self.files)
 
 
 def validate_paths(files: Sequence[Path], *, bundle: Path | None = None) -> ValidationReport:
@@ -180,29 +148,10 @@ def _payload_validators(plans: Sequence[Plan]) -> tuple[list[PayloadValidator], 
 
 
 def _validate_bundle(bundle: Path, validators: Sequence[PayloadValidator]) -> FileReport:
-    """Seam for issue 6: `migrate.bundle.verify_bundle(DIR) -> Sequence[Path]`.
-
-    `verify_bundle` checks the manifest and every sha256 (raising BundleError) and returns the
-    export files it lists; each is then validated here like any other export file.
-    """
+    """The bundle's manifest and sha256s checked, then each export file it lists validated."""
     name = str(bundle)
     try:
-        module = importlib.import_module("migrate.bundle")
-    except ModuleNotFoundError:
-        module = None
-    verify = getattr(module, "verify_bundle", None)
-    if verify is None:
-        return FileReport(
-            name,
-            "bundle",
-            unusable=PlanError(
-                "bundle validation is not available in this version of migrate",
-                file=name,
-                hint="validate the export files directly: migrate validate DIR/dashboards/*.json",
-            ),
-        )
-    try:
-        paths: Sequence[Path] = verify(bundle)
+        paths = verify_bundle(bundle)
         found: list[Violation | str] = []
         for path in paths:
             document = parse_json(path.read_bytes(), source=str(path))

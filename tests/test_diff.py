@@ -17,7 +17,6 @@ from migrate.diff import (
     Change,
     diff_payloads,
     diff_summary,
-    format_change,
     normalize_for_compare,
 )
 from migrate.errors import PlanError
@@ -230,19 +229,6 @@ def test_diff_limit_and_total() -> None:
     assert total == 200
     assert len(diff_payloads(before, after, limit=7)) == 7
     assert diff_payloads(before, before) == []
-
-
-def test_format_change_truncates_to_width() -> None:
-    """A change renders on one line within `width`, long values cut with an ellipsis."""
-    change = Change("data.metrics[2].query", "changed", "SELECT " + "a" * 500, "x\n" * 300)
-    line = format_change(change, width=100)
-    assert "\n" not in line and len(line) <= 100 and "…" in line
-    assert line.startswith('~ data.metrics[2].query: "SELECT ')
-    short = format_change(Change("data.a", "changed", 1, "two"))
-    assert short == '~ data.a: 1 → "two"'
-    assert format_change(Change("data.b", "added", None, {"k": [1]})) == '+ data.b: {"k":[1]}'
-    long_path = Change("data." + "x" * 300, "removed", 1, None)
-    assert len(format_change(long_path, width=80)) <= 80
 
 
 def test_chained_schema_pairs_share_one_canonical_name() -> None:

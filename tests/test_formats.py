@@ -1,136 +1,115 @@
-"""Bundle manifests and saved plans are checked by their JSON Schemas: a file that fails one is
-refused (exit 3) naming the file and each problem's JSON path; a file `migrate` wrote passes."""
+"""Tests for migrate.formats: counts per kind, change lines and graph drawings."""
 
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+import re
 
-import pytest
-from typer.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from migrate.cli import app
-from migrate.models import Action
-from migrate.schema import format_problems, load_schema
-from tests.helpers import write_plan
-
-cli = CliRunner()
-Edit = Callable[[dict[str, Any]], None]
+from migrate.diff import Change
+from migrate.formats import count_results, format_change, format_counts, render_graph, tally
+from migrate.graph import DependencyGraph, Edge, build_graph
+from migrate.models import Action, Result
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A plan on the sandbox, a bundle exported from it and a saved plan of it."""
-    root = tmp_path_factory.mktemp("made")
-    plan = write_plan(root, dashboards="  - id: kpi-core\n  - id: exec-summary\n")
-    state = ["--state-dir", str(root / "state")]
-    exported = cli.invoke(app, [*state, "export", str(plan), "--out", str(root / "bundle")])
-    assert exported.exit_code == 0, exported.output
-    saved = cli.invoke(app, [*state, "plan", str(plan), "--out", str(root / "saved.json")])
-    assert saved.exit_code == 0, saved.output
-    return root
+@settings(max_examples=50)
+@given(st.lists(st.sampled_from(Result), max_size=40))
+def test_tally_counts_every_member_in_enum_order(kinds: list[Result]) -> None:
+    """tally lists every member once, in the enum's order, with its number of occurrences."""
+    counts = tally(kinds, Result)
+    assert list(counts) == list(Result)
+    assert all(counts[result] == kinds.count(result) for result in Result)
+    assert sum(counts.values()) == len(kinds)
 
 
-@pytest.fixture
-def work(made: Path, tmp_path: Path) -> Path:
-    """A private copy of `made`, free to edit."""
-    shutil.copytree(made, tmp_path / "w")
-    return tmp_path / "w"
+def test_format_counts_names_only_kinds_that_occur() -> None:
+    """`2 create, 1 blocked`: kinds with no dashboard are left out; none at all is ""."""
+    counts = tally([Action.BLOCKED, Action.CREATE, Action.CREATE], Action)
+    assert format_counts(counts) == "2 create, 1 blocked"
+    assert format_counts(count_results([])) == ""
 
 
-def _edit(path: Path, edit: Edit) -> None:
-    document = json.loads(path.read_text())
-    edit(document)
-    path.write_text(json.dumps(document))
+def test_format_change_truncates_to_width() -> None:
+    """A change renders on one line within `width`, long values cut with an ellipsis."""
+    change = Change("data.metrics[2].query", "changed", "SELECT " + "a" * 500, "x\n" * 300)
+    line = format_change(change, width=100)
+    assert "\n" not in line and len(line) <= 100 and "…" in line
+    assert line.startswith('~ data.metrics[2].query: "SELECT ')
+    short = format_change(Change("data.a", "changed", 1, "two"))
+    assert short == '~ data.a: 1 → "two"'
+    assert format_change(Change("data.b", "added", None, {"k": [1]})) == '+ data.b: {"k":[1]}'
+    long_path = Change("data." + "x" * 300, "removed", 1, None)
+    assert len(format_change(long_path, width=80)) <= 80
 
 
-def _set(key: str, value: Any) -> Edit:
-    return lambda d: d.update({key: value})
-
-
-def _set_entry(key: str, value: Any) -> Edit:
-    return lambda d: d["dashboards"][0].update({key: value})
-
-
-def _drop(key: str) -> Edit:
-    return lambda d: d.pop(key)
-
-
-def _drop_entry(key: str) -> Edit:
-    return lambda d: d["dashboards"][1].pop(key)
-
-
-MANIFEST_CASES = [
-    (_set_entry("sha256", 12), "dashboards[0].sha256: must be a string, not an integer"),
-    (_set("source", "sandbox://demo"), "source: must be an object, not a string"),
-    (_drop_entry("name"), "dashboards[1].name: is required but missing"),
-    (_drop("exported_at"), "exported_at: is required but missing"),
-    (_set("signed_by", "me"), "signed_by: is not allowed here"),
-    (_set_entry("size", 3), "dashboards[0].size: is not allowed here"),
-    (_set("format", "zip"), 'format: must be "migrate-bundle"'),
+HOSTILE = [
+    'a"b',
+    "with space",
+    "ünïcødé-ダッシュ",
+    "x-->y",
+    "back\\slash\\",
+    "semi;colon#1",
+    "nl\nx",
 ]
 
 
-@pytest.mark.parametrize(("edit", "problem"), MANIFEST_CASES)
-def test_manifest_failing_its_schema_is_exit_3_located(
-    work: Path, edit: Edit, problem: str
-) -> None:
-    """validate --bundle refuses a manifest of wrong type, missing or extra key: file and path."""
-    manifest = work / "bundle" / "manifest.json"
-    _edit(manifest, edit)
-    result = cli.invoke(app, ["validate", "--bundle", str(work / "bundle")])
-    assert result.exit_code == 3, result.output
-    assert f"{manifest}: {problem}" in result.output
-    assert "1 problem:" in result.output  # only the manifest: its entries are not trusted
+def test_render_mermaid_escapes_hostile_ids() -> None:
+    """Mermaid output uses synthetic node names and labels that no id can break out of."""
+    graph = build_graph(HOSTILE, {HOSTILE[0]: [HOSTILE[3]]}, {HOSTILE[1]: {"r": HOSTILE[2]}})
+    text = render_graph(graph, "mermaid")
+    lines = text.splitlines()
+    assert lines[0] == "graph TD"
+    node_line = re.compile(r'    n\d+\["[^"\n\[\]<>]*"\]\Z')
+    edge_line = re.compile(r"    n\d+ (-->|-\.->) n\d+\Z")
+    assert all(node_line.match(line) or edge_line.match(line) for line in lines[1:])
+    assert sum(1 for line in lines if "-.->" in line) == 1
+    assert sum(1 for line in lines if " --> " in line) == 1
 
 
-SAVED_CASES = [
-    (_set("selectors", "region-*"), "selectors: must be an array, not a string"),
-    (_set_entry("source_sha256", 5), "dashboards[0].source_sha256: must be a string or a null"),
-    (_drop("target_inventory_sha256"), "target_inventory_sha256: is required but missing"),
-    (_drop_entry("action"), "dashboards[1].action: is required but missing"),
-    (_set("approved_by", "me"), "approved_by: is not allowed here"),
-    (_set_entry("note", "x"), "dashboards[0].note: is not allowed here"),
-    (_set_entry("action", "delete"), "dashboards[0].action: must be one of create"),
-]
+def _dot_unescape(text: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r"}.get(m.group(1), m.group(1)), text)
 
 
-@pytest.mark.parametrize(("edit", "problem"), SAVED_CASES)
-def test_saved_plan_failing_its_schema_is_exit_3_located(
-    work: Path, edit: Edit, problem: str
-) -> None:
-    """apply --plan refuses a saved plan of wrong type, missing or extra key: file and path."""
-    saved = work / "saved.json"
-    _edit(saved, edit)
-    plan = work / "plan.yaml"
-    result = cli.invoke(
-        app, ["--state-dir", str(work / "state"), "apply", str(plan), "--plan", str(saved)]
+def test_render_dot_quotes_hostile_ids() -> None:
+    """Every dot statement is well formed and each label decodes back to its id."""
+    graph = build_graph(HOSTILE, {HOSTILE[0]: [HOSTILE[3]]}, {HOSTILE[1]: {"r": HOSTILE[2]}})
+    text = render_graph(graph, "dot")
+    lines = text.splitlines()
+    assert lines[0] == "digraph dependencies {" and lines[-1] == "}"
+    quoted = r'"(?:[^"\\]|\\.)*"'
+    labels = []
+    for line in lines[3:-1]:
+        node = re.fullmatch(rf'    "n\d+" \[label=({quoted})\];', line)
+        edge = re.fullmatch(
+            rf'    "n\d+" -> "n\d+"( \[(style=dashed, )?tooltip={quoted}\])?;', line
+        )
+        assert node or edge, line
+        if node:
+            labels.append(_dot_unescape(node.group(1)[1:-1]))
+    assert sorted(labels) == sorted(HOSTILE)
+    assert "style=dashed" in text
+
+
+def test_render_json_round_trips() -> None:
+    """The JSON rendering rebuilds an equal graph and carries the import order."""
+    graph = build_graph(HOSTILE, {HOSTILE[0]: [HOSTILE[3]]}, {HOSTILE[1]: {"r": HOSTILE[2]}})
+    document = json.loads(render_graph(graph, "json"))
+    rebuilt = DependencyGraph(
+        tuple(document["nodes"]), tuple(Edge(**edge) for edge in document["edges"])
     )
-    assert result.exit_code == 3, result.output
-    assert str(saved) in result.output
-    assert problem in result.output
+    assert rebuilt == graph
+    assert document["order"] == graph.order()
 
 
-def test_what_migrate_writes_passes_its_schema(made: Path) -> None:
-    """A manifest and a saved plan just written have no schema problem (writer and reader agree)."""
-    manifest = json.loads((made / "bundle" / "manifest.json").read_text())
-    saved = json.loads((made / "saved.json").read_text())
-    assert format_problems("bundle", manifest) == []
-    assert format_problems("saved-plan", saved) == []
-
-
-def test_saved_plan_actions_are_the_planner_actions() -> None:
-    """The saved-plan schema allows exactly the actions `plan` can decide."""
-    action = load_schema("saved-plan")["$defs"]["dashboard"]["properties"]["action"]
-    assert action["enum"] == [a.value for a in Action]
-
-
-@pytest.mark.parametrize("name", ["bundle", "saved-plan"])
-def test_schema_command_prints_the_file_formats(name: str) -> None:
-    """`migrate schema bundle|saved-plan` prints the schema the files are checked against."""
-    result = cli.invoke(app, ["schema", name])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == load_schema(name)  # type: ignore[arg-type]
+def test_render_text_lists_origins_and_labels() -> None:
+    """Text shows one numbered line per node in order, with each dependency and its origin."""
+    graph = build_graph(["a", "b"], {"b": ["a"]}, {"b": {"m": ["a"]}})
+    text = render_graph(graph, "text", labels={"a": "KPI Core"})
+    assert text.splitlines() == [
+        "1. a  (KPI Core)",
+        "2. b",
+        "     needs a (explicit)",
+        "     needs a (inferred at data.m[0])",
+    ]

@@ -1,9 +1,8 @@
-"""Tests for migrate.graph: edges, ordering, cycles, selection, rendering."""
+"""Tests for migrate.graph: edges, ordering, cycles, selection."""
 
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import re
 
@@ -12,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrate.errors import PlanError
-from migrate.graph import DependencyGraph, Edge, build_graph, render_graph, select
+from migrate.graph import DependencyGraph, build_graph, select
 
 
 @st.composite
@@ -145,77 +144,6 @@ def test_select_unknown_is_plan_error_with_suggestion(chain: DependencyGraph) ->
         select(graph, ["+sales-overveiw"])
     assert "+sales-overveiw" in info.value.message
     assert info.value.hint and "sales-overview" in info.value.hint
-
-
-HOSTILE = [
-    'a"b',
-    "with space",
-    "ünïcødé-ダッシュ",
-    "x-->y",
-    "back\\slash\\",
-    "semi;colon#1",
-    "nl\nx",
-]
-
-
-def test_render_mermaid_escapes_hostile_ids() -> None:
-    """Mermaid output uses synthetic node names and labels that no id can break out of."""
-    graph = build_graph(HOSTILE, {HOSTILE[0]: [HOSTILE[3]]}, {HOSTILE[1]: {"r": HOSTILE[2]}})
-    text = render_graph(graph, "mermaid")
-    lines = text.splitlines()
-    assert lines[0] == "graph TD"
-    node_line = re.compile(r'    n\d+\["[^"\n\[\]<>]*"\]\Z')
-    edge_line = re.compile(r"    n\d+ (-->|-\.->) n\d+\Z")
-    assert all(node_line.match(line) or edge_line.match(line) for line in lines[1:])
-    assert sum(1 for line in lines if "-.->" in line) == 1
-    assert sum(1 for line in lines if " --> " in line) == 1
-
-
-def _dot_unescape(text: str) -> str:
-    return re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r"}.get(m.group(1), m.group(1)), text)
-
-
-def test_render_dot_quotes_hostile_ids() -> None:
-    """Every dot statement is well formed and each label decodes back to its id."""
-    graph = build_graph(HOSTILE, {HOSTILE[0]: [HOSTILE[3]]}, {HOSTILE[1]: {"r": HOSTILE[2]}})
-    text = render_graph(graph, "dot")
-    lines = text.splitlines()
-    assert lines[0] == "digraph dependencies {" and lines[-1] == "}"
-    quoted = r'"(?:[^"\\]|\\.)*"'
-    labels = []
-    for line in lines[3:-1]:
-        node = re.fullmatch(rf'    "n\d+" \[label=({quoted})\];', line)
-        edge = re.fullmatch(
-            rf'    "n\d+" -> "n\d+"( \[(style=dashed, )?tooltip={quoted}\])?;', line
-        )
-        assert node or edge, line
-        if node:
-            labels.append(_dot_unescape(node.group(1)[1:-1]))
-    assert sorted(labels) == sorted(HOSTILE)
-    assert "style=dashed" in text
-
-
-def test_render_json_round_trips() -> None:
-    """The JSON rendering rebuilds an equal graph and carries the import order."""
-    graph = build_graph(HOSTILE, {HOSTILE[0]: [HOSTILE[3]]}, {HOSTILE[1]: {"r": HOSTILE[2]}})
-    document = json.loads(render_graph(graph, "json"))
-    rebuilt = DependencyGraph(
-        tuple(document["nodes"]), tuple(Edge(**edge) for edge in document["edges"])
-    )
-    assert rebuilt == graph
-    assert document["order"] == graph.order()
-
-
-def test_render_text_lists_origins_and_labels(chain: DependencyGraph) -> None:
-    """Text shows one numbered line per node in order, with each dependency and its origin."""
-    graph = build_graph(["a", "b"], {"b": ["a"]}, {"b": {"m": ["a"]}})
-    text = render_graph(graph, "text", labels={"a": "KPI Core"})
-    assert text.splitlines() == [
-        "1. a  (KPI Core)",
-        "2. b",
-        "     needs a (explicit)",
-        "     needs a (inferred at data.m[0])",
-    ]
 
 
 def test_unknown_node_queries_are_plan_errors(chain: DependencyGraph) -> None:

@@ -25,7 +25,7 @@ def test_plan_loads_and_validates(path: Path) -> None:
     assert plan.dashboards
     text = path.read_text()
     assert text.startswith("# yaml-language-server: $schema=../migrate/schemas/plan.schema.json")
-    assert validate_paths([path]).exit_code == 0
+    assert validate_paths([path]).ok
 
 
 def test_demo_plan_targets_the_sandbox() -> None:

@@ -13,7 +13,7 @@ import json
 import math
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
@@ -21,20 +21,26 @@ import typer
 
 from migrate import __version__
 from migrate.cli.render import (
+    INTERNAL_ERROR,
+    INTERRUPTED,
     ConsoleProgress,
     GraphFormat,
     PlanFormat,
+    ReportFiles,
     SchemaName,
+    apply_exit_code,
     err,
     make_progress,
     out,
     plan_exit_code,
-    render_outcomes,
+    render_apply,
     render_plan,
+    render_validation,
+    validate_exit_code,
 )
 from migrate.credentials import redact
 from migrate.errors import MigrateError, PlanError, UsageError
-from migrate.models import ConnectionPolicy, Endpoint, Plan, Result
+from migrate.models import ConnectionPolicy, Endpoint, Plan
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -81,7 +87,7 @@ def handled(func: Callable[P, R]) -> Callable[P, R]:
             _fail(exc)
         except KeyboardInterrupt:
             err("interrupted")
-            raise typer.Exit(130) from None
+            raise typer.Exit(INTERRUPTED) from None
         except Exception as exc:
             if STATE.debug:
                 err(redact("".join(traceback.format_exception(exc))))
@@ -90,7 +96,7 @@ def handled(func: Callable[P, R]) -> Callable[P, R]:
                     f"internal error (a bug in migrate): {type(exc).__name__}: {redact(str(exc))}"
                     "\n  rerun with --debug for the traceback, and report it"
                 )
-            raise typer.Exit(1) from None
+            raise typer.Exit(INTERNAL_ERROR) from None
 
     return wrapper
 
@@ -158,10 +164,15 @@ def _load(plan_path: Path) -> Plan:
     return load_plan(plan_path)
 
 
-def _run(coro: Any) -> Any:
+def _run(coro: Coroutine[Any, Any, R], progress: ConsoleProgress | None = None) -> R:
+    """Run the core's coroutine to its end, then take down `progress` (however it ended)."""
     import asyncio  # noqa: PLC0415  # start-up: only commands that do I/O pay for asyncio
 
-    return asyncio.run(coro)
+    try:
+        return asyncio.run(coro)
+    finally:
+        if progress is not None:
+            progress.close()
 
 
 def _select_option() -> Any:
@@ -228,9 +239,7 @@ def apply(
     ] = None,
 ) -> None:
     """Apply the plan: import what is missing, in dependency order."""
-    from migrate.report import apply_report, junit_xml, markdown_summary, to_json  # noqa: PLC0415
     from migrate.runner import RunOptions, run_apply, run_plan  # noqa: PLC0415
-    from migrate.storage import write_private  # noqa: PLC0415
 
     loaded = _load(plan_file)
     options = RunOptions(
@@ -241,13 +250,10 @@ def apply(
         bundle=bundle,
         policy=STATE.policy,
     )
-    progress = make_progress(quiet=STATE.quiet)
-    if dry_run:
+    if dry_run:  # exactly `plan`: a saved plan is not read
         started = time.time()
-        try:
-            migration = _run(run_plan(loaded, options, progress))
-        finally:
-            progress.close()
+        progress = make_progress(quiet=STATE.quiet)
+        migration = _run(run_plan(loaded, options, progress), progress)
         render_plan(migration, PlanFormat.TEXT, started)
         raise typer.Exit(plan_exit_code(migration, False))
     saved = None
@@ -257,31 +263,11 @@ def apply(
         if select:
             raise UsageError("--select cannot be combined with --plan (it has its own selection)")
         saved = load_saved_plan(saved_plan)
-    try:
-        report = _run(run_apply(loaded, options, progress, saved=saved))
-    finally:
-        progress.close()
-    if not STATE.quiet:
-        render_outcomes(report.outcomes)
-    counts: dict[str, int] = {}
-    for outcome in report.outcomes:
-        counts[outcome.result.value] = counts.get(outcome.result.value, 0) + 1
-    if report_file:
-        write_private(report_file, to_json(apply_report(report)))
-    if junit_file:
-        write_private(junit_file, junit_xml(report))
-    if summary_file:
-        write_private(summary_file, markdown_summary(report))
-    summary = ", ".join(f"{counts[r.value]} {r.value}" for r in Result if r.value in counts)
-    elapsed = report.finished_at - report.started_at
-    out(f"Apply: {summary or 'nothing selected'} in {elapsed:.1f}s.")
-    if report.interrupted:
-        err(f"interrupted; to finish, run again: migrate apply {plan_file}")
-        raise typer.Exit(6)
-    if not report.ok:
-        bad = [o.id for o in report.outcomes if not o.result.ok]
-        err(f"{len(bad)} dashboards did not succeed: {', '.join(bad[:10])}")
-        raise typer.Exit(6)
+    progress = make_progress(quiet=STATE.quiet)
+    report = _run(run_apply(loaded, options, progress, saved=saved), progress)
+    files = ReportFiles(report=report_file, junit=junit_file, summary=summary_file)
+    render_apply(report, files, quiet=STATE.quiet, rerun=f"migrate apply {plan_file}")
+    raise typer.Exit(apply_exit_code(report))
 
 
 @app.command()
@@ -321,9 +307,8 @@ def validate(
     if not files and bundle is None:
         raise UsageError("nothing to validate", hint="pass plan or export files, or --bundle DIR")
     report = validate_paths(list(files or []), bundle=bundle)
-    for line in report.lines():
-        out(line)
-    raise typer.Exit(report.exit_code)
+    render_validation(report)
+    raise typer.Exit(validate_exit_code(report))
 
 
 @app.command()
@@ -334,7 +319,7 @@ def graph(
     select: Annotated[list[str] | None, _select_option()] = None,
 ) -> None:
     """Show the dependency graph: explicit and inferred edges, and the import order."""
-    from migrate.graph import render_graph  # noqa: PLC0415
+    from migrate.formats import render_graph  # noqa: PLC0415
     from migrate.runner import RunOptions, run_plan  # noqa: PLC0415
 
     loaded = _load(plan_file)

@@ -1,7 +1,8 @@
-"""Rendering for the command line: redacted output, progress displays, plans and outcomes.
+"""What the user sees of a command: redacted output, progress, plans, outcomes, exit codes.
 
 With `migrate/cli/app.py`, the only code that prints. Everything written passes through
-`credentials.redact`, so a token can never reach the console.
+`credentials.redact`, so a token can never reach the console. Each command's exit code (A5 of
+`docs/contract.md`) is computed by one function here, from the error tree and the results.
 """
 
 from __future__ import annotations
@@ -9,15 +10,30 @@ from __future__ import annotations
 import io
 import sys
 import time
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import IO, TYPE_CHECKING, Any, cast
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Final, cast
 
 from migrate.credentials import redact
+from migrate.errors import PartialError, PayloadInvalidError, RunInterruptedError, Violation
 from migrate.events import Outcome, Progress
+from migrate.formats import count_actions, count_results, format_change, format_counts
 from migrate.models import Action
 
 if TYPE_CHECKING:
     from migrate.planner import MigrationPlan
+    from migrate.runner import ApplyReport
+    from migrate.validation import FileReport, ValidationReport
+
+# The exit codes no error class stands for; every other one is an `exit_code` of the error tree.
+SUCCESS: Final = 0
+INTERNAL_ERROR: Final = 1  # a bug: an exception outside the error tree
+CHANGES_PENDING: Final = 10  # `plan --detailed-exitcode`: work to do (2 is a usage error)
+INTERRUPTED: Final = 130  # Ctrl-C outside a run's own handling: the shell's 128 + SIGINT
+
+# Planned actions that leave a dashboard short of created/unchanged/skipped.
+_UNAPPLIABLE: Final = (Action.CONFLICT, Action.INVALID, Action.BLOCKED)
 
 
 def out(text: str = "") -> None:
@@ -54,8 +70,6 @@ class SchemaName(StrEnum):
 
     PLAN = "plan"
     DASHBOARD = "dashboard"
-    BUNDLE = "bundle"
-    SAVED_PLAN = "saved-plan"
 
 
 _SYMBOL = {
@@ -182,17 +196,100 @@ def render_outcomes(outcomes: list[Outcome]) -> None:
         out("  ".join([*cells, row[4]]).rstrip())
 
 
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where `apply` writes its A5 JSON report, JUnit XML and Markdown summary (None: not)."""
+
+    report: Path | None = None
+    junit: Path | None = None
+    summary: Path | None = None
+
+
+def render_apply(report: ApplyReport, files: ReportFiles, *, quiet: bool, rerun: str) -> None:
+    """The outcome table (unless quiet), the report files, the totals, and why it fell short.
+
+    `rerun` is the command that finishes an interrupted run.
+    """
+    from migrate.report import apply_report, junit_xml, markdown_summary, to_json  # noqa: PLC0415
+    from migrate.storage import write_private  # noqa: PLC0415
+
+    if not quiet:
+        render_outcomes(report.outcomes)
+    if files.report:
+        write_private(files.report, to_json(apply_report(report)))
+    if files.junit:
+        write_private(files.junit, junit_xml(report))
+    if files.summary:
+        write_private(files.summary, markdown_summary(report))
+    summary = format_counts(count_results(report.outcomes))
+    elapsed = report.finished_at - report.started_at
+    out(f"Apply: {summary or 'nothing selected'} in {elapsed:.1f}s.")
+    if report.interrupted:
+        err(f"interrupted; to finish, run again: {rerun}")
+    elif not report.ok:
+        bad = [o.id for o in report.outcomes if not o.result.ok]
+        err(f"{len(bad)} dashboards did not succeed: {', '.join(bad[:10])}")
+
+
+def render_validation(report: ValidationReport, *, limit: int = 20) -> None:
+    """Per file, in order: a verdict line, then each problem (violations capped at `limit`)."""
+    for file in report.files:
+        for line in _file_lines(file, limit):
+            out(line)
+
+
+def _file_lines(file: FileReport, limit: int) -> list[str]:
+    from migrate.schema import format_violations  # noqa: PLC0415  # jsonschema loads only here
+
+    if file.unusable is not None:
+        return [f"{file.path}: unusable {file.kind}", *str(file.unusable).splitlines()]
+    if not file.problems:
+        detail = ""
+        if file.plan is not None:
+            n = len(file.plan.dashboards)
+            detail = f" ({n} dashboard entr{'y' if n == 1 else 'ies'})"
+        return [f"{file.path}: valid {file.kind}{detail}"]
+    violations = [p for p in file.problems if isinstance(p, Violation)]
+    others = [p for p in file.problems if not isinstance(p, Violation)]
+    count = len(file.problems)
+    return [
+        f"{file.path}: {count} problem{'s' * (count != 1)}",
+        *(f"  {line}" for line in others),
+        *(f"  {line}" for line in format_violations(violations, limit)),
+    ]
+
+
 def plan_exit_code(migration: MigrationPlan, detailed: bool) -> int:
-    actions = {d.action for d in migration.dashboards}
-    if actions & {Action.CONFLICT, Action.INVALID, Action.BLOCKED}:
-        return 6
-    if detailed and Action.CREATE in actions:
-        return 10
-    return 0
+    """A5: 6 when apply could not bring every dashboard through, else 10 when
+    `--detailed-exitcode` asks and there is something to create, else 0."""
+    counts = count_actions(migration.dashboards)
+    if any(counts[action] for action in _UNAPPLIABLE):
+        return PartialError.exit_code  # what apply itself would end with
+    if detailed and counts[Action.CREATE]:
+        return CHANGES_PENDING
+    return SUCCESS
+
+
+def apply_exit_code(report: ApplyReport) -> int:
+    """A5: 6 when the run was interrupted or a dashboard did not succeed, else 0."""
+    if report.interrupted:
+        return RunInterruptedError.exit_code
+    if not report.ok:
+        return PartialError.exit_code
+    return SUCCESS
+
+
+def validate_exit_code(report: ValidationReport) -> int:
+    """A5: the first unusable file's code (3), else 4 when a payload fails its schema, else 0."""
+    for file in report.files:
+        if file.unusable is not None:
+            return file.unusable.exit_code
+    if not report.ok:
+        return PayloadInvalidError.exit_code
+    return SUCCESS
 
 
 def render_plan(migration: MigrationPlan, fmt: PlanFormat, started: float) -> None:
-    from migrate.diff import format_change  # noqa: PLC0415
     from migrate.report import markdown_plan, plan_report, to_json  # noqa: PLC0415
 
     if fmt is PlanFormat.JSON:
@@ -216,6 +313,5 @@ def render_plan(migration: MigrationPlan, fmt: PlanFormat, started: float) -> No
         out("\nSchema pairs (in the dashboards to create):")
         for old, new, places, boards in preview:
             out(f"  {old} → {new}: {places} places in {boards} dashboards")
-    counts = migration.count()
-    summary = ", ".join(f"{counts[a.value]} {a.value}" for a in Action if a.value in counts)
+    summary = format_counts(count_actions(migration.dashboards))
     out(f"\nPlan: {summary or 'nothing selected'}.")
