@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,14 @@ from migrate.jsontext import parse_json
 from migrate.models import DashboardRef, ExportFile, SourceInfo
 from migrate.safename import id_from_safe_name, safe_name
 from migrate.schema import format_problems
-from migrate.storage import PRIVATE_DIR, create_private, ensure_private_dir, fsync_dir
+from migrate.storage import (
+    INPUT_CAP,
+    PRIVATE_DIR,
+    create_private,
+    ensure_private_dir,
+    fsync_dir,
+    read_regular,
+)
 
 BUNDLE_FORMAT = "migrate-bundle"
 BUNDLE_VERSION = 1
@@ -225,16 +231,8 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
 
 def _read_nofollow(path: Path | str, *, dir_fd: int | None = None) -> bytes:
     """The bytes of regular file `path`; OSError if it is a symlink or not a regular file."""
-    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _BINARY, dir_fd=dir_fd)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise IsADirectoryError(f"{path} is not a regular file")
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+    # Never opens a FIFO or device (an open or read that would hang), never reads past the cap.
+    return read_regular(path, limit=INPUT_CAP, follow_symlinks=False, dir_fd=dir_fd)
 
 
 def _read_entry(directory: Path, relative: str) -> bytes:

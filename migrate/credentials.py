@@ -15,8 +15,10 @@ from pathlib import Path
 
 from migrate.errors import AuthError
 from migrate.models import Endpoint
+from migrate.storage import FileTooLargeError, read_regular
 
 _REDACTED = "***"
+_TOKEN_FILE_CAP = 64 * 1024  # far above any real token; a bigger file is not a token file
 _known_secrets: set[str] = set()
 
 
@@ -46,23 +48,52 @@ def redact(text: str) -> str:
     return text
 
 
+def _check_token(value: str, where: str, url: str, *, fix: str) -> None:
+    """Refuse a token no HTTP header can carry; the message names `where`, never the value.
+
+    A bearer token is printable ASCII without spaces (RFC 6750's b64token is narrower still). A
+    newline or other control character pasted in from a secret store would otherwise surface in
+    an HTTP library's error, value included; a non-ASCII one would fail to encode.
+    """
+    if all("!" <= char <= "~" for char in value):
+        return
+    index, char = next((i, c) for i, c in enumerate(value) if not "!" <= c <= "~")
+    if char.isspace():
+        what = "a line break" if char in "\r\n" else "whitespace"
+    elif not char.isascii():
+        what = "a non-ASCII character"
+    else:
+        what = "a control character"
+    raise AuthError(
+        f"{where} holds {what} at position {index + 1} of the token: not a usable token",
+        url=url,
+        hint=f"{fix} the service token alone: printable ASCII, no spaces or line breaks"
+        " (check how the secret was stored)",
+    )
+
+
 def read_token(endpoint: Endpoint, *, environ: Mapping[str, str] | None = None) -> Token:
     """The token for `endpoint`, from its `token_env` variable or its `token_file`.
 
     Raises AuthError (exit 5) naming the variable or file — never a value — when it is unset,
-    empty, unreadable, or (for a file) readable by group or others.
+    empty, unreadable, not a token (anything but printable ASCII inside, once surrounding
+    whitespace is stripped), or (for a file) readable by group or others or not a regular file.
     """
     env = os.environ if environ is None else environ
     if endpoint.token_env:
         value = env.get(endpoint.token_env, "").strip()
         if not value:
+            state = "is empty" if endpoint.token_env in env else "is not set"
             raise AuthError(
-                f"env var {endpoint.token_env} is not set, so there is no token for {endpoint.url}",
+                f"env var {endpoint.token_env} {state}, so there is no token for {endpoint.url}",
                 url=endpoint.url,
                 hint=f"export {endpoint.token_env}=<service token> (Databrain: Settings → Service "
                 "Tokens), or set token_file in the plan",
             )
         register_secret(value)
+        _check_token(
+            value, f"env var {endpoint.token_env}", endpoint.url, fix=f"set {endpoint.token_env} to"
+        )
         return Token(value, f"env var {endpoint.token_env}")
     if endpoint.token_file:
         path = Path(endpoint.token_file).expanduser()
@@ -74,14 +105,29 @@ def read_token(endpoint: Endpoint, *, environ: Mapping[str, str] | None = None) 
                     url=endpoint.url,
                     hint=f"chmod 600 {path}",
                 )
-            value = path.read_text(encoding="utf-8").strip()
+            raw = read_regular(path, limit=_TOKEN_FILE_CAP)
+        except FileTooLargeError:
+            raise AuthError(
+                f"token file {path} holds more than {_TOKEN_FILE_CAP:,} bytes: not a token",
+                url=endpoint.url,
+                hint="the file must hold the service token alone",
+            ) from None
         except OSError as exc:
             raise AuthError(
                 f"cannot read token file {path}: {exc.strerror}", url=endpoint.url
             ) from None
+        try:
+            value = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise AuthError(
+                f"token file {path} is not text: a token is printable ASCII",
+                url=endpoint.url,
+                hint="write the service token alone into the file",
+            ) from None
         if not value:
             raise AuthError(f"token file {path} is empty", url=endpoint.url)
         register_secret(value)
+        _check_token(value, f"token file {path}", endpoint.url, fix=f"write into {path}")
         return Token(value, f"file {path}")
     raise AuthError(
         f"no token configured for {endpoint.url}",

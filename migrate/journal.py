@@ -4,7 +4,9 @@ One JSON object per line in `STATE_DIR/journal/<key>.jsonl`, keyed by target URL
 plan content, so a re-run of the same plan against the same target finds what the interrupted
 run did. Lines are written with one `write` each (O_APPEND) and fsynced in batches off the event
 loop, so journaling never serializes the imports. A truncated or corrupt last line — what a
-crash mid-write leaves — is skipped when reading.
+crash mid-write leaves — is skipped when reading. Reading streams with a cap per line, and a
+journal that is mostly redundant (every run appends its `start` and `end`) is compacted
+atomically when a run opens it, so its size follows the number of dashboards, not of runs.
 
 The target's inventory stays the source of truth for what exists: the journal tells a resumed
 run what the previous one intended, so it can say so and count it, never to skip a check.
@@ -17,12 +19,15 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from migrate.storage import PRIVATE_FILE, ensure_private_dir
+from migrate.errors import PlanError
+from migrate.storage import PRIVATE_FILE, ensure_private_dir, file_kind, write_private
 
 
 def journal_key(target_url: str, workspace: str, plan_digest: str) -> str:
@@ -45,33 +50,130 @@ class PriorRun:
         return self.intended - self.confirmed
 
 
-def read_journal(path: Path) -> PriorRun | None:
-    """What the journal at `path` says, or None if there is none. Corrupt lines are skipped."""
+COMPACT_MIN_LINES = 1000
+"""A journal is rewritten once it holds this many lines and over half of them are redundant."""
+
+_MAX_LINE = 64 * 1024  # a record is a few hundred bytes; a longer line is corrupt
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+@dataclass
+class _Scan:
+    """One pass over a journal: what it says, and the few lines that say it."""
+
+    prior: PriorRun
+    kept: list[bytes]  # the lines a compacted journal holds, in order
+    lines: int  # lines read, corrupt ones included
+    ends_cleanly: bool  # empty, or the last byte is a newline
+
+    @property
+    def redundant(self) -> bool:
+        """True when compacting would drop most of the journal."""
+        return self.lines >= COMPACT_MIN_LINES and self.lines > 2 * len(self.kept)
+
+
+def _lines(handle: BinaryIO) -> Iterator[bytes]:
+    """The lines of `handle`, each read with a cap; an overlong line is skipped whole."""
+    while line := handle.readline(_MAX_LINE + 1):
+        if len(line) > _MAX_LINE and not line.endswith(b"\n"):
+            while (rest := handle.readline(_MAX_LINE + 1)) and not rest.endswith(b"\n"):
+                pass
+            yield b""  # counted, never parsed
+            continue
+        yield line
+
+
+def _scan(path: Path) -> _Scan | None:
+    """Read the journal at `path` in one streaming pass; None if there is none.
+
+    Memory stays bounded by the number of dashboards, not the journal's length. A journal that
+    is not a regular file (a FIFO, a device, a symlink) is refused: PlanError naming it.
+    """
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
     except FileNotFoundError:
         return None
-    intended: set[str] = set()
-    confirmed: set[str] = set()
-    finished = True
-    for line in raw.splitlines():
-        try:
-            record = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            continue  # a line cut short by a crash
-        if not isinstance(record, dict):
-            continue
-        event = record.get("event")
-        target = record.get("target_id")
-        if event == "start":
-            finished = False
-        elif event == "end":
-            finished = True
-        elif event == "intent" and isinstance(target, str):
-            intended.add(target)
-        elif event == "outcome" and isinstance(target, str) and record.get("result") == "created":
-            confirmed.add(target)
-    return PriorRun(frozenset(intended), frozenset(confirmed), finished)
+    except OSError as exc:
+        raise _unusable(path, exc.strerror or str(exc)) from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _unusable(path, f"it is a {file_kind(mode)}, not a regular file")
+        start: bytes | None = None
+        end: bytes | None = None
+        latest: dict[tuple[str, str], bytes] = {}  # (target id, kind) -> its latest line
+        lines = 0
+        for line in _lines(handle):
+            lines += 1
+            record = _record(line)
+            if record is None:
+                continue
+            event, target = record.get("event"), record.get("target_id")
+            if event == "start":
+                start, end = line, None
+            elif event == "end":
+                end = line
+            elif event == "intent" and isinstance(target, str):
+                latest[(target, "intent")] = line
+            elif event == "outcome" and isinstance(target, str):
+                created = record.get("result") == "created"
+                latest[(target, "created" if created else "outcome")] = line
+        size = handle.seek(0, os.SEEK_END)
+        ends_cleanly = size == 0 or os.pread(fd, 1, size - 1) == b"\n"
+    intended = {target for target, kind in latest if kind == "intent"}
+    confirmed = {target for target, kind in latest if kind == "created"}
+    finished = start is None or end is not None
+    # Replayed by read_journal, these lines give the same PriorRun: `start` first, `end` last.
+    kept = [
+        *(line for line in (start,) if line),
+        *latest.values(),
+        *(line for line in (end,) if line),
+    ]
+    prior = PriorRun(frozenset(intended), frozenset(confirmed), finished)
+    return _Scan(prior, [_newline(line) for line in kept], lines, ends_cleanly)
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None  # a line cut short by a crash
+    return record if isinstance(record, dict) else None
+
+
+def _newline(line: bytes) -> bytes:
+    return line if line.endswith(b"\n") else line + b"\n"
+
+
+def _unusable(path: Path, why: str) -> PlanError:
+    return PlanError(
+        f"cannot use the journal: {why}",
+        file=str(path),
+        hint="remove that file; the target's inventory stays the source of truth",
+    )
+
+
+def read_journal(path: Path) -> PriorRun | None:
+    """What the journal at `path` says, or None if there is none. Corrupt lines are skipped."""
+    scan = _scan(path)
+    return None if scan is None else scan.prior
+
+
+def compact_journal(path: Path, *, force: bool = False) -> bool:
+    """Rewrite the journal at `path` keeping only the lines `read_journal` needs; True if it did.
+
+    Per dashboard the latest intent, the latest `created` outcome and the latest other outcome
+    are kept, with the latest `start` and its `end`, so `read_journal` says the same before and
+    after. Done only when most lines are redundant (see `COMPACT_MIN_LINES`), or `force`. It is
+    atomic (temp file, fsync, rename, fsync of the folder): a crash leaves the old journal or
+    the new one. The caller must be the journal's only writer (it holds the target's lock).
+    """
+    scan = _scan(path)
+    if scan is None or not (force or scan.redundant):
+        return False
+    write_private(path, b"".join(scan.kept))
+    return True
 
 
 class Journal:
@@ -80,11 +182,20 @@ class Journal:
     def __init__(self, state_dir: Path, key: str) -> None:
         directory = ensure_private_dir(state_dir / "journal")
         self.path = directory / f"{key}.jsonl"
-        self.prior = read_journal(self.path)
+        scan = _scan(self.path)
+        self.prior = None if scan is None else scan.prior
+        if scan is not None and scan.redundant:
+            # Every run appends; without this a long-lived journal costs every later run.
+            write_private(self.path, b"".join(scan.kept))
+            scan.ends_cleanly = True
         self._fd = os.open(
-            self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE
+            self.path,
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _NONBLOCK,
+            PRIVATE_FILE,
         )
         os.fchmod(self._fd, PRIVATE_FILE)
+        if scan is not None and not scan.ends_cleanly:
+            os.write(self._fd, b"\n")  # a torn last line must not swallow the next record
         self._dirty = False
         self._sync_lock = asyncio.Lock()
 

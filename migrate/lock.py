@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migrate.errors import LockHeldError, UsageError
-from migrate.storage import create_private, ensure_private_dir
+from migrate.storage import create_private, ensure_private_dir, read_regular
+
+_LOCK_CAP = 64 * 1024  # a lock is a hundred bytes; a bigger file is not one of ours
+_MAX_PID = 2**31 - 1  # pid_t is a signed 32-bit integer
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ def _lock_path(state_dir: Path, target: str) -> Path:
 
 def _read(path: Path) -> LockInfo | None:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(read_regular(path, limit=_LOCK_CAP, follow_symlinks=False))
         return LockInfo(
             str(doc["lock_id"]),
             int(doc["pid"]),
@@ -64,12 +67,22 @@ def _read(path: Path) -> LockInfo | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True when process `pid` exists on this host.
+
+    Only positive pids name one process: `kill(0)` and `kill(-1)` signal process groups (and
+    would succeed), and a pid past the system's range cannot exist, so a lock naming any of them
+    is a dead holder's (or a forged one's), never a live run's.
+    """
+    if not 0 < pid <= _MAX_PID:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # exists, owned by someone else
+    except (OverflowError, OSError):
+        return False  # not a pid this system can have
     return True
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from migrate.bundle import BundleEntry, BundleItem, BundleSource, load_manifest, write_bundle
 from migrate.client import ClientOptions, DatabrainClient
-from migrate.connection import ConnectionPolicy, open_client
+from migrate.connection import ConnectionPolicy, canonical_url, open_client, target_key
 from migrate.errors import (
     PayloadInvalidError,
     PlanError,
@@ -167,11 +167,12 @@ async def run_apply(
     progress = progress or Progress()
     started = time.time()
     state_dir = options.policy.state_dir
-    target_key = f"{plan.target.url}#{plan.target.workspace}"
+    # Every spelling of the target's URL (127.0.0.1 vs localhost/, :443) is one lock, one journal.
+    lock_key = target_key(plan.target)
     selectors = options.selectors
     if saved is not None:
         selectors = check_saved_plan_header(saved, plan)
-    with TargetLock(state_dir, target_key, warn=progress.warn) as lock:
+    with TargetLock(state_dir, lock_key, warn=progress.warn) as lock:
         endpoints = _Endpoints(plan, options)
         interrupts = _Interrupts(endpoints.throttle, progress)
         spool = PayloadSpool(state_dir / "spool", memory_budget=options.spool_budget)
@@ -190,7 +191,7 @@ async def run_apply(
             endpoints.throttle.raise_if_stopped()
             if saved is not None:
                 check_saved_plan(saved, migration)
-            key = journal_key(plan.target.url, plan.target.workspace, plan.digest)
+            key = journal_key(canonical_url(plan.target.url), plan.target.workspace, plan.digest)
             async with Journal(state_dir, key) as journal:
                 _announce_resume(journal, migration, progress)
                 to_create = sum(1 for d in migration.dashboards if d.action is Action.CREATE)

@@ -5,7 +5,9 @@ directory the tool creates is 0700, every file 0600."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -56,10 +58,96 @@ def create_private(path: Path, data: bytes, *, durable: bool = True) -> None:
         os.close(fd)
 
 
-def read_input(path: Path, *, what: str, hint: str = "check the path and its permissions") -> bytes:
-    """The bytes of an input file; PlanError (exit 3) naming it and `what` it was meant to be."""
+INPUT_CAP = 64 * 1024 * 1024
+"""The most bytes `read_input` reads from one file; the JSON size cap, so no input is cut short."""
+
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_CHUNK = 1 << 20
+
+
+class NotRegularFileError(OSError):
+    """The path names a FIFO, device, socket or directory: nothing is read from it."""
+
+
+class FileTooLargeError(OSError):
+    """The file holds more bytes than the reader's cap."""
+
+
+def file_kind(mode: int) -> str:
+    """What a `st_mode` is, in words: `regular file`, `FIFO`, `character device`, ..."""
+    kinds = (
+        (stat.S_ISREG, "regular file"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISLNK, "symlink"),
+    )
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def read_regular(
+    path: Path | str, *, limit: int, follow_symlinks: bool = True, dir_fd: int | None = None
+) -> bytes:
+    """The bytes of regular file `path`, at most `limit` of them, whatever its size claims.
+
+    Anything but a regular file is refused (NotRegularFileError) before it is opened, and again
+    after (the path may be swapped in between): a FIFO would block the open or the reads, a
+    device (`/dev/zero`) never ends and reports size 0. The open never blocks (O_NONBLOCK), and
+    at most `limit + 1` bytes are read, so a file that grows or lies fails with
+    FileTooLargeError instead of filling memory. With `follow_symlinks=False` a symlink is
+    refused too (ELOOP). Other OSErrors pass through.
+    """
+    mode = os.stat(path, dir_fd=dir_fd, follow_symlinks=follow_symlinks).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotRegularFileError(errno.EINVAL, f"is a {file_kind(mode)}, not a regular file")
+    flags = os.O_RDONLY | _NONBLOCK | _BINARY | _CLOEXEC | (0 if follow_symlinks else _NOFOLLOW)
+    fd = os.open(path, flags, dir_fd=dir_fd)
     try:
-        return path.read_bytes()
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(errno.EINVAL, f"is a {file_kind(mode)}, not a regular file")
+        chunks: list[bytes] = []
+        left = limit + 1
+        while left > 0 and (chunk := os.read(fd, min(_CHUNK, left))):
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    if left <= 0:
+        raise FileTooLargeError(errno.EFBIG, f"holds more than {limit:,} bytes")
+    return b"".join(chunks)
+
+
+def read_input(
+    path: Path,
+    *,
+    what: str,
+    hint: str = "check the path and its permissions",
+    limit: int = INPUT_CAP,
+) -> bytes:
+    """The bytes of an input file; PlanError (exit 3) naming it and `what` it was meant to be.
+
+    Reads at most `limit` bytes (more is refused, whatever the file's size claims); a FIFO,
+    device, socket or directory is refused before it is opened (see `read_regular`). A symlink
+    the user named is followed: the checks apply to the file it points at.
+    """
+    try:
+        return read_regular(path, limit=limit)
+    except NotRegularFileError as exc:
+        raise PlanError(
+            f"cannot read {what}: it {exc.strerror}",
+            file=str(path),
+            hint=f"give the path of the {what} itself; pipes, devices and folders are not read",
+        ) from None
+    except FileTooLargeError as exc:
+        raise PlanError(
+            f"cannot read {what}: it {exc.strerror}, over the limit",
+            file=str(path),
+            hint=f"is this really a {what}?",
+        ) from None
     except OSError as exc:
         raise PlanError(
             f"cannot read {what}: {exc.strerror or exc}", file=str(path), hint=hint

@@ -154,7 +154,7 @@ def _validate_bundle(bundle: Path, validators: Sequence[PayloadValidator]) -> Fi
         paths = verify_bundle(bundle)
         found: list[Violation | str] = []
         for path in paths:
-            document = parse_json(path.read_bytes(), source=str(path))
+            document = parse_json(read_input(path, what="bundle file"), source=str(path))
             for validator in validators:
                 found.extend(
                     Violation(f"{path.name}: {v.path}", v.message)
