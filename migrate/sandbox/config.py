@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_TOKEN = "sandbox-token"  # noqa: S105  # documented public default, not a secret
 """The documented token for local use; the sandbox guards nothing worth a secret."""
 
 KNOWN_SEEDS = ("demo", "empty")
+EMBED_ID_SCHEMES = ("suffix", "uuid")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class SandboxConfig:
     company_unique_ids: bool = False
     legacy_import_response: bool = False
     random_seed: int | None = None
+    # (name, API key) of data apps to create or re-key at start-up; keys never in repr.
+    data_apps: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    embed_ids: str = "suffix"  # how new embed ids are minted: "suffix" | "uuid"
 
     def __post_init__(self) -> None:
         for name in ("fail_rate", "drop_rate"):
@@ -48,6 +52,10 @@ class SandboxConfig:
             raise ValueError(f"unknown seed {self.seed!r}; known: {', '.join(KNOWN_SEEDS)}")
         if not self.token:
             raise ValueError("token must not be empty")
+        if self.embed_ids not in EMBED_ID_SCHEMES:
+            raise ValueError(f"embed_ids must be one of {EMBED_ID_SCHEMES}, got {self.embed_ids!r}")
+        if any(not name or not key for name, key in self.data_apps):
+            raise ValueError("every data app needs a name and a non-empty API key")
 
 
 def parse_rate_limit(text: str) -> tuple[int, float]:
@@ -62,3 +70,12 @@ def parse_rate_limit(text: str) -> tuple[int, float]:
     if count < 1 or window <= 0:
         raise ValueError(f"rate limit {text!r} needs N >= 1 and S > 0")
     return count, window
+
+
+def parse_data_app(text: str) -> tuple[str, str]:
+    """Split `NAME=VALUE` at the first `=` (`--data-app`, `--data-app-env`); ValueError if not."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        # Never echo `text`: its value part may be a key.
+        raise ValueError("expected NAME=VALUE with both parts non-empty")
+    return name.strip(), value.strip()
