@@ -15,13 +15,14 @@ from migrate.errors import (
     AuthError,
     BadResponseError,
     DashboardNotFoundError,
+    EmbedNotFoundError,
     EndpointError,
     RateLimitedError,
     RequestRejectedError,
     ServerError,
     WorkspaceNotFoundError,
 )
-from migrate.retry import Operation, parse_retry_after
+from migrate.retry import WRITES, Operation, parse_retry_after
 
 AUTH_CODES = frozenset(
     {"AUTH_ERROR", "AUTHENTICATION_ERROR", "INVALID_SERVICE_TOKEN", "INVALID_DATA_APP_API_KEY"}
@@ -108,7 +109,7 @@ def translate_error(
             url=url,
             status=status,
             code=code,
-            uncertain=op == "import",
+            uncertain=op in WRITES,
         )
     if code == "WORKSPACE_ID_ERROR" and workspace is not None:
         where = f"; workspaces here: {', '.join(available)}" if available else ""
@@ -151,3 +152,87 @@ def translate_error(
         status=status,
         code=code or f"HTTP_{status}",
     )
+
+
+# ---- data-app (embed) calls ---------------------------------------------------------------
+
+EMBED_ID_OPERATIONS: frozenset[Operation] = frozenset(
+    {"export_embed", "update_embed", "rename_embed", "delete_embed"}
+)
+
+
+@dataclass(frozen=True)
+class DataAppRequest:
+    """What a failed data-app call was about, beyond what `translate_error` knew."""
+
+    data_app: str
+    key_source: str
+    op: Operation
+    embed_id: str | None = None
+    workspace: str | None = None
+    dashboard_id: str | None = None
+
+
+def refine_data_app_error(error: EndpointError, request: DataAppRequest) -> EndpointError:
+    """`error` (from `translate_error`) made specific to a data-app call, or `error` itself.
+
+    A refused key becomes "bad credentials for data app X" (naming where the key came from,
+    never the key); a 400 for an embed id becomes `EmbedNotFoundError`; INVALID_DASHBOARD_ID
+    "Dashboard not found" on creation becomes `DashboardNotFoundError`, INVALID_WORKSPACE_NAME
+    a `WorkspaceNotFoundError`.
+    """
+    url, status, code = error.url, error.status, error.code
+    app = request.data_app
+    refined: EndpointError | None = None
+    if isinstance(error, AuthError):
+        said = f" ({code})" if code else ""
+        refined = AuthError(
+            f"bad credentials for data app {app!r}: {url} refused the API key from"
+            f" {request.key_source}{said}",
+            url=url,
+            status=status,
+            code=code,
+            hint=f"check that {request.key_source} holds the API key of data app {app!r}"
+            " (Databrain: Data App → API key), not a service token",
+        )
+    elif not isinstance(error, RequestRejectedError) or code == "INVALID_REQUEST_BODY":
+        return error
+    elif request.op in EMBED_ID_OPERATIONS and status in (400, 404):
+        refined = EmbedNotFoundError(
+            f"data app {app!r} holds no embed {request.embed_id!r} ({url} answered"
+            f" HTTP {status}{f', {code}' if code else ''})",
+            embed_id=request.embed_id or "",
+            data_app=app,
+            url=url,
+            status=status,
+            code=code,
+            hint="list the data app's embeds to see which exist",
+        )
+    elif (
+        request.op == "create_embed"
+        and code == "INVALID_DASHBOARD_ID"
+        and "not found" in error.message.lower()
+    ):
+        refined = DashboardNotFoundError(
+            f"cannot embed dashboard {request.dashboard_id!r}: it is not in workspace"
+            f" {request.workspace!r}",
+            dashboard_id=request.dashboard_id or "",
+            workspace=request.workspace or "",
+            url=url,
+            status=status,
+            code=code,
+        )
+    elif request.op == "create_embed" and code in ("INVALID_WORKSPACE_NAME", "WORKSPACE_ID_ERROR"):
+        refined = WorkspaceNotFoundError(
+            f"cannot embed into workspace {request.workspace!r}: it does not exist ({url})",
+            workspace=request.workspace or "",
+            url=url,
+            status=status,
+            code=code,
+            hint="workspace names match exactly, case included",
+        )
+    if refined is None:
+        return error
+    refined.attempts = error.attempts
+    refined.uncertain = error.uncertain
+    return refined

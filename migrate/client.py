@@ -14,23 +14,44 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from migrate.apierrors import ErrorAnswer, FailedRequest, error_fields, translate_error
+from migrate.apierrors import (
+    DataAppRequest,
+    ErrorAnswer,
+    FailedRequest,
+    error_fields,
+    refine_data_app_error,
+    translate_error,
+)
 from migrate.errors import (
     BadResponseError,
     EndpointError,
     RateLimitedError,
+    RequestRejectedError,
     TransportError,
     UntrustedJSONError,
+    WorkspaceExistsError,
 )
 from migrate.jsontext import JSONLimits, parse_json
-from migrate.models import DashboardRef, ExportFile, ImportResult, JSONObject, MetricRef
+from migrate.models import (
+    DashboardRef,
+    DataAppDashboard,
+    Embed,
+    EmbedExport,
+    ExportFile,
+    FilterRebinding,
+    ImportResult,
+    JSONObject,
+    MetricRef,
+    WorkspaceBinding,
+)
 from migrate.retry import (
+    WRITES,
     Operation,
     Pacer,
     RateSignal,
@@ -229,6 +250,75 @@ class DatabrainClient:
                 attempts=answer.attempts,
             )
         return ImportResult(dashboard_id=dashboard_id, attempts=answer.attempts)
+
+    # ---- preparing a target workspace (docs/databrain-api.md "Preparing a target workspace")
+
+    async def create_workspace(self, name: str, binding: WorkspaceBinding) -> str:
+        """Create workspace `name` bound to an existing datasource or datamart; returns its name.
+
+        Not retried after it may have reached the server. A refusal whose name the workspace
+        listing then shows is `WorkspaceExistsError` (the API documents no code for it).
+        """
+        key = "datamartName" if binding.connection_type.uses_datamart else "datasourceName"
+        body: JSONObject = {
+            "name": name,
+            "connectionType": binding.connection_type.value,
+            key: binding.name,
+        }
+        try:
+            answer = await self._call("POST", "/api/v2/workspace", body, op="create_workspace")
+        except RequestRejectedError as exc:
+            if exc.code == "INVALID_REQUEST_BODY" or name not in await self.list_workspaces():
+                raise
+            raise WorkspaceExistsError(
+                f"workspace {name!r} already exists at {self.base_url}",
+                workspace=name,
+                url=exc.url,
+                status=exc.status,
+                code=exc.code,
+                hint="workspace names are unique in a company; use it, or choose another name",
+            ) from exc
+        data = answer.body.get("data") if isinstance(answer.body, dict) else None
+        created = data.get("name") if isinstance(data, dict) else None
+        return created if isinstance(created, str) and created else name
+
+    async def list_datasources(self) -> list[str]:
+        """Names of the company's datasources (all pages)."""
+        items = await self._paginate("GET", "/api/v2/datasource", None, "list_datasources")
+        return [name for item in items if isinstance(name := item.get("name"), str)]
+
+    async def rebind_filters(self, workspace: str, rebindings: Sequence[FilterRebinding]) -> None:
+        """Point dashboard filters (matched by label) at other columns.
+
+        The API silently ignores unknown dashboards and unmatched labels: read the dashboards
+        back to know what changed. Idempotent, so retried like a read.
+        """
+        dashboards: dict[str, list[JSONObject]] = {}
+        for item in rebindings:
+            dashboards.setdefault(item.dashboard_id, []).append(
+                {
+                    "name": item.filter_name,
+                    "applyOnTables": [
+                        {
+                            **({"dataType": c.data_type} if c.data_type else {}),
+                            "schemaName": c.schema,
+                            "tableName": c.table,
+                            "columnName": c.column,
+                        }
+                        for c in item.apply_on
+                    ],
+                }
+            )
+        body: JSONObject = {
+            "workspaceName": workspace,
+            "dashboards": [
+                {"dashboardId": dashboard_id, "filters": filters}
+                for dashboard_id, filters in dashboards.items()
+            ],
+        }
+        await self._call(
+            "PUT", "/api/v2/workspace/dashboards", body, op="rebind_filters", workspace=workspace
+        )
 
     # ---- plumbing ---------------------------------------------------------------------------
 
@@ -456,7 +546,7 @@ class DatabrainClient:
                         f" the documented JSON: {exc.message}",
                         url=url,
                         status=response.status_code,
-                        uncertain=op == "import",
+                        uncertain=op in WRITES,
                     ) from exc
                 body = None  # an error status with a non-JSON body is translated by status
         return _Answer(response.status_code, body, response.headers, raw)
@@ -527,3 +617,237 @@ def _describe_body(response: httpx.Response, raw: bytes) -> str:
     if "html" in ctype or raw.lstrip()[:1] == b"<":
         return "an HTML page"
     return f"a {ctype or 'non-JSON'} body"
+
+
+# ---- data-app calls (docs/databrain-api.md "Changing what is already in a workspace") -------
+
+
+_T = TypeVar("_T")
+
+
+class DataAppClient:
+    """The embed calls of one data app, authenticated by its API key (not the service token).
+
+    Shares the request machinery of `DatabrainClient` (retries, size caps, pacing, error
+    translation); answers are then made specific to embeds by `apierrors.refine_data_app_error`.
+    Embed ids are minted by the server: every method that creates one returns the id the
+    answer carries. Use as `async with`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        data_app: str,
+        key_source: str = "the configured API key",
+        transport: httpx.AsyncBaseTransport | None = None,
+        options: ClientOptions | None = None,
+        pacer: Pacer | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.data_app = data_app
+        self.key_source = key_source
+        # One DatabrainClient holding the key: its private request machinery is shared on
+        # purpose (same module), so retries, caps and pacing stay in one place.
+        self._http = DatabrainClient(
+            base_url,
+            api_key,
+            token_source=f"{key_source} (data app {data_app!r})",
+            transport=transport,
+            options=options,
+            pacer=pacer,
+            sleep=sleep,
+            clock=clock,
+            rand=rand,
+        )
+        self.base_url = self._http.base_url
+
+    async def __aenter__(self) -> DataAppClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def list_embeds(self) -> list[Embed]:
+        """Every embed of the data app (all pages). `access_settings` is None: the listing does
+        not carry them (`export_embed` does). The listing names no workspace."""
+        items = await self._guarded(
+            DataAppRequest(self.data_app, self.key_source, "list_embeds"),
+            self._http._paginate("GET", "/api/v2/data-app/embeds", None, "list_embeds"),
+        )
+        embeds: dict[str, Embed] = {}
+        for item in items:
+            embed = _embed_of(item)
+            if embed is not None:
+                embeds.setdefault(embed.id, embed)
+        return list(embeds.values())
+
+    async def create_embed(
+        self,
+        workspace: str,
+        dashboard_id: str,
+        name: str,
+        *,
+        embed_type: str = "dashboard",
+        access_settings: JSONObject | None = None,
+        metric_id: str | None = None,
+    ) -> str:
+        """Create an embed of a dashboard (or of one of its metrics); returns the embed id the
+        server minted. Not retried after it may have reached the server: confirm through
+        `list_embeds` before creating again."""
+        body: JSONObject = {
+            "dashboardId": dashboard_id,
+            "embedType": embed_type,
+            "workspaceName": workspace,
+            "name": name,
+        }
+        if access_settings is not None:
+            body["accessSettings"] = access_settings
+        if metric_id is not None:
+            body["metricId"] = metric_id
+        request = DataAppRequest(
+            self.data_app,
+            self.key_source,
+            "create_embed",
+            workspace=workspace,
+            dashboard_id=dashboard_id,
+        )
+        answer = await self._guarded(
+            request,
+            self._http._call(
+                "POST",
+                "/api/v2/data-app/embeds",
+                body,
+                op="create_embed",
+                workspace=workspace,
+                dashboard_id=dashboard_id,
+            ),
+        )
+        embed_id = answer.body.get("id") if isinstance(answer.body, dict) else None
+        if not isinstance(embed_id, str) or not embed_id:
+            url = self._http._url("/api/v2/data-app/embeds")
+            raise BadResponseError(
+                f"{url} created an embed of {dashboard_id!r} but its answer carries no `id`",
+                url=url,
+                status=answer.status,
+                uncertain=True,
+            )
+        return embed_id
+
+    async def export_embed(self, embed_id: str) -> EmbedExport:
+        """The embed (with its access settings) and its dashboard's payload."""
+        path = "/api/v2/data-app/embeds/export"
+        answer = await self._guarded(
+            DataAppRequest(self.data_app, self.key_source, "export_embed", embed_id=embed_id),
+            self._http._call("GET", path, None, op="export_embed", params={"embedId": embed_id}),
+        )
+        document = answer.body if isinstance(answer.body, dict) else {}
+        meta = document.get("_meta")
+        if not isinstance(meta, dict) or not isinstance(document.get("data"), dict):
+            raise BadResponseError(
+                f"export of embed {embed_id!r} from {self._http._url(path)} did not return"
+                " `_meta` and `data` objects",
+                url=self._http._url(path),
+                status=answer.status,
+            )
+        settings = meta.get("embedDataAppAccessSetting")
+        metric_id = meta.get("metricId")
+        embed = Embed(
+            id=_text(meta.get("embedId")) or embed_id,
+            name=_text(meta.get("name")),
+            type=_text(meta.get("embedType")),
+            dashboard_id=_text(meta.get("dashboardId")),
+            access_settings=settings if isinstance(settings, dict) else {},
+            metric_id=metric_id if isinstance(metric_id, str) else None,
+        )
+        return EmbedExport(embed=embed, raw=answer.raw, document=document)
+
+    async def update_access_settings(self, embed_id: str, access_settings: JSONObject) -> None:
+        """Set an embed's access settings (the embed keeps its dashboard). Retried like a read:
+        setting the same values twice is harmless."""
+        await self._guarded(
+            DataAppRequest(self.data_app, self.key_source, "update_embed", embed_id=embed_id),
+            self._http._call(
+                "PUT",
+                "/api/v2/data-app/embeds",
+                {"embedId": embed_id, "accessSettings": access_settings},
+                op="update_embed",
+            ),
+        )
+
+    async def rename_embed(
+        self, embed_id: str, name: str, *, rename_dashboard: bool = False
+    ) -> None:
+        """Rename an embed (and its dashboard, when asked)."""
+        body: JSONObject = {"embedId": embed_id, "name": name}
+        if rename_dashboard:
+            body["isRenameDashboard"] = True
+        await self._guarded(
+            DataAppRequest(self.data_app, self.key_source, "rename_embed", embed_id=embed_id),
+            self._http._call("PUT", "/api/v2/data-app/embeds/rename", body, op="rename_embed"),
+        )
+
+    async def delete_embed(self, embed_id: str, *, delete_dashboard: bool = False) -> None:
+        """Delete an embed; with `delete_dashboard`, permanently delete its dashboard and every
+        other embed of it. Not retried after it may have reached the server: a later
+        `EmbedNotFoundError` may mean an earlier attempt succeeded — confirm by listing."""
+        params = {"embedId": embed_id}
+        if delete_dashboard:
+            params["isDeleteDashboard"] = "true"
+        await self._guarded(
+            DataAppRequest(self.data_app, self.key_source, "delete_embed", embed_id=embed_id),
+            self._http._call(
+                "DELETE", "/api/v2/data-app/embeds", None, op="delete_embed", params=params
+            ),
+        )
+
+    async def list_dashboards(self) -> list[DataAppDashboard]:
+        """The dashboards the data app embeds, each with its embed id (all pages)."""
+        items = await self._guarded(
+            DataAppRequest(self.data_app, self.key_source, "list_app_dashboards"),
+            self._http._paginate("GET", "/api/v2/data-app/dashboards", None, "list_app_dashboards"),
+        )
+        return [
+            DataAppDashboard(dashboard_id, _text(item.get("name")), embed_id)
+            for item in items
+            if (dashboard_id := _text(item.get("externalDashboardId")))
+            and (embed_id := _text(item.get("embedId")))
+        ]
+
+    async def _guarded(self, request: DataAppRequest, call: Awaitable[_T]) -> _T:
+        """Await `call`, its errors made specific to this data app."""
+        try:
+            return await call
+        except EndpointError as exc:
+            raise refine_data_app_error(exc, request) from exc
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _embed_of(item: JSONObject) -> Embed | None:
+    """An `Embed` from one listing item, or None when it carries no embed id."""
+    meta = item.get("embedMetadata")
+    meta = meta if isinstance(meta, dict) else {}
+    dashboard = item.get("externalDashboard")
+    dashboard = dashboard if isinstance(dashboard, dict) else {}
+    embed_id = _text(item.get("embedId")) or _text(meta.get("embedId"))
+    if not embed_id:
+        return None
+    metric_id = meta.get("metricId")
+    return Embed(
+        id=embed_id,
+        name=_text(item.get("name")) or _text(meta.get("name")),
+        type=_text(item.get("embedType")) or _text(meta.get("embedType")),
+        dashboard_id=_text(dashboard.get("externalDashboardId")) or _text(meta.get("dashboardId")),
+        metric_id=metric_id if isinstance(metric_id, str) else None,
+        dashboard_name=_text(dashboard.get("name")),
+    )

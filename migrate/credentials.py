@@ -1,4 +1,5 @@
-"""Service tokens: read only from an env var or an owner-only file, held in one place, redacted.
+"""Service tokens and data-app API keys: read only from an env var or an owner-only file, held
+in one place, redacted.
 
 Every token the process reads is registered here, so `redact` can strip it from anything the tool
 writes (console, reports, journals, tracebacks). A `Token` never prints its value: its `repr` and
@@ -96,41 +97,82 @@ def read_token(endpoint: Endpoint, *, environ: Mapping[str, str] | None = None) 
         )
         return Token(value, f"env var {endpoint.token_env}")
     if endpoint.token_file:
-        path = Path(endpoint.token_file).expanduser()
-        try:
-            mode = path.stat().st_mode
-            if mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise AuthError(
-                    f"token file {path} is readable by group or others",
-                    url=endpoint.url,
-                    hint=f"chmod 600 {path}",
-                )
-            raw = read_regular(path, limit=_TOKEN_FILE_CAP)
-        except FileTooLargeError:
-            raise AuthError(
-                f"token file {path} holds more than {_TOKEN_FILE_CAP:,} bytes: not a token",
-                url=endpoint.url,
-                hint="the file must hold the service token alone",
-            ) from None
-        except OSError as exc:
-            raise AuthError(
-                f"cannot read token file {path}: {exc.strerror}", url=endpoint.url
-            ) from None
-        try:
-            value = raw.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            raise AuthError(
-                f"token file {path} is not text: a token is printable ASCII",
-                url=endpoint.url,
-                hint="write the service token alone into the file",
-            ) from None
-        if not value:
-            raise AuthError(f"token file {path} is empty", url=endpoint.url)
-        register_secret(value)
-        _check_token(value, f"token file {path}", endpoint.url, fix=f"write into {path}")
-        return Token(value, f"file {path}")
+        return _read_file(endpoint.token_file, url=endpoint.url, what="token")
     raise AuthError(
         f"no token configured for {endpoint.url}",
         url=endpoint.url,
         hint="add token_env: VAR_NAME (or token_file: PATH) to this endpoint in the plan",
+    )
+
+
+def _read_file(path_text: str, *, url: str, what: str) -> Token:
+    """A secret from an owner-only regular file, checked and registered for redaction.
+
+    AuthError (exit 5) naming the file — never its content — when it is too open, unreadable,
+    too large, not text, empty or not a valid header value.
+    """
+    path = Path(path_text).expanduser()
+    try:
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise AuthError(
+                f"{what} file {path} is readable by group or others",
+                url=url,
+                hint=f"chmod 600 {path}",
+            )
+        raw = read_regular(path, limit=_TOKEN_FILE_CAP)
+    except FileTooLargeError:
+        raise AuthError(
+            f"{what} file {path} holds more than {_TOKEN_FILE_CAP:,} bytes: not a {what}",
+            url=url,
+            hint=f"the file must hold the {what} alone",
+        ) from None
+    except OSError as exc:
+        raise AuthError(f"cannot read {what} file {path}: {exc.strerror}", url=url) from None
+    try:
+        value = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise AuthError(
+            f"{what} file {path} is not text: a {what} is printable ASCII",
+            url=url,
+            hint=f"write the {what} alone into the file",
+        ) from None
+    if not value:
+        raise AuthError(f"{what} file {path} is empty", url=url)
+    register_secret(value)
+    _check_token(value, f"{what} file {path}", url, fix=f"write into {path}")
+    return Token(value, f"file {path}")
+
+
+def read_data_app_key(
+    data_app: str,
+    *,
+    key_env: str | None,
+    key_file: str | None,
+    url: str,
+    environ: Mapping[str, str] | None = None,
+) -> Token:
+    """The API key of data app `data_app`, from env var `key_env` or owner-only `key_file`.
+
+    Registered for redaction like a service token. Raises AuthError (exit 5) naming the
+    variable or file — never a value — when it is unset, empty, unreadable or too open.
+    """
+    env = os.environ if environ is None else environ
+    if key_env:
+        value = env.get(key_env, "").strip()
+        if not value:
+            raise AuthError(
+                f"env var {key_env} is not set, so there is no API key for data app {data_app!r}",
+                url=url,
+                hint=f"export {key_env}=<the data app's API key> (Databrain: Data App → API key)",
+            )
+        register_secret(value)
+        _check_token(value, f"env var {key_env}", url, fix=f"set {key_env} to")
+        return Token(value, f"env var {key_env}")
+    if key_file:
+        return _read_file(key_file, url=url, what=f"data app {data_app!r} key")
+    raise AuthError(
+        f"no API key configured for data app {data_app!r}",
+        url=url,
+        hint="add key_env: VAR_NAME (or key_file: PATH) to the data_app in the plan",
     )

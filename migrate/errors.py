@@ -10,7 +10,9 @@
     ├── EndpointError                 5  a Databrain endpoint answered badly or not at all
     │   ├── AuthError                 5  bad or missing credentials (names the env var only)
     │   ├── WorkspaceNotFoundError    5  WORKSPACE_ID_ERROR (names it and the workspaces that exist)
-    │   ├── DashboardNotFoundError    5  export of a dashboard that is not there
+    │   ├── DashboardNotFoundError    5  export of (or embed for) a dashboard that is not there
+    │   ├── EmbedNotFoundError        5  the data app holds no embed with that id
+    │   ├── WorkspaceExistsError      5  creating a workspace whose name is taken
     │   ├── RequestRejectedError      5  other 4xx: INVALID_REQUEST_BODY, unknown codes
     │   ├── RateLimitedError          5  429 beyond the retry budget or Retry-After cap
     │   │   └── AnnouncedWaitError    5  the server announced a wait beyond --max-wait: run stops
@@ -231,3 +233,24 @@ class StalePlanError(RefusedError):
 
 class LockHeldError(RefusedError):
     """Another run holds the target's lock."""
+
+
+class EmbedNotFoundError(EndpointError):
+    """The data app holds no embed with this id (answered 400 "Embed not found").
+
+    After a delete whose first answer was lost, this is what the retry hears: confirm through
+    the data app's embed listing before concluding anything.
+    """
+
+    def __init__(self, message: str, *, embed_id: str, data_app: str, **kw: object) -> None:
+        self.embed_id = embed_id
+        self.data_app = data_app
+        super().__init__(message, **kw)  # type: ignore[arg-type]  # kw are EndpointError's
+
+
+class WorkspaceExistsError(EndpointError):
+    """A workspace could not be created because the name is taken (confirmed by listing)."""
+
+    def __init__(self, message: str, *, workspace: str, **kw: object) -> None:
+        self.workspace = workspace
+        super().__init__(message, **kw)  # type: ignore[arg-type]  # kw are EndpointError's

@@ -196,3 +196,90 @@ class Result(enum.StrEnum):
     def ok(self) -> bool:
         """True for the results that let apply exit 0."""
         return self in (Result.CREATED, Result.UNCHANGED, Result.SKIPPED)
+
+
+# ---- embeds, data apps and target workspaces (docs/contract.md A7, A8) ----------------------
+
+
+@dataclass(frozen=True)
+class Embed:
+    """An embed of a data app: what a host application renders, addressed by its `id`.
+
+    `id` is minted by the server: read it from an answer, never construct it. `type` is
+    "dashboard" or "metric" (kept as the server's string). `access_settings` is known only
+    from an embed export (the listing does not carry it): None when not read.
+    """
+
+    id: str
+    name: str
+    type: str
+    dashboard_id: str
+    access_settings: JSONObject | None = None
+    metric_id: str | None = None
+    dashboard_name: str = ""
+
+
+@dataclass(frozen=True)
+class EmbedExport:
+    """An embed export as the API returned it: the embed (with its access settings) and the
+    dashboard payload (`data`, as in a dashboard export)."""
+
+    embed: Embed
+    raw: bytes
+    document: JSONObject
+
+    @property
+    def data(self) -> JSONObject:
+        """The dashboard's `data` object."""
+        value = self.document.get("data")
+        return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class DataAppDashboard:
+    """A dashboard a data app embeds, with the embed id that shows it."""
+
+    id: str
+    name: str
+    embed_id: str
+
+
+class ConnectionType(enum.StrEnum):
+    """What a workspace's metrics run against."""
+
+    DATASOURCE = "DATASOURCE"
+    DATAMART = "DATAMART"
+    MULTI_DATASOURCE = "MULTI_DATASOURCE"
+    MULTI_DATAMART = "MULTI_DATAMART"
+
+    @property
+    def uses_datamart(self) -> bool:
+        """True when the connection is named by `datamartName` rather than `datasourceName`."""
+        return self in (ConnectionType.DATAMART, ConnectionType.MULTI_DATAMART)
+
+
+@dataclass(frozen=True)
+class WorkspaceBinding:
+    """The datasource or datamart (`name`, by `connection_type`) a workspace is bound to."""
+
+    connection_type: ConnectionType
+    name: str
+
+
+@dataclass(frozen=True)
+class ColumnRef:
+    """One column a filter applies to: `schema.table.column`, with its data type if known."""
+
+    schema: str
+    table: str
+    column: str
+    data_type: str | None = None
+
+
+@dataclass(frozen=True)
+class FilterRebinding:
+    """Rebind the filter labelled `filter_name` of dashboard `dashboard_id` to `apply_on`."""
+
+    dashboard_id: str
+    filter_name: str
+    apply_on: tuple[ColumnRef, ...]

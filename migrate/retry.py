@@ -42,7 +42,34 @@ _RATE_HEADERS = (
     "X-RateLimit-Reset",
 )
 
-Operation = Literal["list_workspaces", "list_dashboards", "list_metrics", "export", "import"]
+Operation = Literal[
+    "list_workspaces",
+    "list_dashboards",
+    "list_metrics",
+    "export",
+    "import",
+    "list_embeds",
+    "create_embed",
+    "export_embed",
+    "update_embed",
+    "rename_embed",
+    "delete_embed",
+    "list_app_dashboards",
+    "create_workspace",
+    "list_datasources",
+    "rebind_filters",
+]
+# Writes whose repetition could do something twice (a second embed, a second delete that now
+# fails, a taken name): repeated only when they certainly never reached the server.
+UNREPEATABLE_WRITES: frozenset[Operation] = frozenset(
+    {"import", "create_embed", "delete_embed", "create_workspace"}
+)
+# Every write: after a 5xx or a lost answer it may have taken effect.
+WRITES: frozenset[Operation] = UNREPEATABLE_WRITES | {
+    "update_embed",
+    "rename_embed",
+    "rebind_filters",
+}
 
 
 @dataclass(frozen=True)
@@ -230,7 +257,7 @@ def is_retryable(exc: EndpointError, op: Operation) -> bool:
         return False  # the run stops: waiting that long was refused
     if isinstance(exc, RateLimitedError):
         return True  # a 429 means the request was not processed
-    if op == "import":
+    if op in UNREPEATABLE_WRITES:
         # A write is repeated here only when it certainly never reached the server; any other
         # failure goes up, so the caller can confirm through the inventory before re-sending.
         return isinstance(exc, TransportError) and not exc.uncertain

@@ -47,7 +47,12 @@ async def test_listing_walks_pages_of_ten(client: DatabrainClient, app) -> None:
     assert [r.id for r in refs] == [i for i, _ in app.state.sandbox.list_dashboards("Sales Dev")]
     pages = [r for r in app.state.sandbox.requests("list_dashboards")]
     assert len(pages) == 2
-    assert await client.list_workspaces() == ["Sales Dev", "Sales Staging", "Sales Prod"]
+    assert await client.list_workspaces() == [
+        "Sales Dev",
+        "Sales Staging",
+        "Sales Prod",
+        "Sales Dev Next",
+    ]
     metrics = await client.list_metrics("Sales Dev")
     assert metrics and all(m.id for m in metrics)
 
@@ -87,7 +92,7 @@ async def test_unknown_workspace_lists_the_real_ones(client: DatabrainClient) ->
     """WORKSPACE_ID_ERROR names the missing workspace and the ones that exist."""
     with pytest.raises(WorkspaceNotFoundError) as info:
         await client.list_dashboards("sales dev")
-    assert info.value.available == ("Sales Dev", "Sales Staging", "Sales Prod")
+    assert info.value.available == ("Sales Dev", "Sales Staging", "Sales Prod", "Sales Dev Next")
 
 
 async def test_export_of_missing_dashboard(client: DatabrainClient) -> None:

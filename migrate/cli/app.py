@@ -424,17 +424,52 @@ def sandbox(
     company_unique_ids: Annotated[
         bool, typer.Option("--company-unique-ids", help="Dashboard ids unique across workspaces.")
     ] = False,
+    data_app: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data-app",
+            help="NAME=KEY: a data app and the API key its embed calls take (repeatable). For"
+            " throwaway local keys only: other users can read argv; see --data-app-env.",
+        ),
+    ] = None,
+    data_app_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data-app-env", help="NAME=VAR: a data app whose API key is in env var VAR."
+        ),
+    ] = None,
+    embed_ids: Annotated[
+        str, typer.Option("--embed-ids", help="How new embed ids are minted: suffix or uuid.")
+    ] = "suffix",
 ) -> None:
     """Run the local Databrain-compatible server (SQLite-backed, with fault injection)."""
     import os  # noqa: PLC0415
 
     from migrate.sandbox import (  # noqa: PLC0415
         DEFAULT_TOKEN,
+        EMBED_ID_SCHEMES,
         SandboxConfig,
+        parse_data_app,
         parse_rate_limit,
         serve,
     )
     from migrate.sandbox.config import parse_header_override  # noqa: PLC0415
+
+    apps: list[tuple[str, str]] = []
+    for flag, values in (("--data-app", data_app), ("--data-app-env", data_app_env)):
+        for text in values or ():
+            try:
+                name, value = parse_data_app(text)
+            except ValueError as exc:
+                raise UsageError(f"{flag}: {exc}", hint=f"e.g. {flag} 'Sales App=...'") from None
+            if flag == "--data-app-env":
+                key = os.environ.get(value, "").strip()
+                if not key:
+                    raise UsageError(f"--data-app-env: env var {value} is not set or empty")
+                value = key
+            apps.append((name, value))
+    if embed_ids not in EMBED_ID_SCHEMES:
+        raise UsageError(f"--embed-ids: {embed_ids!r}", hint="use suffix or uuid")
 
     limit: tuple[int, float] | None = None
     if rate_limit:
@@ -465,6 +500,8 @@ def sandbox(
             endless_pages=endless_pages,  # type: ignore[arg-type]  # checked by SandboxConfig
             remint_ids=remint_ids,
             company_unique_ids=company_unique_ids,
+            data_apps=tuple(apps),
+            embed_ids=embed_ids,
         )
     except ValueError as exc:
         raise UsageError(f"sandbox: {exc}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrate.sandbox.faults import (
@@ -21,6 +21,7 @@ DEFAULT_TOKEN = "sandbox-token"  # noqa: S105  # documented public default, not 
 """The documented token for local use; the sandbox guards nothing worth a secret."""
 
 KNOWN_SEEDS = ("demo", "empty")
+EMBED_ID_SCHEMES = ("suffix", "uuid")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class SandboxConfig:
     company_unique_ids: bool = False
     legacy_import_response: bool = False
     random_seed: int | None = None
+    # (name, API key) of data apps to create or re-key at start-up; keys never in repr.
+    data_apps: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    embed_ids: str = "suffix"  # how new embed ids are minted: "suffix" | "uuid"
 
     def __post_init__(self) -> None:
         for name in ("fail_rate", "drop_rate"):
@@ -80,6 +84,10 @@ class SandboxConfig:
             raise ValueError(f"unknown seed {self.seed!r}; known: {', '.join(KNOWN_SEEDS)}")
         if not self.token:
             raise ValueError("token must not be empty")
+        if self.embed_ids not in EMBED_ID_SCHEMES:
+            raise ValueError(f"embed_ids must be one of {EMBED_ID_SCHEMES}, got {self.embed_ids!r}")
+        if any(not name or not key for name, key in self.data_apps):
+            raise ValueError("every data app needs a name and a non-empty API key")
 
 
 def parse_rate_limit(text: str) -> tuple[int, float]:
@@ -108,3 +116,12 @@ def parse_header_override(text: str) -> tuple[str, str]:
     if not value.isprintable():
         raise ValueError(f"header {name} has an unprintable value")
     return name, value.strip()
+
+
+def parse_data_app(text: str) -> tuple[str, str]:
+    """Split `NAME=VALUE` at the first `=` (`--data-app`, `--data-app-env`); ValueError if not."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        # Never echo `text`: its value part may be a key.
+        raise ValueError("expected NAME=VALUE with both parts non-empty")
+    return name.strip(), value.strip()

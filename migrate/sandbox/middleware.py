@@ -28,6 +28,16 @@ _KINDS: dict[tuple[str, str], RequestKind] = {
     ("POST", "/api/v2/workspace/metrics"): "list_metrics",
     ("POST", "/api/v2/data-app/export-dashboard"): "export",
     ("POST", "/api/v2/data-app/import-dashboard"): "import",
+    ("GET", "/api/v2/data-app/embeds"): "list_embeds",
+    ("POST", "/api/v2/data-app/embeds"): "create_embed",
+    ("GET", "/api/v2/data-app/embeds/export"): "export_embed",
+    ("PUT", "/api/v2/data-app/embeds"): "update_embed",
+    ("PUT", "/api/v2/data-app/embeds/rename"): "rename_embed",
+    ("DELETE", "/api/v2/data-app/embeds"): "delete_embed",
+    ("GET", "/api/v2/data-app/dashboards"): "list_app_dashboards",
+    ("POST", "/api/v2/workspace"): "create_workspace",
+    ("GET", "/api/v2/datasource"): "list_datasources",
+    ("PUT", "/api/v2/workspace/dashboards"): "rebind_filters",
 }
 _FAIL_BODIES = {
     500: ("INTERNAL_SERVER_ERROR", "Internal Server Error"),

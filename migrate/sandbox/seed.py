@@ -5,6 +5,12 @@ metric's internal UUID, one filter group with `applyOnTables`, metric objects wi
 schemas (`analytics_dev.orders`), `inputFields` with `schemaName`, chart options, drill-downs and
 `clickActions` of type `navigate` that reference other dashboards by id, plus keys a client does
 not know. Internal ids are uuid5 of stable names, so two seedings produce identical bytes.
+
+Around the dashboards, the demo holds what the replace and many-target features need: one data
+app per workspace with a fixed local API key (`DEMO_DATA_APPS`), embeds of some source
+dashboards (two on `sales-overview`, none on most), datasources `pg-dev`, `pg-staging` and
+`pg-prod` (and a datamart) with every workspace bound to one, and "Sales Dev Next": the same
+dashboards, three of them (`NEXT_CHANGED`) in a changed next version.
 """
 
 from __future__ import annotations
@@ -17,10 +23,38 @@ from typing import Any
 
 from migrate.models import JSONObject
 from migrate.sandbox.state import Sandbox
-from migrate.sandbox.store import Store
+from migrate.sandbox.store import EmbedRow, Store
 
 SOURCE_WORKSPACE = "Sales Dev"
 TARGET_WORKSPACES = ("Sales Staging", "Sales Prod")
+NEXT_WORKSPACE = "Sales Dev Next"
+NEXT_CHANGED = ("kpi-core", "sales-overview", "customer-churn")
+DEMO_DATASOURCES = ("pg-dev", "pg-staging", "pg-prod")
+DEMO_DATAMARTS = ("sales-mart",)
+# (data app, the workspace it is used with, its fixed local API key: public, not a secret)
+DEMO_DATA_APPS = (
+    ("Sales Dev App", SOURCE_WORKSPACE, "demo-dev-app-key"),
+    ("Sales Dev Next App", NEXT_WORKSPACE, "demo-dev-next-app-key"),
+    ("Sales Staging App", "Sales Staging", "demo-staging-app-key"),
+    ("Sales Prod App", "Sales Prod", "demo-prod-app-key"),
+)
+_BINDINGS = {
+    SOURCE_WORKSPACE: "pg-dev",
+    NEXT_WORKSPACE: "pg-dev",
+    "Sales Staging": "pg-staging",
+    "Sales Prod": "pg-prod",
+}
+# (dashboard, embed name, embed type, metric slug for a metric embed, access settings)
+_EMBEDS: tuple[tuple[str, str, str, str | None, JSONObject], ...] = (
+    ("sales-overview", "Sales Overview", "dashboard", None,
+     {"isAllowEmailReports": True, "isAllowUnderlyingData": False}),
+    ("sales-overview", "Sales Overview (partners)", "dashboard", None,
+     {"datamartName": "sales-mart", "isAllowUnderlyingData": False,
+      "isAllowMetricCreation": False}),
+    ("kpi-core", "Core KPIs", "dashboard", None, {"isAllowEmailReports": False}),
+    ("exec-summary", "Revenue vs Plan tile", "metric", "exec-revenue",
+     {"isAllowUnderlyingData": True}),
+)  # fmt: skip
 _NAMESPACE = uuid.UUID("0b5c3f6e-9a41-5d2e-8f6a-2d7c1e4b9a30")
 _CREATED_AT = "2025-01-15T09:30:00.000Z"
 _PALETTE = ["#2E5BFF", "#8C54FF", "#00C1D4", "#FAD050", "#F7643B", "#29CC97"]
@@ -255,19 +289,87 @@ def demo_dashboards() -> list[tuple[str, str, JSONObject]]:
     return result
 
 
+def demo_next_dashboards() -> list[tuple[str, str, JSONObject]]:
+    """The demo dashboards in their next version: those in `NEXT_CHANGED` differ (a metric
+    renamed, a metric's SQL changed, a filter default and description changed), the rest are
+    identical to `demo_dashboards()`."""
+    result = demo_dashboards()
+    for dashboard_id, _, data in result:
+        if dashboard_id == "kpi-core":
+            metric = data["metrics"][2]  # Average Order Value
+            metric["name"] = "Avg. Order Value"
+            metric["chartOptions"]["axisSettings"]["yAxis"]["label"] = "Avg. Order Value"
+        elif dashboard_id == "sales-overview":
+            metric = data["metrics"][0]  # Revenue by Month: completed orders only from now on
+            for key in ("query", "metricQuery"):
+                metric[key] = metric[key].replace(
+                    "WHERE t.created_at", "WHERE t.status = 'complete' AND t.created_at"
+                )
+        elif dashboard_id == "customer-churn":
+            data["description"] = "Customer Churn — now over the last 180 days."
+            data["filters"][0]["columns"][0]["defaultValue"] = {"preset": "last_180_days"}
+    return result
+
+
 def seed_demo(store: Store) -> bool:
     """Load the demo data set unless the database has workspaces already; True if it did.
 
-    "Sales Dev" gets the demo dashboards, "Sales Staging" and "Sales Prod" stay empty.
+    "Sales Dev" gets the demo dashboards, "Sales Staging" and "Sales Prod" stay empty,
+    "Sales Dev Next" holds the next version. A database seeded before data apps existed gets
+    the data apps, embeds, datasources and "Sales Dev Next" added once, on its next start.
     """
-    if store.workspaces(limit=1):
-        return False
-    store.add_workspace(SOURCE_WORKSPACE)
-    for name in TARGET_WORKSPACES:
-        store.add_workspace(name)
-    for dashboard_id, name, data in demo_dashboards():
-        store.insert_dashboard(SOURCE_WORKSPACE, dashboard_id, name, data)
-    return True
+    seeded = False
+    if not store.workspaces(limit=1):
+        store.add_workspace(SOURCE_WORKSPACE)
+        for name in TARGET_WORKSPACES:
+            store.add_workspace(name)
+        for dashboard_id, name, data in demo_dashboards():
+            store.insert_dashboard(SOURCE_WORKSPACE, dashboard_id, name, data)
+        seeded = True
+    if store.has_workspace(SOURCE_WORKSPACE) and not store.data_app_keys():
+        _seed_embeds_and_connections(store)
+    return seeded
+
+
+def _seed_embeds_and_connections(store: Store) -> None:
+    for name in DEMO_DATASOURCES:
+        store.add_connection("datasource", name)
+    for name in DEMO_DATAMARTS:
+        store.add_connection("datamart", name)
+    store.add_workspace(NEXT_WORKSPACE)
+    for dashboard_id, name, data in demo_next_dashboards():
+        store.insert_dashboard(NEXT_WORKSPACE, dashboard_id, name, data)
+    for workspace, datasource in _BINDINGS.items():
+        if store.has_workspace(workspace):
+            store.bind_workspace(workspace, "DATASOURCE", datasource)
+    for app_name, workspace, key in DEMO_DATA_APPS:
+        store.put_data_app(app_name, key)
+        if workspace not in (SOURCE_WORKSPACE, NEXT_WORKSPACE):
+            continue  # the targets' data apps start without embeds
+        for index, (dashboard_id, name, kind, metric, access) in enumerate(_EMBEDS):
+            if store.dashboard_text(workspace, dashboard_id) is None:
+                continue
+            metric_id = (
+                "mtr_" + _uid("metricId", dashboard_id, metric).replace("-", "")[:20]
+                if metric
+                else None
+            )
+            # Shaped like the ids the server mints, but fixed, so two seedings are identical.
+            suffix = _uid("embed", workspace, str(index)).replace("-", "")[:8]
+            store.insert_embed(
+                EmbedRow(
+                    id=f"{dashboard_id}__{suffix}",
+                    data_app=app_name,
+                    workspace=workspace,
+                    dashboard_id=dashboard_id,
+                    name=name,
+                    type=kind,
+                    metric_id=metric_id,
+                    access_settings=json.dumps(access),
+                    created_at=_CREATED_AT,
+                    updated_at=_CREATED_AT,
+                )
+            )
 
 
 _TABLES = ("orders", "order_items", "customers", "opportunities", "tickets", "subscriptions")

@@ -1,13 +1,18 @@
 """`Sandbox`: the state behind one sandbox app, and what tests inspect without HTTP.
 
 It owns the SQLite store, the runtime fault knobs (`faults`), the server behaviours (`modes`)
-and the statistics: committed writes, a log of every request, and concurrency peaks.
+and the statistics: committed writes, a log of every request, and concurrency peaks. It also
+mints embed ids, which clients must read from answers, never construct.
 """
 
 from __future__ import annotations
 
+import hmac
+import secrets
+import string
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,8 +22,25 @@ from migrate.sandbox.faults import Faults, RateLimiter
 from migrate.sandbox.store import Store
 
 RequestKind = Literal[
-    "list_workspaces", "list_dashboards", "list_metrics", "export", "import", "unknown"
+    "list_workspaces",
+    "list_dashboards",
+    "list_metrics",
+    "export",
+    "import",
+    "list_embeds",
+    "create_embed",
+    "export_embed",
+    "update_embed",
+    "rename_embed",
+    "delete_embed",
+    "list_app_dashboards",
+    "create_workspace",
+    "list_datasources",
+    "rebind_filters",
+    "unknown",
 ]
+EmbedIdScheme = Literal["suffix", "uuid"]
+_ID_ALPHABET = string.ascii_letters + string.digits
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,10 @@ class Modes:
     remint_ids: bool = False
     company_unique_ids: bool = False
     legacy_import_response: bool = False
+    # "suffix": `<dashboardId>__<8 random characters>`, the shape Databrain's own demos show;
+    # "uuid": a random UUID. Either way unpredictable, so only a client that reads embed ids
+    # from answers works.
+    embed_ids: EmbedIdScheme = "suffix"
 
 
 class Sandbox:
@@ -79,6 +105,7 @@ class Sandbox:
             remint_ids=config.remint_ids,
             company_unique_ids=config.company_unique_ids,
             legacy_import_response=config.legacy_import_response,
+            embed_ids="uuid" if config.embed_ids == "uuid" else "suffix",
         )
         self.rate_limiter = RateLimiter()
         self._stats_lock = threading.Lock()
@@ -91,6 +118,8 @@ class Sandbox:
             from migrate.sandbox.seed import seed_demo  # noqa: PLC0415
 
             seed_demo(self.store)
+        for name, key in config.data_apps:
+            self.store.put_data_app(name, key)
 
     # -- statistics -------------------------------------------------------------------------
 
@@ -160,6 +189,39 @@ class Sandbox:
     def list_dashboards(self, workspace: str) -> list[tuple[str, str]]:
         """`(id, name)` of every dashboard in the workspace, in listing order."""
         return self.store.list_dashboards(workspace)
+
+    # -- data apps and embeds -----------------------------------------------------------------
+
+    def data_app_for_key(self, api_key: str) -> str | None:
+        """The name of the data app whose API key this is, or None; constant time per app."""
+        found = None
+        for name, key in self.store.data_app_keys():
+            if hmac.compare_digest(api_key.encode(), key.encode()):
+                found = name
+        return found
+
+    def add_data_app(self, name: str, api_key: str) -> None:
+        """Create a data app (or give it a new key)."""
+        self.store.put_data_app(name, api_key)
+
+    def mint_embed_id(self, dashboard_id: str) -> str:
+        """A fresh embed id in the current scheme, unused by any data app."""
+        while True:
+            if self.modes.embed_ids == "uuid":
+                embed_id = str(uuid.uuid4())
+            else:
+                suffix = "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
+                embed_id = f"{dashboard_id}__{suffix}"
+            if not self.store.has_embed(embed_id):
+                return embed_id
+
+    def embed_ids(self, data_app: str) -> list[str]:
+        """Ids of a data app's embeds, in creation order."""
+        return [row.id for row in self.store.list_embeds(data_app)]
+
+    def workspace_binding(self, workspace: str) -> tuple[str, str] | None:
+        """`(connectionType, datasource or datamart name)` of a workspace, or None."""
+        return self.store.workspace_binding(workspace)
 
     def close(self) -> None:
         """Release the database."""

@@ -13,7 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-FieldType = Literal["string", "boolean", "page", "object", "pairs"]
+FieldType = Literal[
+    "string", "boolean", "page", "object", "pairs", "choice", "record", "records", "any"
+]
 
 
 class ValidationFailed(Exception):
@@ -22,11 +24,17 @@ class ValidationFailed(Exception):
 
 @dataclass(frozen=True)
 class Field:
-    """One declared key of a request body."""
+    """One declared key of a request body.
+
+    `choices` are the allowed values of a "choice"; `fields` declare the keys of a "record"
+    (an object) or of each item of "records" (an array of objects).
+    """
 
     name: str
     type: FieldType
     required: bool = False
+    choices: tuple[str, ...] = ()
+    fields: tuple[Field, ...] = ()
 
 
 EXPORT = (Field("dashboardId", "string", True), Field("workspaceName", "string", True))
@@ -44,6 +52,68 @@ LIST_IN_WORKSPACE = (
 )
 LIST_WORKSPACES = (Field("isPagination", "boolean"), Field("pageNumber", "page"))
 _PAIR = (Field("replaceSchema", "string", True), Field("targetSchema", "string", True))
+
+ACCESS_SETTINGS = (
+    Field("datamartName", "string"),
+    *(
+        Field(name, "boolean")
+        for name in (
+            "isAllowEmailReports",
+            "isAllowManageMetrics",
+            "isAllowMetricCreation",
+            "isAllowMetricDeletion",
+            "isAllowMetricLayoutChange",
+            "isAllowMetricUpdate",
+            "isAllowUnderlyingData",
+            "isAllowCreateDashboardView",
+        )
+    ),
+    Field("joinModel", "any"),
+    Field("metricCreationMode", "string"),
+    Field("tableTenancySettings", "any"),
+)
+EMBED_TYPES = ("dashboard", "metric")
+CONNECTION_TYPES = ("DATASOURCE", "DATAMART", "MULTI_DATASOURCE", "MULTI_DATAMART")
+CREATE_EMBED = (
+    Field("dashboardId", "string", True),
+    Field("embedType", "choice", True, choices=EMBED_TYPES),
+    Field("workspaceName", "string", True),
+    Field("name", "string", True),
+    Field("accessSettings", "record", fields=ACCESS_SETTINGS),
+    Field("metricId", "string"),
+)
+EMBED_ID = (Field("embedId", "string", True),)
+UPDATE_EMBED = (
+    Field("embedId", "string", True),
+    Field("accessSettings", "record", True, fields=ACCESS_SETTINGS),
+)
+RENAME_EMBED = (
+    Field("embedId", "string", True),
+    Field("name", "string", True),
+    Field("isRenameDashboard", "boolean"),
+)
+DELETE_EMBED = (Field("embedId", "string", True), Field("isDeleteDashboard", "boolean"))
+CREATE_WORKSPACE = (
+    Field("name", "string", True),
+    Field("connectionType", "choice", True, choices=CONNECTION_TYPES),
+    Field("datasourceName", "string"),
+    Field("datamartName", "string"),
+)
+_COLUMN = (
+    Field("dataType", "string"),
+    Field("schemaName", "string", True),
+    Field("tableName", "string", True),
+    Field("columnName", "string", True),
+)
+_FILTER = (Field("name", "string", True), Field("applyOnTables", "records", True, fields=_COLUMN))
+_DASHBOARD_FILTERS = (
+    Field("dashboardId", "string", True),
+    Field("filters", "records", True, fields=_FILTER),
+)
+REBIND_FILTERS = (
+    Field("workspaceName", "string", True),
+    Field("dashboards", "records", True, fields=_DASHBOARD_FILTERS),
+)
 
 
 def _string(label: str, value: Any) -> str:
@@ -76,9 +146,22 @@ def _page(label: str, value: Any, convert: bool) -> int:
     return int(value)
 
 
-def _check(
-    label: str, field: Field, value: Any, convert: bool
-) -> str | bool | int | dict[str, Any] | list[tuple[str, str]]:
+def _check(label: str, field: Field, value: Any, convert: bool) -> Any:
+    if field.type == "any":
+        return value
+    if field.type == "choice":
+        if value not in field.choices:
+            raise ValidationFailed(f'"{label}" must be one of [{", ".join(field.choices)}]')
+        return value
+    if field.type == "record":
+        return validate(value, field.fields, convert=convert, label=label)
+    if field.type == "records":
+        if not isinstance(value, list):
+            raise ValidationFailed(f'"{label}" must be an array')
+        return [
+            validate(item, field.fields, convert=convert, label=f"{label}[{index}]")
+            for index, item in enumerate(value)
+        ]
     if field.type == "string":
         return _string(label, value)
     if field.type == "boolean":

@@ -27,7 +27,12 @@ async def test_list_workspaces_shape(client: httpx.AsyncClient) -> None:
     r = await client.get("/api/v2/workspace")
     assert r.status_code == 200
     assert r.json() == {
-        "data": [{"name": "Sales Dev"}, {"name": "Sales Staging"}, {"name": "Sales Prod"}],
+        "data": [
+            {"name": "Sales Dev"},
+            {"name": "Sales Staging"},
+            {"name": "Sales Prod"},
+            {"name": "Sales Dev Next"},
+        ],
         "error": None,
     }
 
@@ -36,7 +41,7 @@ async def test_list_workspaces_paginates_with_query_strings(
     client: httpx.AsyncClient, sandbox: Sandbox
 ) -> None:
     """GET pagination takes query strings: page 2 of 12 workspaces holds 2, page 3 is empty."""
-    for i in range(9):
+    for i in range(8):
         sandbox.add_workspace(f"WS {i}")
     pages = [
         (
@@ -45,7 +50,7 @@ async def test_list_workspaces_paginates_with_query_strings(
         for n in (1, 2, 3)
     ]
     assert [len(p) for p in pages] == [10, 2, 0]
-    assert pages[1] == [{"name": "WS 7"}, {"name": "WS 8"}]
+    assert pages[1] == [{"name": "WS 6"}, {"name": "WS 7"}]
 
 
 async def test_list_dashboards_shape_and_order(client: httpx.AsyncClient) -> None:

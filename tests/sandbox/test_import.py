@@ -178,7 +178,7 @@ async def test_state_survives_restart(tmp_path: Path) -> None:
     first.state.sandbox.close()
     second = create_app(SandboxConfig(db, seed="demo"))
     restarted: Sandbox = second.state.sandbox
-    assert restarted.workspaces() == ["Sales Dev", "Sales Staging", "Sales Prod"]
+    assert restarted.workspaces() == ["Sales Dev", "Sales Staging", "Sales Prod", "Sales Dev Next"]
     assert restarted.list_dashboards("Sales Prod") == [("kpi-core", "Core KPIs")]
     assert restarted.get_dashboard("Sales Prod", "kpi-core") == data
     assert len(restarted.list_dashboards("Sales Dev")) == len(DEMO)  # seeded once, not twice

@@ -100,7 +100,7 @@ def test_serve_logs_url_not_token(tmp_path: Path) -> None:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        assert r.status_code == 200 and len(r.json()["data"]) == 3
+        assert r.status_code == 200 and len(r.json()["data"]) == 4
     finally:
         proc.terminate()
         proc.wait(timeout=10)
