@@ -70,6 +70,8 @@ class SchemaName(StrEnum):
 
     PLAN = "plan"
     DASHBOARD = "dashboard"
+    BUNDLE = "bundle"
+    SAVED_PLAN = "saved-plan"
 
 
 _SYMBOL = {
