@@ -1,4 +1,4 @@
-"""Bundles (DESIGN.md A4, issue 6): export from the sandbox, verify, and plan from a bundle."""
+"""Bundles (docs/contract.md A4): export from the sandbox, verify, and plan from a bundle."""
 
 from __future__ import annotations
 

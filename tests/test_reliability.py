@@ -1,4 +1,4 @@
-"""Issue 5: faults survived, imports exactly once, resume after a crash, one writer per target,
+"""Reliability: faults survived, imports exactly once, resume after a crash, one writer per target,
 stale saved plans refused, interrupts handled in two stages."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 7: a token never leaks into output or files, transport rules hold, files are owner-only."""
+"""Threat model: a token never leaks into output or files, transport rules hold, files are owner-only."""
 
 from __future__ import annotations
 
