@@ -1,4 +1,4 @@
-"""Benchmark `migrate apply` against the sandbox served on loopback (docs/contract.md, "How we test").
+"""Benchmark `migrate apply` against the sandbox on loopback (docs/contract.md, "How we test").
 
 One invocation measures everything, so the ratios it prints are comparable:
 
