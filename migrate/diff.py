@@ -1,6 +1,6 @@
 """Comparing a source dashboard with its target copy: normalization and field-level diffs.
 
-"Equal content" (DESIGN A3) is `normalize_for_compare(source, ...) == normalize_for_compare(
+Equal content (docs/contract.md A3) is `normalize_for_compare(source, ...) == normalize_for_compare(
 target, ...)`. Normalization removes what a faithful import may legitimately change: dashboard-id
 references (rewritten to target ids), schema names (whichever occurrences the server rewrote),
 ids the server re-mints, and the user's `compare_ignore` paths. It keeps what must survive: every

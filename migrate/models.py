@@ -51,7 +51,7 @@ class OnConflict(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Settings:
-    """Plan-wide settings (DESIGN.md A2); defaults are the contract's."""
+    """Plan-wide settings (docs/contract.md A2); defaults are the contract's."""
 
     concurrency: int = 8
     on_conflict: OnConflict = OnConflict.SKIP

@@ -1,4 +1,4 @@
-"""Machine-readable results (DESIGN.md A5): the JSON report, JUnit XML and a Markdown summary.
+"""Machine-readable results (docs/contract.md A5): JSON report, JUnit XML and a Markdown summary.
 
 Pure: results in, text out. Writing files is the caller's job (atomically, owner-only).
 """

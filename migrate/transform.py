@@ -25,7 +25,7 @@ PathPart = str | int
 PathLink = tuple[Any, PathPart] | None
 
 _PLAIN_KEY: Final = re.compile(r"[A-Za-z_$][\w$-]*\Z")
-# Keys whose whole string value is a schema name (DATABRAIN_API.md: inputFields.schemaName).
+# Keys whose whole string value is a schema name (docs/databrain-api.md: inputFields.schemaName).
 SCHEMA_KEYS: Final = frozenset({"schemaName", "schema", "schema_name"})
 
 

@@ -180,7 +180,7 @@ def _payload_validators(plans: Sequence[Plan]) -> tuple[list[PayloadValidator], 
 
 
 def _validate_bundle(bundle: Path, validators: Sequence[PayloadValidator]) -> FileReport:
-    """Seam for issue 6: `migrate.bundle.verify_bundle(DIR) -> Sequence[Path]`.
+    """Seam for bundles: `migrate.bundle.verify_bundle(DIR) -> Sequence[Path]`.
 
     `verify_bundle` checks the manifest and every sha256 (raising BundleError) and returns the
     export files it lists; each is then validated here like any other export file.
