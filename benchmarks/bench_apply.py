@@ -1,4 +1,4 @@
-"""Benchmark `migrate apply` against the sandbox served on loopback (issue 8, DESIGN.md C).
+"""Benchmark `migrate apply` against the sandbox on loopback (docs/contract.md, "How we test").
 
 One invocation measures everything, so the ratios it prints are comparable:
 
@@ -45,7 +45,7 @@ SOURCE_WS = "Bench Source"
 TARGET_WS = "Bench Target"
 TOKEN_ENV = "MIGRATE_BENCH_TOKEN"  # the NAME of an env var
 
-# Issue 8's targets.
+# The performance targets (README, "Performance").
 T_SPEEDUP = 10.0
 T_EFFICIENCY = 1 / 1.25  # wall - start-up <= 1.25 x ideal
 T_CPU_PER_REQUEST_MS = 1.0
@@ -463,7 +463,7 @@ def _mark(ok: bool) -> str:
 def targets(
     startup: dict[str, Any], runs: list[Run], rated: Run | None, memory: Run | None
 ) -> list[dict[str, Any]]:
-    """Issue 8's targets next to the measured figures."""
+    """The performance targets next to the measured figures."""
     rows: list[dict[str, Any]] = []
 
     def row(name: str, value: float, goal: str, ok: bool, fmt: str) -> None:

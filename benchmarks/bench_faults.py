@@ -1,4 +1,4 @@
-"""Reliability figures for issue 5, from one run: faults injected and survived, retries per
+"""Reliability figures from one run: faults injected and survived, retries per
 request, duplicates and missing dashboards, and how close a rate-limited run comes to its floor.
 
 Runs `migrate apply` in-process against the embedded sandbox (no network at all) on a generated

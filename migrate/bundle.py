@@ -1,4 +1,4 @@
-"""Bundles (DESIGN.md A4): reviewed export files that promotion applies without the source API.
+"""Bundles (docs/contract.md A4): reviewed export files promotion applies without the source API.
 
     DIR/manifest.json              {"format": "migrate-bundle", "version": 1, "source": {...},
                                     "exported_at", "dashboards": [{id, name, file, sha256,

@@ -1,4 +1,4 @@
-"""The one exception tree of `migrate`, and the exit code each branch maps to (DESIGN.md A5).
+"""The one exception tree of `migrate`, and the exit code each branch maps to (docs/contract.md A5).
 
     MigrateError                      base; exit 1 only if a bare MigrateError ever escapes
     ├── UsageError                    2  bad flags or arguments

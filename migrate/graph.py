@@ -208,7 +208,7 @@ def _cycle_error(nodes: Sequence[str], edges: Sequence[Edge]) -> PlanError:
 
 
 def select(graph: DependencyGraph, selectors: Sequence[str]) -> set[str]:
-    """The dashboards `selectors` name (DESIGN A1); all of them when there are no selectors.
+    """The dashboards `selectors` name (docs/contract.md A1); all of them without selectors.
 
     A selector is an id or glob (fnmatchcase); `+SEL` adds what SEL's matches depend on,
     `SEL+` what depends on them, `+SEL+` both. An exact id wins over reading `+` as an operator.

@@ -1,4 +1,4 @@
-"""Migration plans (DESIGN.md A2): YAML or JSON in, a validated frozen `Plan` out.
+"""Migration plans (docs/contract.md A2): YAML or JSON in, a validated frozen `Plan` out.
 
 The only module that imports PyYAML. Loading runs in this order, each failure a `PlanError`
 (exit 3) naming the file, the line and column, and the fix:

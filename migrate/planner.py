@@ -1,4 +1,4 @@
-"""Decide what apply would do with each dashboard (DESIGN.md A3), reading source and target only.
+"""Decide what apply would do with each dashboard (docs/contract.md A3); reads, never writes.
 
 `make_plan` lists the target once, lists and exports the source, validates every payload, builds
 the dependency graph, applies `--select`, and compares each dashboard the target already holds

@@ -1,4 +1,4 @@
-"""Where payloads come from: the source workspace's API, or (issue 6) a reviewed bundle."""
+"""Where payloads come from: the source API, or a reviewed bundle (docs/contract.md A4)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,13 @@
-"""Test helpers: plans on the embedded sandbox, and handles on that sandbox's state."""
+"""Test helpers: plans on the embedded sandbox, handles on that sandbox's state, and the one way
+tests start `python -m migrate` in a child process."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +19,8 @@ from migrate.plan import load_plan, plan_to_document
 from migrate.planner import MigrationPlan
 from migrate.runner import ApplyReport, RunOptions, run_apply, run_plan
 from migrate.sandbox import Sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_plan(
@@ -69,3 +76,48 @@ def actions(migration: MigrationPlan) -> dict[str, str]:
 def dump_plan(plan: Plan) -> str:
     """`plan` as YAML text that `parse_plan` reads back into an equal Plan."""
     return yaml.safe_dump(plan_to_document(plan), sort_keys=False, allow_unicode=True)
+
+
+def migrate_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child `migrate`: ours, minus any real DATABRAIN_* credentials, with
+    this checkout importable, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATABRAIN")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra or {})
+    return env
+
+
+def start_migrate(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    capture: bool = True,
+) -> subprocess.Popen[str]:
+    """`python -m migrate ARGS` in a child process (env as `migrate_env(env)`); its output piped
+    when `capture`, else discarded."""
+    sink = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "migrate", *args],
+        env=migrate_env(env),
+        cwd=cwd,
+        stdout=sink,
+        stderr=sink,
+        text=True,
+    )
+
+
+def run_migrate(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m migrate ARGS` to its end and capture what it prints."""
+    proc = start_migrate(*args, env=env, cwd=cwd)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

@@ -1,4 +1,4 @@
-"""Issue 4's promises on the demo: plan reads the target, apply does what plan said, nothing is
+"""Plan's promises on the demo: plan reads the target, apply does what plan said, nothing is
 written twice, and the server's re-minted ids or company-wide id rule never fool the comparison."""
 
 from __future__ import annotations

@@ -1,14 +1,12 @@
-"""Bundles (DESIGN.md A4, issue 6): export from the sandbox, verify, and plan from a bundle."""
+"""Bundles (docs/contract.md A4): export from the sandbox, verify, and plan from a bundle."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from migrate.models import Action, Endpoint, ExportFile, SourceInfo
 from migrate.plan import load_plan
 from migrate.planner import make_plan
 from migrate.runner import ExportSummary, RunOptions, run_export
-from tests.helpers import sandbox_of, write_plan
+from tests.helpers import run_migrate, sandbox_of, write_plan
 
 ROOT = Path(__file__).parent.parent
 cli = CliRunner()
@@ -334,17 +332,7 @@ def test_validate_bundle_payload_failing_schema_exit_4(tmp_path: Path) -> None:
 
 
 def _migrate(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DATABRAIN")}
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", "migrate", "--state-dir", str(cwd / "state"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_migrate("--state-dir", str(cwd / "state"), *args, cwd=cwd, timeout=120)
 
 
 def test_cli_promotes_one_bundle_dev_staging_prod(tmp_path: Path) -> None:

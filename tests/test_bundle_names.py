@@ -1,4 +1,4 @@
-"""Bundle file names from hostile remote ids (issue 7 item 3): inside `dashboards/`, distinct
+"""Bundle file names from hostile remote ids (docs/contract.md A4): inside `dashboards/`, distinct
 (also case-insensitively), round-tripping; planted symlinks never followed; owner-only files."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The CI recipe (plans/ci/github-actions.yml): valid YAML, the promotion shape issue 6 asks for,
+"""The CI recipe (plans/ci/github-actions.yml): valid YAML, the promotion shape of the README,
 and every `migrate` command line in it run against the embedded sandbox with dummy secrets."""
 
 from __future__ import annotations

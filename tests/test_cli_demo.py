@@ -4,10 +4,7 @@ same CLI against a real sandbox server on a loopback port."""
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +14,7 @@ from typer.testing import CliRunner
 from migrate.cli import app
 from migrate.connection import embedded_app
 from migrate.sandbox import SandboxConfig, running_server
+from tests.helpers import run_migrate, start_migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "plans" / "demo.yaml"
@@ -70,12 +68,11 @@ def test_demo_plan_detailed_exitcode_before_and_after(tmp_path: Path) -> None:
 
 def test_demo_state_survives_between_processes(tmp_path: Path) -> None:
     """Two separate `python -m migrate` processes share the embedded sandbox's state."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "migrate", "--state-dir", str(tmp_path / "s"), "apply", str(DEMO)]
-    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+    args = ("--state-dir", str(tmp_path / "s"), "apply", str(DEMO))
+    first = run_migrate(*args, timeout=120)
     assert first.returncode == 0, first.stderr
     assert "created" in first.stdout
-    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+    second = run_migrate(*args, timeout=120)
     assert second.returncode == 0, second.stderr
     assert "unchanged" in second.stdout and "created" not in second.stdout
 
@@ -102,51 +99,24 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 def test_cli_against_real_sandbox_server(tmp_path: Path) -> None:
     """`migrate sandbox` on a loopback port serves `migrate inventory` and `migrate apply`."""
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "SBX_TOKEN": "s3cret-e2e",
-        "MIGRATE_SANDBOX_TOKEN": "s3cret-e2e",
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "migrate",
-            "sandbox",
-            "--port",
-            str(port),
-            "--db",
-            str(tmp_path / "sbx.db"),
-            "--seed",
-            "demo",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    env = {"SBX_TOKEN": "s3cret-e2e", "MIGRATE_SANDBOX_TOKEN": "s3cret-e2e"}
+    db = str(tmp_path / "sbx.db")
+    server = start_migrate(
+        "sandbox", "--port", str(port), "--db", db, "--seed", "demo", env=env, capture=False
     )
     try:
         wait_for_port(port)
         url = f"http://127.0.0.1:{port}"
-        inv = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "migrate",
-                "inventory",
-                "--url",
-                url,
-                "--workspace",
-                "Sales Dev",
-                "--token-env",
-                "SBX_TOKEN",
-            ],
+        inv = run_migrate(
+            "inventory",
+            "--url",
+            url,
+            "--workspace",
+            "Sales Dev",
+            "--token-env",
+            "SBX_TOKEN",
             env=env,
-            capture_output=True,
-            text=True,
             timeout=60,
-            check=False,
         )
         assert inv.returncode == 0, inv.stderr
         assert "kpi-core" in inv.stdout
@@ -157,28 +127,11 @@ def test_cli_against_real_sandbox_server(tmp_path: Path) -> None:
             f"target: {{url: '{url}', workspace: Sales Staging, token_env: SBX_TOKEN}}\n"
             "dashboards:\n  - match: 'region-*'\n  - id: sales-by-region\n"
         )
-        cmd = [
-            sys.executable,
-            "-m",
-            "migrate",
-            "--state-dir",
-            str(tmp_path / "st"),
-            "apply",
-            str(plan),
-        ]
-        applied = subprocess.run(
-            cmd, env=env, capture_output=True, text=True, timeout=120, check=False
-        )
+        cmd = ("--state-dir", str(tmp_path / "st"), "apply", str(plan))
+        applied = run_migrate(*cmd, env=env, timeout=120)
         assert applied.returncode == 0, applied.stderr
         assert "4 created" in applied.stdout
-        bad = subprocess.run(
-            cmd,
-            env={**env, "SBX_TOKEN": "wrong"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        bad = run_migrate(*cmd, env={**env, "SBX_TOKEN": "wrong"}, timeout=60)
         assert bad.returncode == 5
         assert "SBX_TOKEN" in bad.stderr and "wrong" not in bad.stderr
     finally:
@@ -190,25 +143,16 @@ def test_running_server_thread_serves_the_cli(tmp_path: Path) -> None:
     """A real server in a thread answers a CLI subprocess: unknown workspace is exit 5."""
     config = SandboxConfig(db_path=tmp_path / "t.db", seed="demo", token="tkn-thread")
     with running_server(config) as url:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "TOK": "tkn-thread"}
-        res = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "migrate",
-                "inventory",
-                "--url",
-                url,
-                "--workspace",
-                "Nope",
-                "--token-env",
-                "TOK",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
+        res = run_migrate(
+            "inventory",
+            "--url",
+            url,
+            "--workspace",
+            "Nope",
+            "--token-env",
+            "TOK",
+            env={"TOK": "tkn-thread"},
             timeout=60,
-            check=False,
         )
     assert res.returncode == 5
     assert "'Nope'" in res.stderr and "Sales Dev" in res.stderr

@@ -28,7 +28,7 @@ PAIRS = [SchemaPair("analytics_dev", "analytics")]
 
 
 def dashboard(m1: str = "m-1", m2: str = "m-2", layout: tuple[str, str] = ("m-1", "m-2")) -> Any:
-    """A small payload shaped like DATABRAIN_API.md describes."""
+    """A small payload shaped as docs/databrain-api.md describes."""
     return {
         "layout": [
             {"i": layout[0], "x": 0, "y": 0, "w": 6, "h": 4, "maxH": None, "moved": False},

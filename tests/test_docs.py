@@ -1,5 +1,5 @@
-"""The README stays true: its opening commands, its command table and its exit-code table match
-the CLI."""
+"""The docs stay true: the README's opening commands, command table and exit-code table match the
+CLI, and nothing in the repository cites notes that live outside it."""
 
 from __future__ import annotations
 
@@ -67,3 +67,58 @@ def test_readme_plan_example_loads() -> None:
     plan = parse_plan(block.group(1), path="README.md", environ={"TARGET_URL": "https://x.example"})
     assert plan.target.workspace == "Sales Prod"
     assert [d.id or d.match for d in plan.dashboards] == ["kpi-core", "sales-overview", "region-*"]
+
+
+# Notes that once lived beside the repository, and issue numbers of a tracker the reader may not
+# have: a citation of either leaves the reader with nothing to open. Cite docs/ instead.
+OUTSIDE_CITATIONS = re.compile(
+    r"DESIGN\.md|\bDESIGN (?:part |[A-C]\d?\b)|DATABRAIN_API\.md|STYLE\.md|\.\./shared|/work/"
+    r"|\bissues? #?\d+",
+    re.IGNORECASE,
+)
+CITING_TREES = ("migrate", "tests", "benchmarks", "docs", "plans", ".ci")
+CITING_FILES = ("README.md", "pyproject.toml")
+
+
+def _repository_text_files() -> list[Path]:
+    files = [ROOT / name for name in CITING_FILES]
+    for tree in CITING_TREES:
+        files += [
+            path
+            for path in (ROOT / tree).rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+        ]
+    # This file names the patterns it looks for; it is the one place they may appear.
+    return sorted(path for path in files if path != Path(__file__).resolve())
+
+
+def test_nothing_cites_a_file_outside_the_repository() -> None:
+    """No code, comment, test or doc cites DESIGN.md, DATABRAIN_API.md, STYLE.md or an issue
+    number: the repository explains itself through docs/contract.md and docs/databrain-api.md."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in _repository_text_files()
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if OUTSIDE_CITATIONS.search(line)
+    ]
+    assert not offenders, "cite docs/contract.md or docs/databrain-api.md instead:\n" + "\n".join(
+        offenders
+    )
+
+
+def test_the_docs_pages_keep_the_sections_citations_name() -> None:
+    """docs/contract.md has sections A1-A9 and docs/databrain-api.md the headings code cites."""
+    contract = (ROOT / "docs" / "contract.md").read_text(encoding="utf-8")
+    for number in range(1, 10):
+        assert re.search(rf"^## A{number}\. ", contract, re.M), f"A{number} is missing"
+    api = (ROOT / "docs" / "databrain-api.md").read_text(encoding="utf-8")
+    for heading in (
+        "Conventions",
+        "Export Dashboard",
+        "Import Dashboard",
+        "Listing",
+        "What is inside `data`",
+    ):
+        assert re.search(rf"^## {re.escape(heading)}", api, re.M), heading
+    assert "[doc]" in api and "[guess]" in api
+    assert "docs/contract.md" in README and "docs/databrain-api.md" in README

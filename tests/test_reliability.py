@@ -1,17 +1,20 @@
-"""Issue 5: faults survived, imports exactly once, resume after a crash, one writer per target,
+"""Reliability: faults survived, imports exactly once, resume after a crash, one writer per target,
 stale saved plans refused, interrupts handled in two stages."""
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from unittest import mock
 
 import httpx
 import pytest
@@ -24,23 +27,22 @@ from migrate.errors import LockHeldError, UsageError
 from migrate.journal import Journal, read_journal
 from migrate.lock import TargetLock, break_lock
 from migrate.retry import RetryPolicy
-from migrate.sandbox import SandboxConfig, generate_workspace, running_server
+from migrate.sandbox import Sandbox, SandboxConfig, generate_workspace, running_server
 from migrate.sandbox import create_app as create_sandbox
-from tests.helpers import apply, results, sandbox_of, write_plan
+from tests.helpers import apply, results, run_migrate, sandbox_of, start_migrate, write_plan
 
-ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 
 
-def assert_target_matches_source(sandbox: object, source: str, target: str) -> None:
+def assert_target_matches_source(sandbox: Sandbox, source: str, target: str) -> None:
     """Every source dashboard is in the target exactly once, with equal normalized content."""
-    src = dict(sandbox.list_dashboards(source))  # type: ignore[attr-defined]
-    tgt_list = [i for i, _ in sandbox.list_dashboards(target)]  # type: ignore[attr-defined]
+    src = dict(sandbox.list_dashboards(source))
+    tgt_list = [i for i, _ in sandbox.list_dashboards(target)]
     assert len(tgt_list) == len(set(tgt_list)), "a dashboard was imported twice"
     assert set(tgt_list) == set(src), set(src) ^ set(tgt_list)
     for dash_id in src:
-        a = normalize_for_compare(sandbox.get_dashboard(source, dash_id))  # type: ignore[attr-defined]
-        b = normalize_for_compare(sandbox.get_dashboard(target, dash_id))  # type: ignore[attr-defined]
+        a = normalize_for_compare(sandbox.get_dashboard(source, dash_id))
+        b = normalize_for_compare(sandbox.get_dashboard(target, dash_id))
         assert a == b, dash_id
 
 
@@ -157,9 +159,10 @@ def test_stale_saved_plan_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_retry_after_http_date_is_honoured() -> None:
-    """A 429 whose Retry-After is an HTTP-date waits until that date (fake clock)."""
+    """A 429 whose Retry-After is an HTTP-date waits until that date (fake clocks)."""
+    now = 1_700_000_000.0  # a whole second, as HTTP-dates are
     sleeps: list[float] = []
-    when = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 5))
+    when = email.utils.formatdate(now + 5, usegmt=True)
     answers = iter(
         [httpx.Response(429, headers={"Retry-After": when}), httpx.Response(200, json={"data": []})]
     )
@@ -175,9 +178,10 @@ async def test_retry_after_http_date_is_honoured() -> None:
         sleep=fake_sleep,
         rand=lambda: 0.0,
     )
-    async with client:
-        await client.list_workspaces()
-    assert len(sleeps) == 1 and 3.5 <= sleeps[0] <= 5.5
+    with mock.patch("migrate.retry.time", SimpleNamespace(time=lambda: now)):
+        async with client:
+            await client.list_workspaces()
+    assert sleeps == [5.0]
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -185,36 +189,45 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
+        time.sleep(0.005)
 
 
-APPLY_ENV = {**os.environ, "PYTHONPATH": str(ROOT), "KTOK": "tk-kill"}
+APPLY_ENV = {"KTOK": "tk-kill"}
 
 
 def start_apply(state: Path, plan: Path, *, quiet: bool = False) -> subprocess.Popen[str]:
     """`python -m migrate apply PLAN` in a child process, its output captured (or discarded)."""
-    sink = subprocess.DEVNULL if quiet else subprocess.PIPE
-    return subprocess.Popen(
-        [sys.executable, "-m", "migrate", "--state-dir", str(state), "apply", str(plan)],
-        env=APPLY_ENV,
-        stdout=sink,
-        stderr=sink,
-        text=True,
+    return start_migrate(
+        "--state-dir", str(state), "apply", str(plan), env=APPLY_ENV, capture=not quiet
     )
 
 
 def run_apply(state: Path, plan: Path) -> tuple[int, str]:
     """Run an apply to its end: (exit code, stderr)."""
-    proc = start_apply(state, plan)
-    _out, errs = proc.communicate(timeout=300)
-    return proc.returncode, errs
+    done = run_migrate("--state-dir", str(state), "apply", str(plan), env=APPLY_ENV)
+    return done.returncode, done.stderr
+
+
+def kill_at(
+    proc: subprocess.Popen[str], sandbox: Sandbox, count: Callable[[], int], reach: int
+) -> bool:
+    """SIGKILL `proc` as soon as the server's `count()` reaches `reach`, then wait until the
+    requests it left in flight have settled on the server; False when the process ended first."""
+    while count() < reach:
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    wait_until(lambda: sandbox.in_flight == 0)
+    return True
 
 
 @pytest.fixture
-def slow_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+def slow_server(tmp_path: Path) -> Iterator[tuple[Sandbox, Path]]:
     """A real sandbox server (thread) with 60 generated dashboards and 15 ms latency."""
     sandbox_app = create_sandbox(SandboxConfig(db_path=tmp_path / "srv.db", token="tk-kill"))
-    sandbox = sandbox_app.state.sandbox
+    sandbox: Sandbox = sandbox_app.state.sandbox
     generate_workspace(sandbox, "Src", 60, payload_kb=4, max_depth=5, seed=3)
     sandbox.add_workspace("Dst")
     sandbox.faults.latency_ms = 15
@@ -232,33 +245,42 @@ def slow_server(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 @pytest.mark.slow
 def test_sigkill_at_many_points_then_rerun_finds_everything_once(
-    tmp_path: Path, slow_server: tuple[object, Path]
+    tmp_path: Path, slow_server: tuple[Sandbox, Path]
 ) -> None:
-    """SIGKILL the apply at 20+ points across its run; each re-run resumes; the end state is
-    every dashboard exactly once and equal to its source."""
+    """SIGKILL the apply at 20+ points across its run, each one chosen by what the server has
+    seen (never by a delay); each re-run resumes; the end state is every dashboard exactly once
+    and equal to its source."""
     sandbox, plan = slow_server
     state = tmp_path / "state"
-    kills = 0
-    delay = 0.6  # python start-up is part of the cycle; sweep forward through the run
-    while kills < 22:
+    # Reading phase: apply exports every payload before its first import, so an attempt cannot
+    # end before the server has answered its k-th export, whatever the machine's speed.
+    read_kills = 0
+    for k in range(1, 60, 3):  # 20 points: after the 1st, 4th, ..., 58th export
+        exports = len(sandbox.requests("export"))
         proc = start_apply(state, plan, quiet=True)
-        time.sleep(delay)
-        if proc.poll() is not None:
-            break  # it finished before the kill: the sweep reached the end of the work
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
-        delay += 0.05
+        assert kill_at(proc, sandbox, lambda: len(sandbox.requests("export")), exports + k)
+        read_kills += 1
+    assert sandbox.write_count == 0
+    # Writing phase: kill each attempt once the server has committed one more import; the
+    # imports in flight at that moment still land, so every attempt moves the run forward.
+    write_kills = 0
+    while write_kills < 8:
+        writes = sandbox.write_count
+        proc = start_apply(state, plan, quiet=True)
+        if not kill_at(proc, sandbox, lambda: sandbox.write_count, writes + 1):
+            assert proc.returncode == 0
+            break  # the attempt finished the work before committing anything new
+        write_kills += 1
     code, errs = run_apply(state, plan)
     assert code == 0, errs
-    assert kills >= 20
+    assert read_kills == 20 and write_kills >= 3, (read_kills, write_kills)
     assert_target_matches_source(sandbox, "Src", "Dst")
-    assert sandbox.write_count == 60  # type: ignore[attr-defined]
+    assert sandbox.write_count == 60
 
 
 @pytest.mark.slow
 def test_two_concurrent_applies_one_is_refused(
-    tmp_path: Path, slow_server: tuple[object, Path]
+    tmp_path: Path, slow_server: tuple[Sandbox, Path]
 ) -> None:
     """Two real processes apply to one target: one proceeds, the other exits 7."""
     _sandbox, plan = slow_server
@@ -277,14 +299,14 @@ def test_two_concurrent_applies_one_is_refused(
 
 @pytest.mark.slow
 def test_first_sigint_finishes_in_flight_and_exits_6_then_rerun_completes(
-    tmp_path: Path, slow_server: tuple[object, Path]
+    tmp_path: Path, slow_server: tuple[Sandbox, Path]
 ) -> None:
     """SIGINT mid-apply: in-flight requests finish, exit 6 with the resume command; rerun is 0."""
     sandbox, plan = slow_server
     state = tmp_path / "state"
     proc = start_apply(state, plan)
     # Interrupt mid-import: once the server has seen the first imports.
-    wait_until(lambda: len(sandbox.requests("import")) >= 3)  # type: ignore[attr-defined]
+    wait_until(lambda: len(sandbox.requests("import")) >= 3)
     proc.send_signal(signal.SIGINT)
     _out, errs = proc.communicate(timeout=120)
     assert proc.returncode == 6, errs

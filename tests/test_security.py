@@ -1,4 +1,4 @@
-"""Issue 7: a token never leaks into output or files, transport rules hold, files are owner-only."""
+"""Security: no token leaks into output or files, transport rules hold, files are owner-only."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from migrate.client import DatabrainClient
 from migrate.errors import BadResponseError
 from migrate.sandbox import SandboxConfig, running_server
 from migrate.sandbox import create_app as create_sandbox
+from tests.helpers import run_migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 CANARY = "CANARY-7f3a9c-do-not-leak"
@@ -29,15 +30,7 @@ runner = CliRunner()
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run `python -m migrate ARGS` in a subprocess and capture everything it prints."""
-    return subprocess.run(
-        [sys.executable, "-m", "migrate", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_migrate(*args, env=env, cwd=cwd, timeout=120)
 
 
 def plan_text(url: str, target: str = "Sales Prod") -> str:

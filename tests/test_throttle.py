@@ -87,7 +87,7 @@ def test_in_flight_never_exceeds_the_ceiling() -> None:
 
         async def user() -> None:
             await throttle.acquire()
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0)  # yield: the other users try to acquire meanwhile
             throttle.release(RateSignal())
 
         await asyncio.gather(*(user() for _ in range(50)))

@@ -1,4 +1,4 @@
-"""A local, Databrain-compatible server for rehearsals and tests (DESIGN.md A6).
+"""A local, Databrain-compatible server for rehearsals and tests (docs/contract.md A6).
 
     create_app(SandboxConfig(db_path=":memory:", seed="demo"))  -> Starlette app
     serve(config, host, port)                                     -> blocking uvicorn server

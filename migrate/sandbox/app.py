@@ -1,4 +1,4 @@
-"""The Starlette app that imitates Databrain's REST API (DATABRAIN_API.md) over a `Sandbox`.
+"""The Starlette app that imitates Databrain's REST API (docs/databrain-api.md) over a `Sandbox`.
 
 Per request, `SandboxMiddleware` buffers the body, applies rate limit -> latency -> injected
 5xx, and logs the request; the route handlers then check the credential (the service token, or

@@ -1,6 +1,6 @@
 """Deterministic data for the sandbox: the `demo` seed and `generate_workspace` for benchmarks.
 
-Payloads follow DATABRAIN_API.md "What is inside data": react-grid-layout cells whose `i` is a
+Payloads follow docs/databrain-api.md "What is inside data": react-grid-layout cells whose `i` is a
 metric's internal UUID, one filter group with `applyOnTables`, metric objects with SQL naming
 schemas (`analytics_dev.orders`), `inputFields` with `schemaName`, chart options, drill-downs and
 `clickActions` of type `navigate` that reference other dashboards by id, plus keys a client does

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from migrate.sandbox import ConnectionDropped, Sandbox, SandboxConfig, create_app
+from migrate.sandbox.faults import RateLimiter
 
 from .conftest import client_for
 
@@ -66,23 +67,34 @@ async def test_rate_limit_retry_after_http_date() -> None:
 
 
 async def test_rate_limit_window_resets() -> None:
-    """A fixed window re-opens after S seconds."""
-    app, _ = sandbox_with(rate_limit=(1, 0.1))
+    """A fixed window re-opens after S seconds, and not a moment before (fake clock)."""
+    app, sandbox = sandbox_with(rate_limit=(1, 10))
+    now = [100.0]
+    sandbox.rate_limiter = RateLimiter(clock=lambda: now[0])
     async with client_for(app) as client:
         assert (await client.get("/api/v2/workspace")).status_code == 200
         assert (await client.get("/api/v2/workspace")).status_code == 429
-        await anyio.sleep(0.12)
+        now[0] = 109.9
+        refused = await client.get("/api/v2/workspace")
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        now[0] = 110.0
         assert (await client.get("/api/v2/workspace")).status_code == 200
 
 
 async def test_latency_does_not_block_and_is_counted_in_flight() -> None:
-    """Latency sleeps without blocking the loop: concurrent requests overlap (max_in_flight)."""
-    app, sandbox = sandbox_with(latency_ms=40)
-    async with client_for(app) as client, anyio.create_task_group() as tg:
-        for _ in range(6):
-            tg.start_soon(client.get, "/api/v2/workspace")
+    """Latency holds each request without blocking the loop: six delayed requests are in flight
+    at once, none finished, and cancelling them leaves nothing counted in flight."""
+    app, sandbox = sandbox_with(latency_ms=60_000)  # held until cancelled, on any machine
+    async with client_for(app) as client:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for _ in range(6):
+                    tg.start_soon(client.get, "/api/v2/workspace")
+                while sandbox.in_flight < 6:
+                    await anyio.sleep(0)  # yield to the requests; no wall time involved
+                assert sandbox.request_log == []  # all six are held by the latency
+                tg.cancel_scope.cancel()
     assert sandbox.max_in_flight == 6 and sandbox.in_flight == 0
-    assert all(r.duration >= 0.04 for r in sandbox.request_log)
 
 
 async def test_fail_rate_answers_5xx_before_doing_anything() -> None:
