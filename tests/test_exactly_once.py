@@ -16,6 +16,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from migrate.cli import app
+from migrate.journal import Held, read_journal
 from migrate.sandbox import Sandbox
 from tests.helpers import actions, plan, sandbox_of, write_plan
 from tests.test_reliability import APPLY_ENV, slow_server, wait_until
@@ -203,3 +204,24 @@ def test_interrupt_during_export_blocks_every_dashboard(
     results = Counter(d["result"] for d in json.loads(report.read_text())["dashboards"])
     assert results["invalid"] == 0 and results["blocked"] > 0, results
     assert sandbox.write_count == 0
+
+
+def test_a_hold_lasts_until_created_or_unchanged(tmp_path: Path) -> None:
+    """A journaled hold is read back with its server id, survives other outcomes, and ends
+    with a `created` or `unchanged` outcome."""
+    path = tmp_path / "j.jsonl"
+    lines = [
+        {"event": "outcome", "target_id": "a", "result": "failed", "held": "foreign_id",
+         "server_id": "srv-1"},
+        {"event": "outcome", "target_id": "b", "result": "failed", "held": "readback_differs"},
+        {"event": "outcome", "target_id": "a", "result": "failed"},
+        {"event": "outcome", "target_id": "b", "result": "unchanged"},
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    prior = read_journal(path)
+    assert prior is not None
+    assert prior.held == {"a": Held("foreign_id", "srv-1")}
+    with path.open("a") as out:
+        out.write(json.dumps({"event": "outcome", "target_id": "a", "result": "created"}) + "\n")
+    prior = read_journal(path)
+    assert prior is not None and prior.held == {}
