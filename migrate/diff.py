@@ -3,14 +3,14 @@
 "Equal content" (docs/contract.md A3) is `normalize_for_compare(source, ...) ==
 normalize_for_compare(target, ...)`. Normalization removes what a faithful import may
 legitimately change: dashboard-id references (rewritten to target ids), schema names (whichever
-occurrences the server rewrote), ids the server re-mints, and the user's `compare_ignore` paths.
-It keeps what must survive: every other value, and which minted ids are the same id (a layout
+occurrences the server rewrote), the metric ids the server re-mints, and the user's
+`compare_ignore` paths. It keeps what must survive: every other value — other ids included, a
+`datasourceId` or a filter's `id` must be equal — and which minted ids are the same id (a layout
 cell → its metric).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -28,11 +28,9 @@ from migrate.jsontext import MAX_DEPTH, nesting_error
 from migrate.models import SchemaPair
 from migrate.schemapairs import SCHEMA_KEYS, SchemaRewriter, canonical_schema_table
 
-# Keys whose values Databrain (or another implementation) may mint afresh on import.
-MINTED_KEYS: Final = frozenset({"id", "metricId", "i", "uuid", "_id"})
-_UUID: Final = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
-)
+# The keys of a `metrics[*]` item whose values the server may mint afresh on import; every
+# other value, UUID-shaped or under an `id` key, must survive an import unchanged.
+METRIC_ID_KEYS: Final = ("id", "metricId")
 _EMPTY: Final[Mapping[str, str]] = {}
 
 Pattern = tuple[PathPart | Wildcard, ...]
@@ -70,13 +68,15 @@ def normalize_for_compare(
     copy with none. In one pass, never mutating `data`:
     1. string values equal to an `id_map` key become its value (dashboard references);
     2. every occurrence of a pair's `replace` or `target` schema name becomes one canonical name;
-    3. minted ids — string (or integer) values of keys `id`, `metricId`, `i`, `uuid`, `_id`, and
-       UUID-shaped strings anywhere — become `#id1`, `#id2`, ... in visiting order (per
-       container: its non-container values by sorted key, or in list order, then each child
-       container in the same order), one alias per distinct original, so consistently
+    3. minted ids — the string (or integer) values of `id` and `metricId` of the items of
+       `data["metrics"]` (`METRIC_ID_KEYS`), wherever they occur (the metric itself, layout
+       cells `i`, click and drill-down targets) — become `#id1`, `#id2`, ... in visiting order
+       (per container: its non-container values by sorted key, or in list order, then each
+       child container in the same order), one alias per distinct original, so consistently
        re-minted ids compare equal and a reference to a different or missing id does not.
-       Values in `keep` (pass the planned dashboards' target ids, on both sides) stay
-       literal, so a dashboard reference under an `id` key is still compared;
+       No other value is aliased: a `datasourceId`, a filter `id`, any other UUID must be
+       equal. Values in `keep` (pass the planned dashboards' target ids, on both sides) stay
+       literal even when a metric id equals one;
     4. values at `ignore` paths (`data.gridMargin`, `metrics[*].chartOptions`) are dropped.
     Dict keys are never rewritten; keys sort by `str(key)`. Raises PlanError for an unreadable
     `ignore` path, UntrustedJSONError for a value nested deeper than `MAX_DEPTH`.
@@ -86,8 +86,21 @@ def normalize_for_compare(
     return _normalize(data, patterns, schema_pairs, id_map, keep_set)
 
 
-_UUID_LENGTH: Final = 36
-_MINTED_OR_SCHEMA: Final = MINTED_KEYS | SCHEMA_KEYS
+def minted_ids(data: Any) -> frozenset[str | int]:
+    """The metric ids of a payload (see `METRIC_ID_KEYS`): the only ids a server may re-mint."""
+    metrics = data.get("metrics") if isinstance(data, dict) else None
+    if not isinstance(metrics, list):
+        return frozenset()
+    found: set[str | int] = set()
+    for metric in metrics:
+        if isinstance(metric, dict):
+            for key in METRIC_ID_KEYS:
+                value = metric.get(key)
+                if isinstance(value, str) or (type(value) is int):
+                    found.add(value)
+    return frozenset(found)
+
+
 _PLAIN_LEAVES: Final = frozenset({float, bool, type(None)})
 
 
@@ -120,15 +133,15 @@ def _normalize(  # noqa: PLR0915  # closures over shared locals keep the hot loo
     """`normalize_for_compare` after its arguments are read: one recursive walk, one frame per
     level, `depth` counting the levels of the container at hand (1 for the top one).
 
-    A string is looked at only when it can change: an `id_map` key, under a minted or schema
-    key, 36 characters long (a UUID?), or holding a `.` when schema names are being
-    canonicalized. Subtrees no ignore pattern reaches take the fast `walk`.
+    A string is looked at only when it can change: an `id_map` key, a metric id, under a
+    schema key, or holding a `.` when schema names are being canonicalized. Subtrees no ignore
+    pattern reaches take the fast `walk`.
     """
     schema = SchemaRewriter(canonical_schema_table(schema_pairs))
     table = schema.table
     names = tuple(table)
     rewrite = schema.rewrite
-    uuid_match = _UUID.match
+    minted = minted_ids(data)
     mapping = id_map or None
     dotted = bool(names)  # only then can a `.` in a string mean a schema name to rewrite
     aliases: dict[str, str] = {}
@@ -137,9 +150,7 @@ def _normalize(  # noqa: PLR0915  # closures over shared locals keep the hot loo
         # A key that is not a str (a list index, an odd dict key) names nothing.
         if mapping is not None:
             value = mapping.get(value, value)
-        if (
-            key in MINTED_KEYS or (len(value) == _UUID_LENGTH and uuid_match(value) is not None)
-        ) and value not in keep:
+        if value in minted and value not in keep:
             alias = aliases.get(value)
             if alias is None:
                 alias = aliases[value] = f"#id{len(aliases) + 1}"
@@ -152,10 +163,10 @@ def _normalize(  # noqa: PLR0915  # closures over shared locals keep the hot loo
         return value
 
     def leaf(value: Any, key: Any) -> Any:
-        # Any non-container; integers under minted keys are ids too.
+        # Any non-container; an integer metric id is an id too.
         if isinstance(value, str):
             return string(value, key)
-        if key in MINTED_KEYS and isinstance(value, int) and not isinstance(value, bool):
+        if type(value) is int and value in minted:
             text = str(value)
             alias = aliases.get(text)
             if alias is None:
@@ -179,8 +190,8 @@ def _normalize(  # noqa: PLR0915  # closures over shared locals keep the hot loo
             kind = type(child)
             if kind is str:
                 if (
-                    key in _MINTED_OR_SCHEMA
-                    or len(child) == _UUID_LENGTH
+                    key in SCHEMA_KEYS
+                    or child in minted
                     or (dotted and "." in child)
                     or (mapping is not None and child in mapping)
                 ):
@@ -188,7 +199,7 @@ def _normalize(  # noqa: PLR0915  # closures over shared locals keep the hot loo
             elif kind is dict or kind is list:
                 later.append(key)
             elif kind is int:
-                if key in MINTED_KEYS:
+                if child in minted:
                     out[key] = leaf(child, key)
             elif kind in _PLAIN_LEAVES:
                 pass

@@ -2,9 +2,12 @@
 
 There is no level-by-level barrier: every dashboard waits only for its own dependencies, and the
 shared throttle bounds the requests in flight. Each import is confirmed exactly once: after an
-uncertain outcome (timeout, dropped connection, 5xx after sending) the target inventory is
-re-read — one listing shared by every dashboard that needs it — before anything is re-sent, and
-every import is read back and compared with what was sent.
+uncertain outcome (timeout, dropped connection, 5xx after sending) or a refusal, the id is read
+back from the target — a listing, begun only after the outcome was seen, stands in when the
+read-back itself fails — before anything is re-sent, and every import is read back and compared
+with what was sent. An answer naming another dashboard id than the one sent, or a read-back that
+differs, is journaled as a hold: later runs report that dashboard failed and do not import it
+again until the user acts.
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ from migrate.client import DatabrainClient
 from migrate.diff import Change
 from migrate.errors import (
     AuthError,
+    DashboardNotFoundError,
     EndpointError,
     RequestRejectedError,
     RunInterruptedError,
     WorkspaceNotFoundError,
 )
 from migrate.events import ErrorInfo, Outcome, Progress
-from migrate.journal import Journal
-from migrate.models import Action, Result
+from migrate.journal import Held, Journal
+from migrate.models import Action, ExportFile, Result
 from migrate.planner import MigrationPlan, PlannedDashboard, compare_with_target, payload_to_send
 
 _PLANNED_RESULT = {
@@ -37,6 +41,7 @@ _PLANNED_RESULT = {
 }
 _MAX_IMPORT_ROUNDS = 5
 _DUPLICATE_WORDS = ("exist", "duplicate", "already", "taken", "in use", "conflict")
+_MAX_SHOWN_ID = 120  # a server's answer is untrusted: show no more of an id than this
 
 
 class Importer:
@@ -65,6 +70,9 @@ class Importer:
         self._inventory: frozenset[str] = migration.target_inventory
         self._inventory_lock = asyncio.Lock()
         self._inventory_at = 0.0
+        prior = journal.prior if journal is not None else None
+        self._held: dict[str, Held] = dict(prior.held) if prior is not None else {}
+        self._holds: dict[str, dict[str, str]] = {}  # dashboard id -> hold fields to journal
 
     async def run(self, progress: Progress) -> list[Outcome]:
         """All outcomes, in plan order."""
@@ -85,9 +93,15 @@ class Importer:
         finally:
             self.done[item.id].set()
         self.results[item.id] = outcome.result
-        if self.journal is not None and outcome.attempts:
+        if self.journal is not None and (outcome.attempts or item.target_id in self._held):
+            # A held dashboard's outcome is journaled even without a request: it keeps the
+            # hold, or (created, unchanged) ends it.
             self.journal.record(
-                "outcome", id=item.id, target_id=item.target_id, result=outcome.result.value
+                "outcome",
+                id=item.id,
+                target_id=item.target_id,
+                result=outcome.result.value,
+                **self._holds.pop(item.id, {}),
             )
             await self.journal.sync()
         if not outcome.result.ok and self.fail_fast and self.stop_reason is None:
@@ -96,6 +110,9 @@ class Importer:
         return outcome
 
     async def _decide(self, item: PlannedDashboard, progress: Progress, started: float) -> Outcome:
+        held = self._held.get(item.target_id)
+        if held is not None and (kept := self._still_held(item, held, started)) is not None:
+            return kept
         if item.action is not Action.CREATE:
             return self._outcome(item, _PLANNED_RESULT[item.action], started, error=item.error)
         blockers: list[str] = []
@@ -127,18 +144,20 @@ class Importer:
         pairs = tuple((pair.replace, pair.target) for pair in item.schema_pairs)
         attempts = 0
         uncertain = False
+        answered_id: str | None = None
+        read: ExportFile | None = None
         if self.journal is not None:
             self.journal.record("intent", id=item.id, target_id=item.target_id)
         for round_ in range(1, _MAX_IMPORT_ROUNDS + 1):
             if uncertain:
                 # The server just failed this import: give it a moment before asking again.
                 await asyncio.sleep(self.target.options.retry.backoff(round_ - 1))
-            asked_at = time.monotonic()
             try:
                 result = await self.target.import_dashboard(
                     self.workspace, item.target_id, data, name=item.rename, schema_pairs=pairs
                 )
                 attempts += result.attempts
+                answered_id = result.dashboard_id
                 break
             except (AuthError, WorkspaceNotFoundError) as exc:
                 attempts += exc.attempts
@@ -151,15 +170,19 @@ class Importer:
                 if not (exc.uncertain or refused):
                     return self._failed(item, started, attempts, exc)
                 try:
-                    present = item.target_id in await self._fresh_inventory(asked_at)
+                    present, read = await self._present(item, observed=time.monotonic())
                 except EndpointError as inventory_exc:
                     return self._failed(item, started, attempts, inventory_exc)
                 if present:
-                    if refused and not uncertain:
+                    if refused and not uncertain and _is_duplicate(exc):
                         # Refused as a duplicate before any attempt of ours could have landed:
                         # someone else created it since the plan was made. Compare, don't claim.
-                        return await self._verify(item, started, attempts, data, created=False)
-                    break  # an earlier attempt of ours landed
+                        return await self._verify(
+                            item, started, attempts, data, created=False, copy=read
+                        )
+                    # An earlier attempt of ours landed, or the server stored this one although
+                    # it answered with a refusal that does not say "duplicate".
+                    break
                 if refused:
                     return self._refused(item, started, attempts, exc)
                 uncertain = True
@@ -171,17 +194,28 @@ class Importer:
                 attempts=attempts,
                 error=ErrorInfo("GAVE_UP", f"import not confirmed after {attempts} attempts"),
             )
+        if answered_id is not None and answered_id != item.target_id:
+            return self._foreign(item, started, attempts, answered_id)
         # Dependents may start now: the dashboard exists. Its read-back runs beside them.
         self.results[item.id] = Result.CREATED
         self.done[item.id].set()
-        return await self._verify(item, started, attempts, data, created=True)
+        return await self._verify(item, started, attempts, data, created=True, copy=read)
 
     async def _verify(
-        self, item: PlannedDashboard, started: float, attempts: int, sent: Any, *, created: bool
+        self,
+        item: PlannedDashboard,
+        started: float,
+        attempts: int,
+        sent: Any,
+        *,
+        created: bool,
+        copy: ExportFile | None = None,
     ) -> Outcome:
-        """Read the dashboard back from the target and compare it with what was sent."""
+        """Read the dashboard back from the target (unless `copy` is that read-back) and
+        compare it with what was sent."""
         try:
-            copy = await self.target.export_dashboard(self.workspace, item.target_id)
+            if copy is None:
+                copy = await self.target.export_dashboard(self.workspace, item.target_id)
         except RunInterruptedError:
             # The import is confirmed; only its read-back was cut short. A rerun compares it.
             return self._outcome(item, Result.CREATED, started, attempts=attempts)
@@ -194,6 +228,8 @@ class Importer:
             return self._outcome(
                 item, Result.CREATED if created else Result.UNCHANGED, started, attempts=attempts
             )
+        if created:
+            self._holds[item.id] = {"held": "readback_differs"}
         verb = "the imported copy" if created else "a dashboard created by someone else"
         return self._outcome(
             item,
@@ -211,9 +247,8 @@ class Importer:
     def _refused(
         self, item: PlannedDashboard, started: float, attempts: int, exc: EndpointError
     ) -> Outcome:
-        """An import refused while the workspace does not list the id."""
-        text = f"{exc.code or ''} {exc.message}".lower()
-        if any(word in text for word in _DUPLICATE_WORDS):
+        """An import refused while the workspace does not hold the id (read back)."""
+        if _is_duplicate(exc):
             return self._outcome(
                 item,
                 Result.CONFLICT,
@@ -222,15 +257,81 @@ class Importer:
                 error=ErrorInfo(
                     exc.error_code,
                     f"id {item.target_id!r} is refused as already existing, but workspace"
-                    f" {self.workspace!r} does not list it: another workspace of the company"
+                    f" {self.workspace!r} does not hold it: another workspace of the company"
                     " holds it. Fix: set settings.id_prefix (or id_suffix), or target_id for"
                     " this dashboard",
                 ),
             )
         return self._failed(item, started, attempts, exc)
 
+    def _foreign(
+        self, item: PlannedDashboard, started: float, attempts: int, server_id: str
+    ) -> Outcome:
+        """The server answered an import with another dashboard id than the one sent."""
+        self._holds[item.id] = {"held": "foreign_id", "server_id": server_id[:_MAX_SHOWN_ID]}
+        return self._outcome(
+            item,
+            Result.FAILED,
+            started,
+            attempts=attempts,
+            error=ErrorInfo("FOREIGN_ID", self._foreign_message(item, server_id)),
+        )
+
+    def _foreign_message(self, item: PlannedDashboard, server_id: str | None) -> str:
+        shown = repr(server_id[:_MAX_SHOWN_ID]) if server_id else "an id of its own"
+        where = f" {self.journal.path}" if self.journal is not None else ""
+        return (
+            f"the server stored the import of {item.id!r} under {shown}, not under the"
+            f" {item.target_id!r} it was sent: it makes its own dashboard ids. Not imported"
+            " again, which would add another copy: to keep that copy, set its id as target_id"
+            f" for {item.id!r} in the plan; to import anew, delete that copy in the target and"
+            f" remove the journal{where}"
+        )
+
+    def _still_held(self, item: PlannedDashboard, held: Held, started: float) -> Outcome | None:
+        """The outcome of a dashboard an earlier run held back (see `journal.HELD_REASONS`),
+        or None once what held it no longer applies."""
+        if held.reason == "foreign_id" and item.action is Action.CREATE:
+            self._holds[item.id] = {"held": held.reason, "server_id": held.server_id or ""}
+            message = self._foreign_message(item, held.server_id)
+            return self._outcome(
+                item, Result.FAILED, started, error=ErrorInfo("FOREIGN_ID", message)
+            )
+        if held.reason == "readback_differs" and item.action in (Action.SKIP, Action.CONFLICT):
+            self._holds[item.id] = {"held": held.reason}
+            return self._outcome(
+                item,
+                Result.FAILED,
+                started,
+                error=ErrorInfo(
+                    "READBACK_MISMATCH",
+                    f"this tool imported {item.target_id!r} and its read-back differed from the"
+                    f" source; it stays failed until the target copy equals the source: fix or"
+                    " delete that copy in the target (a re-run imports it again), or add the"
+                    " differing paths to settings.compare_ignore",
+                ),
+            )
+        return None
+
+    async def _present(
+        self, item: PlannedDashboard, *, observed: float
+    ) -> tuple[bool, ExportFile | None]:
+        """Whether the target holds `item` now, with its read-back when that was how we know.
+
+        The id itself is read back first: a listing may lag behind a commit. Only when the
+        read-back fails for another reason than "not found" does a listing decide, and then
+        only one that began after `observed`, when the uncertain outcome was seen.
+        """
+        try:
+            return True, await self.target.export_dashboard(self.workspace, item.target_id)
+        except DashboardNotFoundError:
+            return False, None
+        except EndpointError:
+            return item.target_id in await self._fresh_inventory(observed), None
+
     async def _fresh_inventory(self, after: float) -> frozenset[str]:
-        """The target's ids as listed after `after`; concurrent callers share one listing."""
+        """The target's ids as listed by a listing begun after `after`; concurrent callers
+        share one listing."""
         async with self._inventory_lock:
             if self._inventory_at <= after:
                 listed_at = time.monotonic()
@@ -277,3 +378,9 @@ class Importer:
             changes=changes if changes is not None else tuple(item.changes),
             name=item.name,
         )
+
+
+def _is_duplicate(exc: EndpointError) -> bool:
+    """True when a refusal says the id is taken (the API documents no code for it)."""
+    text = f"{exc.code or ''} {exc.message}".lower()
+    return any(word in text for word in _DUPLICATE_WORDS)

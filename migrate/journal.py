@@ -9,7 +9,9 @@ journal that is mostly redundant (every run appends its `start` and `end`) is co
 atomically when a run opens it, so its size follows the number of dashboards, not of runs.
 
 The target's inventory stays the source of truth for what exists: the journal tells a resumed
-run what the previous one intended, so it can say so and count it, never to skip a check.
+run what the previous one intended, so it can say so and count it, never to skip a check. The one
+thing it adds is a hold (`HELD_REASONS`): a dashboard this tool imported that the server stored
+under another id, or that read back different, is not imported again or passed as skipped.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -36,6 +38,23 @@ def journal_key(target_url: str, workspace: str, plan_digest: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
+HELD_REASONS = frozenset({"foreign_id", "readback_differs"})
+"""Outcomes that hold a dashboard back on later runs until the user acts: the server stored the
+import under an id of its own (`foreign_id`, with `server_id`), or this tool imported it and its
+read-back differed from the source (`readback_differs`)."""
+
+_RELEASING = frozenset({"created", "unchanged"})  # outcomes that end a hold
+
+
+@dataclass(frozen=True)
+class Held:
+    """Why an earlier run holds a dashboard back: one of `HELD_REASONS`, and for `foreign_id`
+    the id the server answered (untrusted text: escape it where it is shown)."""
+
+    reason: str
+    server_id: str | None = None
+
+
 @dataclass(frozen=True)
 class PriorRun:
     """What an earlier run of the same plan against the same target recorded."""
@@ -43,6 +62,7 @@ class PriorRun:
     intended: frozenset[str]  # target ids whose import was sent
     confirmed: frozenset[str]  # target ids whose import was confirmed created
     finished: bool  # the run ended normally (not killed)
+    held: Mapping[str, Held] = field(default_factory=dict)  # target id -> why it is held
 
     @property
     def unconfirmed(self) -> frozenset[str]:
@@ -117,12 +137,23 @@ def _scan(path: Path) -> _Scan | None:
             elif event == "intent" and isinstance(target, str):
                 latest[(target, "intent")] = line
             elif event == "outcome" and isinstance(target, str):
-                created = record.get("result") == "created"
-                latest[(target, "created" if created else "outcome")] = line
+                result = record.get("result")
+                if result in _RELEASING:
+                    latest.pop((target, "held"), None)
+                if result == "created":
+                    kind = "created"
+                elif record.get("held") in HELD_REASONS:
+                    kind = "held"
+                else:
+                    kind = "outcome"
+                # Moved to the end, so a compacted journal replays in the same order.
+                latest.pop((target, kind), None)
+                latest[(target, kind)] = line
         size = handle.seek(0, os.SEEK_END)
         ends_cleanly = size == 0 or os.pread(fd, 1, size - 1) == b"\n"
     intended = {target for target, kind in latest if kind == "intent"}
     confirmed = {target for target, kind in latest if kind == "created"}
+    held = {target: _held(line) for (target, kind), line in latest.items() if kind == "held"}
     finished = start is None or end is not None
     # Replayed by read_journal, these lines give the same PriorRun: `start` first, `end` last.
     kept = [
@@ -130,7 +161,7 @@ def _scan(path: Path) -> _Scan | None:
         *latest.values(),
         *(line for line in (end,) if line),
     ]
-    prior = PriorRun(frozenset(intended), frozenset(confirmed), finished)
+    prior = PriorRun(frozenset(intended), frozenset(confirmed), finished, held)
     return _Scan(prior, [_newline(line) for line in kept], lines, ends_cleanly)
 
 
@@ -140,6 +171,12 @@ def _record(line: bytes) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError):
         return None  # a line cut short by a crash
     return record if isinstance(record, dict) else None
+
+
+def _held(line: bytes) -> Held:
+    record = _record(line) or {}
+    server_id = record.get("server_id")
+    return Held(str(record.get("held")), server_id if isinstance(server_id, str) else None)
 
 
 def _newline(line: bytes) -> bytes:
@@ -163,11 +200,12 @@ def read_journal(path: Path) -> PriorRun | None:
 def compact_journal(path: Path, *, force: bool = False) -> bool:
     """Rewrite the journal at `path` keeping only the lines `read_journal` needs; True if it did.
 
-    Per dashboard the latest intent, the latest `created` outcome and the latest other outcome
-    are kept, with the latest `start` and its `end`, so `read_journal` says the same before and
-    after. Done only when most lines are redundant (see `COMPACT_MIN_LINES`), or `force`. It is
-    atomic (temp file, fsync, rename, fsync of the folder): a crash leaves the old journal or
-    the new one. The caller must be the journal's only writer (it holds the target's lock).
+    Per dashboard the latest intent, the latest `created` outcome, the latest hold (see
+    `HELD_REASONS`) not ended since, and the latest other outcome are kept, with the latest
+    `start` and its `end`, so `read_journal` says the same before and after. Done only when
+    most lines are redundant (see `COMPACT_MIN_LINES`), or `force`. It is atomic (temp file,
+    fsync, rename, fsync of the folder): a crash leaves the old journal or the new one. The
+    caller must be the journal's only writer (it holds the target's lock).
     """
     scan = _scan(path)
     if scan is None or not (force or scan.redundant):

@@ -23,6 +23,7 @@ from migrate.errors import (
     EndpointError,
     MigrateError,
     PlanError,
+    RunInterruptedError,
     Violation,
     WorkspaceNotFoundError,
 )
@@ -309,6 +310,11 @@ class _Exporter:
             export = await self.source.export(item.id)
         except (AuthError, WorkspaceNotFoundError):
             raise
+        except RunInterruptedError:
+            # Nothing is wrong with this dashboard: the run stopped before it was read.
+            item.action = Action.BLOCKED
+            item.error = ErrorInfo("INTERRUPTED", "the run was interrupted; rerun to finish")
+            return
         except MigrateError as exc:
             item.failure = exc
             item.action = Action.INVALID
@@ -375,6 +381,10 @@ async def _compare_one(
         copy = await target.export_dashboard(plan.target.workspace, item.target_id)
     except (AuthError, WorkspaceNotFoundError):
         raise
+    except RunInterruptedError:
+        item.action = Action.BLOCKED
+        item.error = ErrorInfo("INTERRUPTED", "the run was interrupted; rerun to finish")
+        return
     except EndpointError as exc:
         item.action = Action.CONFLICT
         item.error = ErrorInfo(exc.error_code, f"cannot read the target copy: {exc.message}")

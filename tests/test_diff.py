@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import uuid
 from typing import Any
 
@@ -13,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrate.diff import (
-    MINTED_KEYS,
     Change,
     diff_payloads,
     diff_summary,
+    minted_ids,
     normalize_for_compare,
 )
 from migrate.errors import PlanError
@@ -140,15 +139,50 @@ def test_bad_ignore_path_is_plan_error() -> None:
 
 
 def test_keep_protects_dashboard_ids_under_id_keys() -> None:
-    """A dashboard reference under an `id` key still counts when listed in `keep`."""
+    """A dashboard reference under an `id` key is compared; one equal to a metric id too when
+    listed in `keep`."""
     source = {"nav": {"id": "sales"}}
     wrong = {"nav": {"id": "sales"}}  # reference not rewritten in the target
     id_map = {"sales": "p-sales"}
-    keep = {"p-sales"}
+    assert normalize_for_compare(source, id_map=id_map) != normalize_for_compare(wrong)
+    source = {"metrics": [{"id": "p-sales"}], "nav": {"id": "sales"}}
+    wrong = {"metrics": [{"id": "p-sales"}], "nav": {"id": "p-sales"}}
     assert normalize_for_compare(source, id_map=id_map) == normalize_for_compare(wrong)
-    assert normalize_for_compare(source, id_map=id_map, keep=keep) != normalize_for_compare(
-        wrong, keep=keep
+    keep = {"p-sales"}
+    assert normalize_for_compare(source, id_map=id_map, keep=keep) == normalize_for_compare(
+        {"metrics": [{"id": "p-sales"}], "nav": {"id": "p-sales"}}, keep=keep
     )
+    assert normalize_for_compare(source, keep=keep) != normalize_for_compare(wrong, keep=keep)
+
+
+def test_only_metric_ids_are_aliased() -> None:
+    """A changed datasourceId, filter id or other UUID is drift; re-minted metric ids are not."""
+    source = dashboard(m1=str(uuid.uuid4()), m2=str(uuid.uuid4()))
+    source["layout"] = [
+        dict(cell, i=m["id"]) for cell, m in zip(source["layout"], source["metrics"], strict=True)
+    ]
+    source["metrics"][0]["datasourceId"] = str(uuid.uuid4())
+    source["filters"][0]["id"] = str(uuid.uuid4())
+    source["metrics"][1]["clickActions"] = [{"id": str(uuid.uuid4()), "uuid": "u-1", "_id": 3}]
+    fresh = {m["id"]: str(uuid.uuid4()) for m in source["metrics"]}
+    text = json.dumps(source)
+    for old, new in fresh.items():
+        text = text.replace(old, new)
+    reminted = json.loads(text)
+    assert normalize_for_compare(source) == normalize_for_compare(reminted)
+    for path in (
+        ("metrics", 0, "datasourceId"),
+        ("filters", 0, "id"),
+        ("metrics", 1, "clickActions", 0, "id"),
+        ("metrics", 1, "clickActions", 0, "uuid"),
+        ("metrics", 1, "clickActions", 0, "_id"),
+    ):
+        changed = copy.deepcopy(reminted)
+        node: Any = changed
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = str(uuid.uuid4())
+        assert normalize_for_compare(source) != normalize_for_compare(changed), path
 
 
 def test_normalize_reads_minted_ids_at_the_depth_parsing_allows() -> None:
@@ -160,12 +194,12 @@ def test_normalize_reads_minted_ids_at_the_depth_parsing_allows() -> None:
             data = {"n": [data]}
         return data
 
-    data = deep({"id": "x"})
+    data = {"metrics": [{"id": "x"}], **deep({"i": "x"})}
     out = normalize_for_compare(data)
-    assert data == deep({"id": "x"})
-    assert out == deep({"id": "#id1"})
-    (change,) = diff_payloads(out, deep({"id": "#id2"}))
-    assert change.path == "data" + ".n[0]" * 100 + ".id" and change.kind == "changed"
+    assert data == {"metrics": [{"id": "x"}], **deep({"i": "x"})}
+    assert out == {"metrics": [{"id": "#id1"}], **deep({"i": "#id1"})}
+    (change,) = diff_payloads(out, {"metrics": [{"id": "#id1"}], **deep({"i": "#id2"})})
+    assert change.path == "data" + ".n[0]" * 100 + ".i" and change.kind == "changed"
 
 
 uuids = st.uuids().map(str)
@@ -181,7 +215,8 @@ payloads = st.recursive(
 @settings(max_examples=150, deadline=None)
 @given(payloads, st.lists(uuids, min_size=1, max_size=5), st.randoms(use_true_random=False))
 def test_normalize_is_invariant_under_reminting(data: Any, pool: list[str], rng: Any) -> None:
-    """normalize(x) == normalize(remint(x)) for payloads full of random UUIDs."""
+    """normalize(x) == normalize(remint(x)) when only metric ids, wherever they occur, are
+    re-minted; re-minting one other UUID is drift."""
 
     def reuse(value: Any) -> Any:
         # Re-use a few uuids so that references between them exist.
@@ -193,8 +228,23 @@ def test_normalize_is_invariant_under_reminting(data: Any, pool: list[str], rng:
             return rng.choice(pool)
         return value
 
-    data = reuse(data)
-    assert normalize_for_compare(data) == normalize_for_compare(remint(data, {}))
+    data = {"metrics": [{"id": ref} for ref in pool[: rng.randint(0, len(pool))]], "d": reuse(data)}
+    metric_ids = minted_ids(data)
+
+    def remint_metrics(value: Any, fresh: dict[Any, str]) -> Any:
+        if isinstance(value, dict):
+            return {k: remint_metrics(v, fresh) for k, v in value.items()}
+        if isinstance(value, list):
+            return [remint_metrics(v, fresh) for v in value]
+        if isinstance(value, str) and value in metric_ids:
+            return fresh.setdefault(value, str(uuid.UUID(int=len(fresh) + 7)))
+        return value
+
+    assert normalize_for_compare(data) == normalize_for_compare(remint_metrics(data, {}))
+    others = [v for v in pool if v not in metric_ids and v in json.dumps(data["d"])]
+    if others:
+        changed = json.loads(json.dumps(data).replace(others[0], str(uuid.UUID(int=1))))
+        assert normalize_for_compare(data) != normalize_for_compare(changed)
 
 
 def test_diff_reports_changed_added_removed_in_path_order() -> None:
@@ -241,7 +291,6 @@ def test_chained_schema_pairs_share_one_canonical_name() -> None:
 
 
 # ----------------------------------------------------- the fast walk == the rule, stated plainly
-_UUID_SHAPE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
 
 
 def plain_normalize(
@@ -254,15 +303,23 @@ def plain_normalize(
     """normalize_for_compare as its docstring states it, without any shortcut: the oracle."""
     schema = SchemaRewriter(canonical_schema_table(schema_pairs))
     aliases: dict[str, str] = {}
+    metrics = data.get("metrics") if isinstance(data, dict) else None
+    minted = {
+        metric[key]
+        for metric in (metrics if isinstance(metrics, list) else [])
+        if isinstance(metric, dict)
+        for key in ("id", "metricId")
+        if isinstance(metric.get(key), str) or type(metric.get(key)) is int
+    }
 
     def leaf(value: Any, key: PathPart) -> Any:
         named = key if isinstance(key, str) else None
         if isinstance(value, str):
             value = id_map.get(value, value)
-            if value not in keep and (named in MINTED_KEYS or _UUID_SHAPE.match(value)):
+            if value not in keep and value in minted:
                 return aliases.setdefault(value, f"#id{len(aliases) + 1}")
             return schema.rewrite(value, named)
-        if named in MINTED_KEYS and isinstance(value, int) and not isinstance(value, bool):
+        if type(value) is int and value in minted:
             return aliases.setdefault(str(value), f"#id{len(aliases) + 1}")
         return value
 
@@ -317,12 +374,23 @@ _norm_leaves = st.one_of(
 _norm_keys = st.sampled_from(
     ["id", "metricId", "i", "uuid", "_id", "schemaName", "schema", "query", "name", "x", "l"]
 )
-_norm_payloads = st.recursive(
+_norm_trees = st.recursive(
     _norm_leaves,
     lambda inner: st.one_of(
         st.lists(inner, max_size=4), st.dictionaries(_norm_keys, inner, max_size=5)
     ),
     max_leaves=40,
+)
+_norm_payloads = st.one_of(
+    _norm_trees,
+    st.fixed_dictionaries(
+        {
+            "metrics": st.lists(
+                st.fixed_dictionaries({"id": _norm_leaves, "metricId": _norm_leaves}), max_size=3
+            ),
+            "rest": _norm_trees,
+        }
+    ),
 )
 
 
@@ -350,6 +418,14 @@ def test_fast_normalization_equals_the_plain_rule(
 
 def test_fast_normalization_odd_keys_and_types() -> None:
     """Non-string keys sort as text, int ids under minted keys alias, tuples stay leaves."""
-    data = {2: "b", 10: "a", "id": 7, "t": (1, "x"), "l": [{"i": 7}, True, 7]}
+    data = {
+        2: "b",
+        10: "a",
+        "id": 7,
+        "t": (1, "x"),
+        "l": [{"i": 7}, True, 7, 7.0],
+        "metrics": [{"id": 7}],
+    }
     assert normalize_for_compare(data) == plain_normalize(data, [], [], {}, set())
-    assert list(normalize_for_compare(data)) == [10, 2, "id", "l", "t"]
+    assert list(normalize_for_compare(data)) == [10, 2, "id", "l", "metrics", "t"]
+    assert normalize_for_compare(data)["l"] == [{"i": "#id1"}, True, "#id1", 7.0]

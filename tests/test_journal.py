@@ -75,7 +75,12 @@ record = st.one_of(
     st.builds(
         lambda t, r: ("outcome", {"target_id": t, "result": r}),
         st.sampled_from("abcd"),
-        st.sampled_from(["created", "failed", "conflict"]),
+        st.sampled_from(["created", "unchanged", "failed", "conflict"]),
+    ),
+    st.builds(
+        lambda t, h: ("outcome", {"target_id": t, "result": "failed", "held": h, "server_id": t}),
+        st.sampled_from("abcd"),
+        st.sampled_from(["foreign_id", "readback_differs"]),
     ),
     st.just(("torn", {})),
 )
@@ -86,7 +91,8 @@ record = st.one_of(
 def test_compaction_never_changes_what_the_journal_says(
     tmp_path_factory: pytest.TempPathFactory, records: list[tuple[str, dict[str, str]]]
 ) -> None:
-    """For any sequence of records (corrupt lines included), a compacted journal reads the same."""
+    """For any sequence of records (corrupt lines and holds included), a compacted journal reads
+    the same."""
     path = tmp_path_factory.mktemp("j") / "j.jsonl"
     path.write_bytes(
         b"".join(b'{"event": "int\n' if e == "torn" else _line(e, **f) for e, f in records)

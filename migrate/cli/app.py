@@ -424,6 +424,34 @@ def sandbox(
     company_unique_ids: Annotated[
         bool, typer.Option("--company-unique-ids", help="Dashboard ids unique across workspaces.")
     ] = False,
+    mint_dashboard_ids: Annotated[
+        bool,
+        typer.Option("--mint-dashboard-ids", help="Fault: store imports under ids of its own."),
+    ] = False,
+    no_duplicate_refusal: Annotated[
+        bool,
+        typer.Option(
+            "--no-duplicate-refusal", help="Fault: an import under an existing id stores a copy."
+        ),
+    ] = False,
+    remint_other_ids: Annotated[
+        bool,
+        typer.Option(
+            "--remint-other-ids", help="Fault: change metric datasourceIds and filter ids."
+        ),
+    ] = False,
+    listing_lag: Annotated[
+        int,
+        typer.Option(
+            "--listing-lag", min=0, help="Fault: writes show in listings N listings later."
+        ),
+    ] = 0,
+    refuse_after_store: Annotated[
+        float,
+        typer.Option(
+            "--refuse-after-store", min=0, max=1, help="Fault: rate of stored imports answered 400."
+        ),
+    ] = 0.0,
     data_app: Annotated[
         list[str] | None,
         typer.Option(
@@ -500,6 +528,11 @@ def sandbox(
             endless_pages=endless_pages,  # type: ignore[arg-type]  # checked by SandboxConfig
             remint_ids=remint_ids,
             company_unique_ids=company_unique_ids,
+            mint_dashboard_ids=mint_dashboard_ids,
+            no_duplicate_refusal=no_duplicate_refusal,
+            remint_other_ids=remint_other_ids,
+            listing_lag=listing_lag,
+            refuse_after_store_rate=refuse_after_store,
             data_apps=tuple(apps),
             embed_ids=embed_ids,
         )

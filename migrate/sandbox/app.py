@@ -37,7 +37,7 @@ from migrate.sandbox.middleware import (
     error_response,
     json_bytes,
 )
-from migrate.sandbox.rewrite import apply_schema_pairs, remint_metric_ids
+from migrate.sandbox.rewrite import apply_schema_pairs, remint_metric_ids, remint_other_ids
 from migrate.sandbox.state import Sandbox
 from migrate.sandbox.store import EmbedRow, FilterBinding, metric_rows
 
@@ -124,7 +124,15 @@ def _list_in_workspace(request: Request, what: str, id_key: str) -> Response:
         return _no_workspace()
     limit, offset = _page(args)
     fetch = store.list_dashboards if what == "dashboards" else store.list_metrics
-    rows = fetch(args["workspaceName"], limit=limit, offset=offset)
+    hidden = frozenset[str]()
+    if what == "dashboards":
+        first = offset == 0
+        hidden = _sandbox(request).faults.listing_hides(args["workspaceName"], first_page=first)
+    if hidden:  # a lagging listing: page over what it shows, not over what is stored
+        shown = [row for row in fetch(args["workspaceName"]) if row[0] not in hidden]
+        rows = shown[offset : offset + limit] if limit >= 0 else shown[offset:]
+    else:
+        rows = fetch(args["workspaceName"], limit=limit, offset=offset)
     return _ok([{"name": name, id_key: item_id} for item_id, name in rows])
 
 
@@ -183,25 +191,38 @@ async def import_dashboard(request: Request) -> Response:
     if not sandbox.store.has_workspace(workspace):
         return _no_workspace()
     dashboard_id: str = args.get("dashboardId") or f"dashboard-{uuid.uuid4().hex[:12]}"
+    modes = sandbox.modes
+    if modes.mint_dashboard_ids:  # a server that ignores the requested id
+        dashboard_id = f"dashboard-{uuid.uuid4().hex[:12]}"
     request.scope[INFO]["dashboard_id"] = dashboard_id
     data: dict[str, Any] = args["importDashboardData"]
     if args.get("schemaPairs"):
         data = apply_schema_pairs(data, args["schemaPairs"])
-    if sandbox.modes.remint_ids:
+    if modes.remint_ids:
         data, _ = remint_metric_ids(data)
+    if modes.remint_other_ids:
+        data = remint_other_ids(data)
     payload_name = data.get("name")
     name = args.get("dashboardName") or (
         payload_name if isinstance(payload_name, str) and payload_name else dashboard_id
     )
     created = sandbox.store.insert_dashboard(
-        workspace, dashboard_id, name, data, company_unique=sandbox.modes.company_unique_ids
+        workspace,
+        dashboard_id,
+        name,
+        data,
+        company_unique=modes.company_unique_ids,
+        duplicates=modes.no_duplicate_refusal,
     )
     if not created:
         return error_response(400, "INVALID_DASHBOARD_ID", "Dashboard already exists")
     sandbox.write_committed()
+    sandbox.faults.note_write(workspace, dashboard_id)
+    if sandbox.faults.draw_refusal():
+        return error_response(400, "IMPORT_FAILED", "Import failed")
     metrics = data.get("metrics")
     count = len(metrics) if isinstance(metrics, list) else 0
-    if sandbox.modes.legacy_import_response:
+    if modes.legacy_import_response:
         body: dict[str, Any] = {"data": []}
     else:
         body = {

@@ -52,13 +52,21 @@ class SandboxConfig:
     remint_ids: bool = False
     company_unique_ids: bool = False
     legacy_import_response: bool = False
+    # Servers that misbehave in ways the real API is not known to: rehearsals for the tool.
+    mint_dashboard_ids: bool = False  # store each import under an id of its own making
+    no_duplicate_refusal: bool = False  # an import under an existing id stores a second copy
+    remint_other_ids: bool = False  # change metric `datasourceId`s and filter `id`s on import
+    listing_lag: int = 0  # a write shows in listings only after this many further listings
+    refuse_after_store_rate: float = 0.0  # commit the import, then answer 400 anyway
     random_seed: int | None = None
     # (name, API key) of data apps to create or re-key at start-up; keys never in repr.
     data_apps: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     embed_ids: str = "suffix"  # how new embed ids are minted: "suffix" | "uuid"
 
     def __post_init__(self) -> None:
-        for name in ("fail_rate", "drop_rate"):
+        if self.listing_lag < 0:
+            raise ValueError(f"listing_lag must not be negative, got {self.listing_lag}")
+        for name in ("fail_rate", "drop_rate", "refuse_after_store_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")

@@ -1,8 +1,9 @@
 """Fault injection: the runtime knobs, the rate limiter, and the dropped connection.
 
 Order per request (applied by the app's middleware): rate limit -> latency -> fail_rate (a 5xx
-before anything is done) -> endless listing pages -> handler -> for committed imports, drop_rate
-(commit, then cut); the body then goes out at `slow_body_bps` when set.
+before anything is done) -> endless listing pages -> handler -> for committed imports,
+refuse_after_store_rate (commit, then answer 400) or drop_rate (commit, then cut); the body then
+goes out at `slow_body_bps` when set. `listing_lag` hides fresh writes from the next N listings.
 Every random draw comes from one `random.Random(random_seed)`, so a seeded sandbox injects the
 same faults for the same sequence of requests.
 
@@ -57,8 +58,14 @@ class Faults:
     slow_body_bps: float = 0  # > 0: response bodies go out at this many bytes per second
     endless_pages: EndlessPages = "off"  # listings whose pages never run out, or cycle
     fail_statuses: tuple[int, ...] = FAIL_STATUSES
+    # A write shows in dashboard listings only after this many further listings (page-1
+    # requests) of its workspace began; export by id sees it at once. Deterministic.
+    listing_lag: int = 0
+    refuse_after_store_rate: float = 0.0  # a committed import answered 400 anyway
     random_seed: int | None = None
     _rng: random.Random = field(init=False, repr=False)
+    _listings: dict[str, int] = field(init=False, repr=False, default_factory=dict)
+    _visible_from: dict[tuple[str, str], int] = field(init=False, repr=False, default_factory=dict)
     _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -76,6 +83,32 @@ class Faults:
             if self.fail_rate <= 0 or self._rng.random() >= self.fail_rate:
                 return None
             return self._rng.choice(self.fail_statuses)
+
+    def draw_refusal(self) -> bool:
+        """True when this committed import should be answered 400 all the same."""
+        with self._lock:
+            rate = self.refuse_after_store_rate
+            return rate > 0 and self._rng.random() < rate
+
+    def note_write(self, workspace: str, dashboard_id: str) -> None:
+        """A dashboard was written: hide it from the next `listing_lag` listings."""
+        with self._lock:
+            if self.listing_lag > 0:
+                seen = self._listings.get(workspace, 0)
+                self._visible_from[(workspace, dashboard_id)] = seen + self.listing_lag + 1
+
+    def listing_hides(self, workspace: str, *, first_page: bool) -> frozenset[str]:
+        """The ids this listing request of `workspace` must not show; a first page begins a
+        new listing."""
+        with self._lock:
+            if first_page:
+                self._listings[workspace] = self._listings.get(workspace, 0) + 1
+            count = self._listings.get(workspace, 0)
+            return frozenset(
+                dash_id
+                for (space, dash_id), visible in self._visible_from.items()
+                if space == workspace and visible > count
+            )
 
     def draw_drop(self) -> bool:
         """True when this committed write should lose its response."""

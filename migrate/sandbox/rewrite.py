@@ -160,3 +160,20 @@ def remint_metric_ids(
 
     result: JSONObject = walk(data)
     return result, mapping
+
+
+def remint_other_ids(
+    data: JSONObject, new_id: Callable[[], str] = lambda: str(uuid.uuid4())
+) -> JSONObject:
+    """`data` with a fresh `datasourceId` on every metric that has one and a fresh `id` on every
+    filter that has one: what a faulty server does, so that a copy differing only there must
+    read as different."""
+    out = dict(data)
+    for key, field in (("metrics", "datasourceId"), ("filters", "id")):
+        items = data.get(key)
+        if isinstance(items, list):
+            out[key] = [
+                {**item, field: new_id()} if isinstance(item, dict) and field in item else item
+                for item in items
+            ]
+    return out

@@ -75,6 +75,9 @@ class Modes:
     remint_ids: bool = False
     company_unique_ids: bool = False
     legacy_import_response: bool = False
+    mint_dashboard_ids: bool = False  # ignore the requested dashboardId, answer our own
+    no_duplicate_refusal: bool = False  # a second import under an id stores a second copy
+    remint_other_ids: bool = False  # re-mint metric datasourceIds and filter ids on import
     # "suffix": `<dashboardId>__<8 random characters>`, the shape Databrain's own demos show;
     # "uuid": a random UUID. Either way unpredictable, so only a client that reads embed ids
     # from answers works.
@@ -99,12 +102,17 @@ class Sandbox:
             rate_header_override=dict(config.rate_header_override),
             slow_body_bps=config.slow_body_bps,
             endless_pages=config.endless_pages,
+            listing_lag=config.listing_lag,
+            refuse_after_store_rate=config.refuse_after_store_rate,
             random_seed=config.random_seed,
         )
         self.modes = Modes(
             remint_ids=config.remint_ids,
             company_unique_ids=config.company_unique_ids,
             legacy_import_response=config.legacy_import_response,
+            mint_dashboard_ids=config.mint_dashboard_ids,
+            no_duplicate_refusal=config.no_duplicate_refusal,
+            remint_other_ids=config.remint_other_ids,
             embed_ids="uuid" if config.embed_ids == "uuid" else "suffix",
         )
         self.rate_limiter = RateLimiter()

@@ -72,6 +72,14 @@ CREATE TABLE IF NOT EXISTS connections (
     position INTEGER NOT NULL,
     PRIMARY KEY (kind, name)
 );
+-- Second copies stored under an existing id by a server without the duplicate refusal.
+CREATE TABLE IF NOT EXISTS dashboard_copies (
+    workspace TEXT NOT NULL,
+    id        TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    data      TEXT NOT NULL,
+    position  INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS workspace_bindings (
     workspace       TEXT PRIMARY KEY,
     connection_type TEXT NOT NULL,
@@ -205,7 +213,15 @@ class Store:
     def list_dashboards(
         self, workspace: str, *, limit: int = -1, offset: int = 0
     ) -> list[tuple[str, str]]:
-        """`(id, name)` of a workspace's dashboards in insertion order."""
+        """`(id, name)` of a workspace's dashboards in insertion order (second copies too)."""
+        if self._query("SELECT 1 FROM dashboard_copies LIMIT 1"):
+            rows = self._query(
+                "SELECT id, name, position FROM dashboards WHERE workspace = ? UNION ALL"
+                " SELECT id, name, position FROM dashboard_copies WHERE workspace = ?"
+                " ORDER BY position LIMIT ? OFFSET ?",
+                (workspace, workspace, limit, offset),
+            )
+            return [(row[0], row[1]) for row in rows]
         rows = self._query(
             "SELECT id, name FROM dashboards WHERE workspace = ?"
             " ORDER BY position LIMIT ? OFFSET ?",
@@ -248,11 +264,14 @@ class Store:
         data: JSONObject,
         *,
         company_unique: bool = False,
+        duplicates: bool = False,
     ) -> bool:
         """Create a dashboard and its metric rows in one transaction; never overwrites.
 
         False, with nothing written, when the id exists in the workspace (or anywhere, when
-        `company_unique`). KeyError when the workspace does not exist.
+        `company_unique`); with `duplicates` a second copy is stored instead (listings show
+        the id twice, export by id still finds the first). KeyError when the workspace does
+        not exist.
         """
         text = dump_data(data)
         with self._transaction() as conn:
@@ -266,7 +285,15 @@ class Store:
                     (workspace, dashboard_id),
                 )
             if clash.fetchone():
-                return False
+                if not duplicates:
+                    return False
+                conn.execute(
+                    "INSERT INTO dashboard_copies (workspace, id, name, data, position)"
+                    " SELECT ?, ?, ?, ?, MAX((SELECT COALESCE(MAX(position), 0) FROM dashboards),"
+                    " COALESCE(MAX(position), 0)) + 1 FROM dashboard_copies",
+                    (workspace, dashboard_id, name, text),
+                )
+                return True
             conn.execute(
                 "INSERT INTO dashboards (workspace, id, name, data, position)"
                 " SELECT ?, ?, ?, ?, COALESCE(MAX(position), 0) + 1 FROM dashboards",
