@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -73,9 +74,22 @@ def actions(migration: MigrationPlan) -> dict[str, str]:
     return {d.id: d.action.value for d in migration.dashboards}
 
 
+class _PlanDumper(yaml.SafeDumper):
+    """Quotes what the plan loader reads as a YAML 1.2 number (`0E0`, `1e-3`)."""
+
+
+_PlanDumper.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def dump_plan(plan: Plan) -> str:
     """`plan` as YAML text that `parse_plan` reads back into an equal Plan."""
-    return yaml.safe_dump(plan_to_document(plan), sort_keys=False, allow_unicode=True)
+    return yaml.dump(
+        plan_to_document(plan), Dumper=_PlanDumper, sort_keys=False, allow_unicode=True
+    )
 
 
 def migrate_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
