@@ -33,9 +33,11 @@ from migrate.cli.render import (
     make_progress,
     out,
     plan_exit_code,
+    printable,
     render_apply,
     render_plan,
     render_validation,
+    shown,
     validate_exit_code,
 )
 from migrate.credentials import redact
@@ -285,7 +287,7 @@ def export(
     summary = _run(run_export(loaded, out_dir, options, ConsoleProgress(quiet=STATE.quiet)))
     if not STATE.quiet:
         for entry in summary.dashboards:
-            out(f"  {entry.id} → {entry.file}")
+            out(f"  {shown(entry.id)} → {entry.file}")
     out(
         f"Export: {len(summary.dashboards)} dashboards to {summary.manifest}"
         f" (manifest sha256 {summary.manifest_sha256})."
@@ -366,9 +368,10 @@ def inventory(
     if fmt is PlanFormat.JSON:
         out(json.dumps([{"id": r.id, "name": r.name} for r in refs], indent=2, ensure_ascii=False))
         return
-    width = max((len(r.id) for r in refs), default=2)
-    for ref in refs:
-        out(f"{ref.id:<{width}}  {ref.name}")
+    ids = [shown(r.id) for r in refs]
+    width = max((len(i) for i in ids), default=2)
+    for ref, shown_id in zip(refs, ids, strict=True):
+        out(f"{shown_id:<{width}}  {printable(ref.name, lines=False)}")
     if not STATE.quiet:
         err(f"{len(refs)} dashboards in {workspace!r}")
 
