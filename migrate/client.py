@@ -29,6 +29,7 @@ from migrate.apierrors import (
     translate_error,
 )
 from migrate.errors import (
+    CredentialEchoError,
     BadResponseError,
     EndpointError,
     RateLimitedError,
@@ -38,6 +39,7 @@ from migrate.errors import (
     WorkspaceExistsError,
 )
 from migrate.jsontext import JSONLimits, parse_json
+from migrate.redaction import holds_secret
 from migrate.models import (
     DashboardRef,
     DataAppDashboard,
@@ -195,6 +197,14 @@ class DatabrainClient:
             raise BadResponseError(
                 f"export of {dashboard_id!r} from {self._url('/api/v2/data-app/export-dashboard')}"
                 " did not return an object with a `data` object",
+                url=self._url("/api/v2/data-app/export-dashboard"),
+                status=answer.status,
+            )
+        if holds_secret(answer.raw):
+            # Written to a bundle or sent to a target, the credential would leak: refuse it.
+            raise CredentialEchoError(
+                f"the export of {dashboard_id!r} holds a credential this run sent (echoed back"
+                " by the server); it is neither kept nor imported",
                 url=self._url("/api/v2/data-app/export-dashboard"),
                 status=answer.status,
             )

@@ -2,8 +2,8 @@
 in one place, redacted.
 
 Every token the process reads is registered (`migrate.redaction`), so `redact` can strip it from
-anything the tool writes (console, reports, journals, tracebacks). A `Token` never prints its value: its `repr` and
-`str` name where it came from.
+anything the tool writes (console, reports, journals, tracebacks). A `Token` never prints its
+value: its `repr` and `str` name where it came from.
 """
 
 from __future__ import annotations

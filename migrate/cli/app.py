@@ -420,6 +420,14 @@ def sandbox(
     endless_pages: Annotated[
         str, typer.Option("--endless-pages", help="Fault: off|endless|cycle listing pages.")
     ] = "off",
+    echo_credentials: Annotated[
+        str,
+        typer.Option(
+            "--echo-credentials",
+            help="Fault: off|errors|all: echo the Authorization header into error bodies and"
+            " HTML error pages and listed names (errors), and exports (all).",
+        ),
+    ] = "off",
     remint_ids: Annotated[
         bool,
         typer.Option("--remint-ids", help="Give imported metrics fresh ids, as Databrain does."),
@@ -501,6 +509,7 @@ def sandbox(
             rate_header_override=overrides,
             slow_body_bps=slow_body_bps,
             endless_pages=endless_pages,  # type: ignore[arg-type]  # checked by SandboxConfig
+            echo_credentials=echo_credentials,  # type: ignore[arg-type]  # checked there too
             remint_ids=remint_ids,
             company_unique_ids=company_unique_ids,
             data_apps=tuple(apps),

@@ -1,7 +1,8 @@
 """Per-request machinery around the sandbox's handlers: the body is buffered and parsed once,
 faults are injected in the documented order (rate limit -> latency -> injected 5xx -> endless
 listing pages; the body trickles out at `slow_body_bps`; `rate_header_override` headers go on
-every answer), and every request is logged on the `Sandbox` with its kind, workspace, dashboard
+every answer; with `echo_credentials` the request's Authorization header is echoed into error
+bodies, listed names and exports), and every request is logged on the `Sandbox` with its kind, workspace, dashboard
 id, status and times.
 """
 
@@ -75,7 +76,23 @@ class SandboxMiddleware:
         scope[INFO] = info
         rate_headers: dict[str, str] = {}
 
+        echo = _bearer_of(scope) if faults.echo_credentials != "off" else None
+        held: list[Message] = []
+
         async def send_wrapper(message: Message) -> None:
+            if echo is not None:
+                # Rewritten whole: hold the start and the body until the body is complete.
+                held.append(message)
+                if message["type"] != "http.response.body" or message.get("more_body"):
+                    return
+                messages = _echoed(held.copy(), echo, kind, faults.echo_credentials == "all")
+                held.clear()
+                for each in messages:
+                    await _send_on(each)
+                return
+            await _send_on(message)
+
+        async def _send_on(message: Message) -> None:
             if message["type"] == "http.response.start":
                 info["status"] = message["status"]
                 extra = _header_list({**rate_headers, **faults.rate_header_override})
@@ -86,6 +103,7 @@ class SandboxMiddleware:
                 return
             await send(message)
 
+        kind = _KINDS.get((method, path), "unknown")
         dropped = False
         try:
             body = await _read_body(receive)
@@ -115,9 +133,11 @@ class SandboxMiddleware:
             status = faults.draw_failure()
             if status is not None:
                 code, message = _FAIL_BODIES.get(status, ("INTERNAL_SERVER_ERROR", "Error"))
-                await error_response(status, code, message)(scope, replay, send_wrapper)
+                failure = error_response(status, code, message)
+                if echo is not None:  # a proxy's error page, echoing the request's headers
+                    failure = _html_page(status, message, echo)
+                await failure(scope, replay, send_wrapper)
                 return
-            kind = _KINDS.get((method, path), "unknown")
             if faults.endless_pages != "off" and kind.startswith("list_"):
                 page = _endless_page(faults, kind, _page_number(scope, info["body"]))
                 await page(scope, replay, send_wrapper)
@@ -187,6 +207,51 @@ def _peek(scope: Scope, info: dict[str, Any], body: bytes) -> None:
         for key, slot in (("workspaceName", "workspace"), ("dashboardId", "dashboard_id")):
             if isinstance(parsed.get(key), str):
                 info[slot] = parsed[key]
+
+
+def _bearer_of(scope: Scope) -> str:
+    """The request's Authorization header value, as sent."""
+    return dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+
+
+def _html_page(status: int, reason: str, authorization: str) -> Response:
+    page = (
+        f"<html><head><title>{status} {reason}</title></head><body><h1>{reason}</h1>"
+        f"<p>request headers: Authorization: {authorization}</p></body></html>"
+    )
+    return Response(page.encode(), status_code=status, media_type="text/html")
+
+
+def _echoed(messages: list[Message], authorization: str, kind: str, exports: bool) -> list[Message]:
+    """The response in `messages` with `authorization` echoed into it: the message of a JSON
+    error, the name of every listed item, and (`exports`) an export's `_meta`."""
+    start, *bodies = messages
+    body = b"".join(m.get("body", b"") for m in bodies)
+    status = start["status"]
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        document = None
+    echo = f"bad request with header Authorization: {authorization}"
+    if isinstance(document, dict):
+        error = document.get("error")
+        data = document.get("data")
+        if status >= 400 and isinstance(error, dict):
+            error["message"] = f"{error.get('message', '')} ({echo})"
+        elif kind.startswith("list_") and isinstance(data, list):
+            for item in data:
+                if isinstance(item, dict) and isinstance(item.get("name"), str):
+                    item["name"] = f"{item['name']} ({echo})"
+        elif kind == "export" and exports and isinstance(document.get("_meta"), dict):
+            document["_meta"]["requestedWith"] = authorization
+        else:
+            return messages
+        body = json_bytes(document)
+    else:
+        return messages
+    headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    return [{**start, "headers": headers}, {"type": "http.response.body", "body": body}]
 
 
 def _header_list(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:

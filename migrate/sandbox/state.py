@@ -99,6 +99,7 @@ class Sandbox:
             rate_header_override=dict(config.rate_header_override),
             slow_body_bps=config.slow_body_bps,
             endless_pages=config.endless_pages,
+            echo_credentials=config.echo_credentials,
             random_seed=config.random_seed,
         )
         self.modes = Modes(
