@@ -29,8 +29,8 @@ from migrate.apierrors import (
     translate_error,
 )
 from migrate.errors import (
-    CredentialEchoError,
     BadResponseError,
+    CredentialEchoError,
     EndpointError,
     RateLimitedError,
     RequestRejectedError,
@@ -39,7 +39,6 @@ from migrate.errors import (
     WorkspaceExistsError,
 )
 from migrate.jsontext import JSONLimits, parse_json
-from migrate.redaction import holds_secret
 from migrate.models import (
     DashboardRef,
     DataAppDashboard,
@@ -52,6 +51,7 @@ from migrate.models import (
     MetricRef,
     WorkspaceBinding,
 )
+from migrate.redaction import holds_secret
 from migrate.retry import (
     WRITES,
     Operation,
@@ -619,7 +619,10 @@ class _AnsweredCall(_Answer):
 
 
 def _dump(value: JSONObject) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # A lone surrogate (valid JSON, as in an id a server sent) is not UTF-8: written as its
+    # \uXXXX escape, which is the same JSON string.
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", "backslashreplace")
 
 
 def _describe_body(response: httpx.Response, raw: bytes) -> str:

@@ -13,7 +13,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from migrate.errors import CredentialEchoError, PlanError
+from migrate.errors import CredentialEchoError, LocalFileError, PlanError
 from migrate.redaction import holds_secret, redact
 
 PRIVATE_FILE = 0o600
@@ -238,3 +238,19 @@ def output_problem(path: Path) -> str | None:
     if path.exists() and not os.access(path, os.W_OK):
         return "the file is not writable"
     return None
+
+
+def check_state_dir(path: Path) -> None:
+    """Create the state dir if missing and prove a file can be made in it; LocalFileError
+    (exit 3) naming it when not (a file in its place, read-only, no space), before any work."""
+    try:
+        ensure_private_dir(path)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".probe.", suffix=".tmp")
+        os.close(fd)
+        Path(probe).unlink()
+    except OSError as exc:
+        raise LocalFileError(
+            f"cannot use the state dir: {exc.strerror or exc}",
+            file=str(path),
+            hint="point --state-dir at a folder this user can write",
+        ) from None

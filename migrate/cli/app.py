@@ -166,6 +166,18 @@ def _load(plan_path: Path) -> Plan:
     return load_plan(plan_path)
 
 
+def _check_outputs(paths: dict[str, Path | None]) -> None:
+    """UsageError (exit 2) for an output flag whose file cannot be written: found before any
+    work, not after every import, when the report would be lost."""
+    from migrate.storage import output_problem  # noqa: PLC0415
+
+    for flag, path in paths.items():
+        if path is not None and (why := output_problem(path)) is not None:
+            raise UsageError(
+                f"{flag} {path}: cannot write there: {why}", hint=f"give {flag} a writable path"
+            )
+
+
 def _run(coro: Coroutine[Any, Any, R], progress: ConsoleProgress | None = None) -> R:
     """Run the core's coroutine to its end, then take down `progress` (however it ended)."""
     import asyncio  # noqa: PLC0415  # start-up: only commands that do I/O pay for asyncio
@@ -199,6 +211,7 @@ def plan(
     """Show what apply would do per dashboard; reads source and target, writes nothing."""
     from migrate.runner import RunOptions, run_plan  # noqa: PLC0415
 
+    _check_outputs({"--out": out_file})
     loaded = _load(plan_file)
     started = time.time()
     options = RunOptions(selectors=tuple(select or ()), policy=STATE.policy)
@@ -243,6 +256,7 @@ def apply(
     """Apply the plan: import what is missing, in dependency order."""
     from migrate.runner import RunOptions, run_apply, run_plan  # noqa: PLC0415
 
+    _check_outputs({"--report": report_file, "--junit": junit_file, "--summary": summary_file})
     loaded = _load(plan_file)
     options = RunOptions(
         selectors=tuple(select or ()),

@@ -13,13 +13,20 @@ import io
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, cast
 
 from migrate.credentials import redact
-from migrate.errors import PartialError, PayloadInvalidError, RunInterruptedError, Violation
+from migrate.errors import (
+    LocalFileError,
+    PartialError,
+    PayloadInvalidError,
+    RunInterruptedError,
+    Violation,
+)
 from migrate.events import Outcome, Progress
 from migrate.formats import count_actions, count_results, format_change, format_counts
 from migrate.models import Action
@@ -276,12 +283,20 @@ def render_apply(report: ApplyReport, files: ReportFiles, *, quiet: bool, rerun:
 
     if not quiet:
         render_outcomes(report.outcomes)
-    if files.report:
-        write_private(files.report, to_json(apply_report(report)))
-    if files.junit:
-        write_private(files.junit, junit_xml(report))
-    if files.summary:
-        write_private(files.summary, markdown_summary(report))
+    writes: tuple[tuple[Path | None, Callable[[], str]], ...] = (
+        (files.report, lambda: to_json(apply_report(report))),
+        (files.junit, lambda: junit_xml(report)),
+        (files.summary, lambda: markdown_summary(report)),
+    )
+    for path, text in writes:
+        if path is None:
+            continue
+        try:
+            write_private(path, text())
+        except OSError as exc:  # checked before the run; the disk may still fill up since
+            raise LocalFileError(
+                f"cannot write {path}: {exc.strerror or exc}", file=str(path)
+            ) from None
     summary = format_counts(count_results(report.outcomes))
     elapsed = report.finished_at - report.started_at
     out(f"Apply: {summary or 'nothing selected'} in {elapsed:.1f}s.")

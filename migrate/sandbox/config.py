@@ -13,9 +13,9 @@ from migrate.sandbox.faults import (
     ENDLESS_PAGES,
     RATE_HEADER_FORMS,
     RATE_MODES,
+    EchoCredentials,
     EndlessPages,
     RateHeaders,
-    EchoCredentials,
     RateMode,
 )
 

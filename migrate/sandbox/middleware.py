@@ -2,8 +2,8 @@
 faults are injected in the documented order (rate limit -> latency -> injected 5xx -> endless
 listing pages; the body trickles out at `slow_body_bps`; `rate_header_override` headers go on
 every answer; with `echo_credentials` the request's Authorization header is echoed into error
-bodies, listed names and exports), and every request is logged on the `Sandbox` with its kind, workspace, dashboard
-id, status and times.
+bodies, listed names and exports), and every request is logged on the `Sandbox` with its kind,
+workspace, dashboard id, status and times.
 """
 
 from __future__ import annotations
@@ -76,23 +76,10 @@ class SandboxMiddleware:
         scope[INFO] = info
         rate_headers: dict[str, str] = {}
 
+        kind = _KINDS.get((method, path), "unknown")
         echo = _bearer_of(scope) if faults.echo_credentials != "off" else None
-        held: list[Message] = []
 
-        async def send_wrapper(message: Message) -> None:
-            if echo is not None:
-                # Rewritten whole: hold the start and the body until the body is complete.
-                held.append(message)
-                if message["type"] != "http.response.body" or message.get("more_body"):
-                    return
-                messages = _echoed(held.copy(), echo, kind, faults.echo_credentials == "all")
-                held.clear()
-                for each in messages:
-                    await _send_on(each)
-                return
-            await _send_on(message)
-
-        async def _send_on(message: Message) -> None:
+        async def plain_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 info["status"] = message["status"]
                 extra = _header_list({**rate_headers, **faults.rate_header_override})
@@ -103,7 +90,11 @@ class SandboxMiddleware:
                 return
             await send(message)
 
-        kind = _KINDS.get((method, path), "unknown")
+        send_wrapper: Send = (
+            plain_send
+            if echo is None
+            else _echoing(plain_send, echo, kind, faults.echo_credentials == "all")
+        )
         dropped = False
         try:
             body = await _read_body(receive)
@@ -132,11 +123,7 @@ class SandboxMiddleware:
                 await anyio.sleep(faults.latency_ms / 1000)
             status = faults.draw_failure()
             if status is not None:
-                code, message = _FAIL_BODIES.get(status, ("INTERNAL_SERVER_ERROR", "Error"))
-                failure = error_response(status, code, message)
-                if echo is not None:  # a proxy's error page, echoing the request's headers
-                    failure = _html_page(status, message, echo)
-                await failure(scope, replay, send_wrapper)
+                await _failure(status, echo)(scope, replay, send_wrapper)
                 return
             if faults.endless_pages != "off" and kind.startswith("list_"):
                 page = _endless_page(faults, kind, _page_number(scope, info["body"]))
@@ -209,9 +196,18 @@ def _peek(scope: Scope, info: dict[str, Any], body: bytes) -> None:
                 info[slot] = parsed[key]
 
 
+def _failure(status: int, echo: str | None) -> Response:
+    """An injected 5xx: the documented JSON error, or (echoing) a proxy's HTML error page."""
+    code, message = _FAIL_BODIES.get(status, ("INTERNAL_SERVER_ERROR", "Error"))
+    if echo is not None:
+        return _html_page(status, message, echo)
+    return error_response(status, code, message)
+
+
 def _bearer_of(scope: Scope) -> str:
     """The request's Authorization header value, as sent."""
-    return dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+    value: bytes = dict(scope["headers"]).get(b"authorization", b"")
+    return value.decode("latin-1")
 
 
 def _html_page(status: int, reason: str, authorization: str) -> Response:
@@ -220,6 +216,23 @@ def _html_page(status: int, reason: str, authorization: str) -> Response:
         f"<p>request headers: Authorization: {authorization}</p></body></html>"
     )
     return Response(page.encode(), status_code=status, media_type="text/html")
+
+
+def _echoing(send: Send, authorization: str, kind: str, exports: bool) -> Send:
+    """A `send` that holds a response until its body is complete, then sends it with
+    `authorization` echoed in (see `_echoed`)."""
+    held: list[Message] = []
+
+    async def echoing_send(message: Message) -> None:
+        held.append(message)
+        if message["type"] != "http.response.body" or message.get("more_body"):
+            return
+        messages = _echoed(held.copy(), authorization, kind, exports)
+        held.clear()
+        for each in messages:
+            await send(each)
+
+    return echoing_send
 
 
 def _echoed(messages: list[Message], authorization: str, kind: str, exports: bool) -> list[Message]:
