@@ -282,6 +282,7 @@ def test_servers_echoing_credentials_leak_them_into_no_output_and_no_file(tmp_pa
         (work / "missing.yaml").write_text(echo_plan_text(src, tgt, "  - id: no-such-board\n"))
         (work / "leaky.yaml").write_text(echo_plan_text(leaky, tgt))
         outputs = ["--report", "r.json", "--junit", "j.xml", "--summary", "s.md"]
+        source_env, target_env = ["--token-env", "CANARY_SRC"], ["--token-env", "CANARY_TGT"]
         commands = [
             ["--debug", "plan", "plan.yaml", "--out", "saved.json"],
             ["--debug", "plan", "plan.yaml", "--format", "markdown"],
@@ -293,10 +294,8 @@ def test_servers_echoing_credentials_leak_them_into_no_output_and_no_file(tmp_pa
             ["--debug", "apply", "missing.yaml", "--report", "m.json", "--junit", "m.xml"],
             ["--debug", "apply", "leaky.yaml", "--report", "l.json", "--summary", "l.md"],
             ["--debug", "export", "leaky.yaml", "--out", "leaky-bundle"],
-            ["--debug", "inventory", "--url", src, "--workspace", "Sales Dev"]
-            + ["--token-env", "CANARY_SRC"],
-            ["--debug", "inventory", "--url", flaky, "--workspace", "Nope"]
-            + ["--token-env", "CANARY_TGT"],
+            ["--debug", "inventory", "--url", src, "--workspace", "Sales Dev", *source_env],
+            ["--debug", "inventory", "--url", flaky, "--workspace", "Nope", *target_env],
         ]
         results = [run(args, env, work) for args in commands]
         requests = [r.kind for r in flaky_target.state.sandbox.requests()]
