@@ -117,7 +117,7 @@ def _source_of(source: SourceInfo) -> dict[str, str]:
     return {"url": url, "workspace": source.workspace}
 
 
-def _manifest_bytes(source: SourceInfo, entries: Sequence[BundleEntry]) -> bytes:
+def _manifest_text(source: SourceInfo, entries: Sequence[BundleEntry]) -> str:
     document = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
@@ -125,8 +125,9 @@ def _manifest_bytes(source: SourceInfo, entries: Sequence[BundleEntry]) -> bytes
         "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "dashboards": [entry.as_dict() for entry in entries],
     }
-    # ASCII escapes: any id (even one with a lone surrogate) survives the round trip.
-    return (json.dumps(document, indent=2, ensure_ascii=True) + "\n").encode("ascii")
+    # ASCII escapes: any id (even one with a lone surrogate) survives the round trip. Text, not
+    # bytes: written through redaction, as a listing's names may echo a credential.
+    return json.dumps(document, indent=2, ensure_ascii=True) + "\n"
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -197,7 +198,7 @@ def write_bundle(out_dir: Path, source: SourceInfo, items: Sequence[BundleItem])
                 )
             )
         fsync_dir(folder)
-        create_private(staging / MANIFEST, _manifest_bytes(source, entries))
+        create_private(staging / MANIFEST, _manifest_text(source, entries))
         fsync_dir(staging)
         _move_into_place(staging, out_dir)
     except BaseException:

@@ -30,6 +30,7 @@ from migrate.apierrors import (
 )
 from migrate.errors import (
     BadResponseError,
+    CredentialEchoError,
     EndpointError,
     RateLimitedError,
     RequestRejectedError,
@@ -50,6 +51,7 @@ from migrate.models import (
     MetricRef,
     WorkspaceBinding,
 )
+from migrate.redaction import holds_secret
 from migrate.retry import (
     WRITES,
     Operation,
@@ -195,6 +197,14 @@ class DatabrainClient:
             raise BadResponseError(
                 f"export of {dashboard_id!r} from {self._url('/api/v2/data-app/export-dashboard')}"
                 " did not return an object with a `data` object",
+                url=self._url("/api/v2/data-app/export-dashboard"),
+                status=answer.status,
+            )
+        if holds_secret(answer.raw):
+            # Written to a bundle or sent to a target, the credential would leak: refuse it.
+            raise CredentialEchoError(
+                f"the export of {dashboard_id!r} holds a credential this run sent (echoed back"
+                " by the server); it is neither kept nor imported",
                 url=self._url("/api/v2/data-app/export-dashboard"),
                 status=answer.status,
             )
@@ -609,7 +619,10 @@ class _AnsweredCall(_Answer):
 
 
 def _dump(value: JSONObject) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # A lone surrogate (valid JSON, as in an id a server sent) is not UTF-8: written as its
+    # \uXXXX escape, which is the same JSON string.
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", "backslashreplace")
 
 
 def _describe_body(response: httpx.Response, raw: bytes) -> str:

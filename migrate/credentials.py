@@ -1,9 +1,9 @@
 """Service tokens and data-app API keys: read only from an env var or an owner-only file, held
 in one place, redacted.
 
-Every token the process reads is registered here, so `redact` can strip it from anything the tool
-writes (console, reports, journals, tracebacks). A `Token` never prints its value: its `repr` and
-`str` name where it came from.
+Every token the process reads is registered (`migrate.redaction`), so `redact` can strip it from
+anything the tool writes (console, reports, journals, tracebacks). A `Token` never prints its
+value: its `repr` and `str` name where it came from.
 """
 
 from __future__ import annotations
@@ -16,11 +16,19 @@ from pathlib import Path
 
 from migrate.errors import AuthError
 from migrate.models import Endpoint
+from migrate.redaction import _known_secrets, redact, register_secret
 from migrate.storage import FileTooLargeError, read_regular
 
-_REDACTED = "***"
+__all__ = [
+    "Token",
+    "_known_secrets",
+    "read_data_app_key",
+    "read_token",
+    "redact",
+    "register_secret",
+]
+
 _TOKEN_FILE_CAP = 64 * 1024  # far above any real token; a bigger file is not a token file
-_known_secrets: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -32,21 +40,6 @@ class Token:
 
     def __str__(self) -> str:
         return f"<token from {self.source}>"
-
-
-def register_secret(value: str) -> None:
-    """Remember `value` so that `redact` removes it from output."""
-    # Very short values would redact ordinary words; no real service token is this short.
-    if len(value) >= 4:
-        _known_secrets.add(value)
-
-
-def redact(text: str) -> str:
-    """`text` with every registered secret replaced by ***."""
-    for secret in sorted(_known_secrets, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, _REDACTED)
-    return text
 
 
 def _check_token(value: str, where: str, url: str, *, fix: str) -> None:

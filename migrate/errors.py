@@ -5,7 +5,8 @@
     ├── PlanError                     3  plan, saved plan, bundle or input file unusable
     │   ├── UntrustedJSONError        3  too big/deep, duplicate keys, NaN, bad UTF-8, cut short
     │   ├── BundleError               3  manifest unreadable, file missing/extra/tampered
-    │   └── InsecureURLError          3  plain http to a non-loopback host (2 when from a flag)
+    │   ├── InsecureURLError          3  plain http to a non-loopback host (2 when from a flag)
+    │   └── LocalFileError            3  state dir, journal or lock unusable; journal write failed
     ├── PayloadInvalidError           4  payloads fail the dashboard schema (carries violations)
     ├── EndpointError                 5  a Databrain endpoint answered badly or not at all
     │   ├── AuthError                 5  bad or missing credentials (names the env var only)
@@ -18,6 +19,7 @@
     │   │   └── AnnouncedWaitError    5  the server announced a wait beyond --max-wait: run stops
     │   ├── ServerError               5  5xx
     │   ├── BadResponseError          5  HTML, non-JSON or mis-shaped body, body over the size cap
+    │   │   └── CredentialEchoError       5  an answer holds a credential we sent: never written
     │   └── TransportError            5  connection refused, reset, dropped, timed out
     ├── PartialError                  6  apply finished but not every dashboard succeeded
     │   └── RunInterruptedError       6  Ctrl-C / SIGTERM: in-flight requests finish, none start
@@ -103,6 +105,14 @@ class BundleError(PlanError):
 
 class InsecureURLError(PlanError):
     """Plain http to a host that is not loopback, without --allow-insecure-http."""
+
+
+class LocalFileError(PlanError):
+    """A local file or folder the run needs (state dir, journal, lock) cannot be used.
+
+    Raised before the first import when the state dir is unusable; raised mid-run when the
+    journal cannot be written (disk full), and then no further import starts.
+    """
 
 
 @dataclass(frozen=True)
@@ -205,6 +215,10 @@ class ServerError(EndpointError):
 
 class BadResponseError(EndpointError):
     """The server answered something that is not the documented JSON."""
+
+
+class CredentialEchoError(BadResponseError):
+    """An answer holds a credential this process sent (echoed back): refused, never written."""
 
 
 class TransportError(EndpointError):

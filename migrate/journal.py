@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from migrate.errors import PlanError
+from migrate.errors import LocalFileError, PlanError
+from migrate.redaction import redact
 from migrate.storage import PRIVATE_FILE, ensure_private_dir, file_kind, write_private
 
 
@@ -184,7 +185,7 @@ def _newline(line: bytes) -> bytes:
 
 
 def _unusable(path: Path, why: str) -> PlanError:
-    return PlanError(
+    return LocalFileError(
         f"cannot use the journal: {why}",
         file=str(path),
         hint="remove that file; the target's inventory stays the source of truth",
@@ -218,8 +219,18 @@ class Journal:
     """Appends records for one apply; use `async with`."""
 
     def __init__(self, state_dir: Path, key: str) -> None:
-        directory = ensure_private_dir(state_dir / "journal")
-        self.path = directory / f"{key}.jsonl"
+        """Open (creating) the journal; PlanError (exit 3) naming it when it cannot be used."""
+        self.path = state_dir / "journal" / f"{key}.jsonl"
+        try:
+            self._open()
+        except OSError as exc:
+            raise _unusable(self.path, exc.strerror or str(exc)) from None
+        self._dirty = False
+        self._sync_lock = asyncio.Lock()
+        self._broken: LocalFileError | None = None
+
+    def _open(self) -> None:
+        ensure_private_dir(self.path.parent)
         scan = _scan(self.path)
         self.prior = None if scan is None else scan.prior
         if scan is not None and scan.redundant:
@@ -234,14 +245,29 @@ class Journal:
         os.fchmod(self._fd, PRIVATE_FILE)
         if scan is not None and not scan.ends_cleanly:
             os.write(self._fd, b"\n")  # a torn last line must not swallow the next record
-        self._dirty = False
-        self._sync_lock = asyncio.Lock()
 
     def record(self, event: str, **fields: Any) -> None:
-        """Append one record (one write call, so a crash can only cut the last line)."""
+        """Append one record (one write call, so a crash can only cut the last line).
+
+        Redacted, and ASCII (a lone surrogate in an id is escaped, as JSON allows). When a write
+        fails (disk full, file too large) LocalFileError is raised, and again on every later
+        call: an import is journaled before it is sent, so no import starts after the failure.
+        """
+        if self._broken is not None:
+            raise self._broken
         entry = {"ts": round(time.time(), 3), "event": event, **fields}
-        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
-        os.write(self._fd, line.encode("utf-8"))
+        line = redact(json.dumps(entry, ensure_ascii=True, separators=(",", ":"))) + "\n"
+        try:
+            os.write(self._fd, line.encode("ascii"))
+        except OSError as exc:
+            self._broken = LocalFileError(
+                f"cannot write the journal ({exc.strerror or exc}); the run stopped before its"
+                " next import",
+                file=str(self.path),
+                hint="free space (or fix the file), then run again: the target's inventory"
+                " shows what was imported",
+            )
+            raise self._broken from exc
         self._dirty = True
 
     async def sync(self) -> None:

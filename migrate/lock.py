@@ -127,7 +127,7 @@ class TargetLock:
 
     def _try_create(self) -> bool:
         tmp = self.path.with_name(f".{self.path.name}.{self.info.lock_id}.tmp")
-        create_private(tmp, json.dumps(self.info.__dict__).encode("utf-8"))
+        create_private(tmp, json.dumps(self.info.__dict__))
         try:
             os.link(tmp, self.path)  # atomic: fails if a lock is already there
             return True

@@ -8,6 +8,7 @@ so the console and these files agree.
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -110,8 +111,21 @@ def to_json(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
+# What XML 1.0 forbids in a document (most C0 controls, lone surrogates, U+FFFE/U+FFFF), and
+# the C1 controls and DEL it merely discourages: shown as visible escapes instead.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml(text: str) -> str:
+    """`text` with every character XML cannot hold replaced by a visible `\\uXXXX` escape."""
+    return _NOT_XML.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def junit_xml(report: ApplyReport) -> str:
-    """One JUnit test case per dashboard; `failure` for failed, conflict, invalid and blocked."""
+    """One JUnit test case per dashboard; `failure` for failed, conflict, invalid and blocked.
+
+    Well-formed whatever the ids and messages hold: characters XML forbids are escaped.
+    """
     outcomes = report.outcomes
     counts = count_results(outcomes)
     failures = sum(counts[result] for result in _FAILING)
@@ -130,19 +144,21 @@ def junit_xml(report: ApplyReport) -> str:
         case = ET.SubElement(
             suite,
             "testcase",
-            classname=f"migrate.{report.migration.target.get('workspace', 'target')}",
-            name=outcome.id,
+            classname=_xml(f"migrate.{report.migration.target.get('workspace', 'target')}"),
+            name=_xml(outcome.id),
             time=f"{outcome.duration_s:.3f}",
         )
         if outcome.result in _FAILING:
             message = outcome.error.message if outcome.error else outcome.result.value
-            failure = ET.SubElement(case, "failure", message=message, type=outcome.result.value)
-            failure.text = _outcome_detail(outcome)
+            failure = ET.SubElement(
+                case, "failure", message=_xml(message), type=outcome.result.value
+            )
+            failure.text = _xml(_outcome_detail(outcome))
         elif outcome.result is Result.SKIPPED:
             ET.SubElement(case, "skipped", message="target differs; on_conflict is skip")
         else:
             out = ET.SubElement(case, "system-out")
-            out.text = f"{outcome.result.value} as {outcome.target_id}"
+            out.text = _xml(f"{outcome.result.value} as {outcome.target_id}")
     root = ET.Element("testsuites")
     root.append(suite)
     ET.indent(root)
@@ -159,8 +175,16 @@ def _outcome_detail(outcome: Outcome) -> str:
     return "\n".join(lines)
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _md_cell(text: str, *, in_table: bool = True) -> str:
+    """Remote text made inert: one code span, so no HTML, link, image or emphasis in it is
+    rendered (GitHub autolinks bare URLs everywhere but in code), on one line."""
+    if not text:
+        return ""
+    flat = _xml(re.sub(r"[\r\n\t\u2028\u2029]+", " ", text))
+    if in_table:
+        flat = flat.replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall("`+", flat)), default=0) + 1)
+    return f"{fence} {flat} {fence}"
 
 
 def markdown_summary(report: ApplyReport) -> str:
@@ -202,11 +226,11 @@ def markdown_plan(migration: MigrationPlan) -> str:
     for d in migration.dashboards:
         detail = d.error.message if d.error else ""
         if d.changes and not detail:
-            detail = f"{len(d.changes)} changes, first at `{d.changes[0].path}`"
+            detail = f"{len(d.changes)} changes, first at {d.changes[0].path}"
         lines.append(
             f"| {_md_cell(d.id)} | {_md_cell(d.target_id)} | {d.action.value}"
             f" | {_md_cell(detail)} |"
         )
     for warning in migration.warnings:
-        lines.append(f"\n> ⚠️ {_md_cell(warning)}")
+        lines.append(f"\n> ⚠️ {_md_cell(warning, in_table=False)}")
     return "\n".join(lines) + "\n"

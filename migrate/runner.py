@@ -34,6 +34,7 @@ from migrate.savedplan import SavedPlan, check_saved_plan, check_saved_plan_head
 from migrate.schema import PayloadValidator, format_violations
 from migrate.source import LiveSource, PayloadSource
 from migrate.spool import DEFAULT_MEMORY_BUDGET, PayloadSpool
+from migrate.storage import check_state_dir
 from migrate.throttle import Throttle
 
 
@@ -159,7 +160,9 @@ async def run_apply(
     """Plan, then import every `create` in dependency order; never raises for one dashboard.
 
     Holds the target's lock for the whole run (LockHeldError, exit 7, if another run has it),
-    journals intent and outcome per import, and refuses (StalePlanError, exit 7) when `saved`
+    journals intent and outcome per import (LocalFileError, exit 3, when the state dir or the
+    journal cannot be used; a journal write failing mid-run stops it before its next import),
+    and refuses (StalePlanError, exit 7) when `saved`
     — a saved plan — no longer matches what planning finds now. The first SIGINT/SIGTERM stops
     new requests and lets in-flight ones finish (the report says `interrupted`); a second one
     exits at once.
@@ -172,6 +175,7 @@ async def run_apply(
     selectors = options.selectors
     if saved is not None:
         selectors = check_saved_plan_header(saved, plan)
+    check_state_dir(state_dir)  # before the lock, the plan and any request
     with TargetLock(state_dir, lock_key, warn=progress.warn) as lock:
         endpoints = _Endpoints(plan, options)
         interrupts = _Interrupts(endpoints.throttle, progress)

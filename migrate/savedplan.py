@@ -16,6 +16,7 @@ from typing import Any
 from migrate.errors import PlanError, StalePlanError
 from migrate.jsontext import parse_json
 from migrate.models import Action, Plan, SourceInfo
+from migrate.plan import plan_to_document
 from migrate.planner import MigrationPlan
 from migrate.schema import format_problems
 from migrate.storage import read_input, write_private
@@ -43,6 +44,7 @@ class SavedPlan:
 
     plan_path: str
     plan_sha256: str
+    expanded_sha256: str
     selectors: tuple[str, ...]
     source: SourceInfo
     target: dict[str, str]  # url and workspace, as `Endpoint.describe` says them
@@ -55,13 +57,28 @@ def inventory_digest(ids: frozenset[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()
 
 
+def expanded_digest(plan: Plan) -> str:
+    """A digest of the plan as read: after `${VAR}` expansion and defaults.
+
+    The file's bytes alone do not say what was reviewed: `schema_pairs`, a workspace or
+    `on_conflict` may come from the environment, which can differ when the plan is applied.
+    """
+    text = json.dumps(plan_to_document(plan), sort_keys=True, ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def saved_plan_document(migration: MigrationPlan) -> dict[str, Any]:
-    """The saved-plan JSON: plan digest, endpoints, target inventory digest, per-dashboard action
-    and source payload hash. Holds no token and no payload."""
+    """The saved-plan JSON: plan digests (file bytes, and the plan after `${VAR}` expansion),
+    endpoints, target inventory digest, per-dashboard action and source payload hash. Holds no
+    token and no payload."""
     return {
         "format": SAVED_PLAN_FORMAT,
         "version": SAVED_PLAN_VERSION,
-        "plan": {"path": migration.plan.path, "sha256": migration.plan.digest},
+        "plan": {
+            "path": migration.plan.path,
+            "sha256": migration.plan.digest,
+            "expanded_sha256": expanded_digest(migration.plan),
+        },
         "selectors": list(migration.selectors),
         "source": migration.source.as_dict(),
         "target": migration.target,
@@ -107,6 +124,7 @@ def load_saved_plan(path: Path) -> SavedPlan:
     return SavedPlan(
         plan_path=doc["plan"]["path"],
         plan_sha256=doc["plan"]["sha256"],
+        expanded_sha256=doc["plan"]["expanded_sha256"],
         selectors=tuple(doc["selectors"]),
         source=SourceInfo(
             source["url"],
@@ -132,11 +150,18 @@ def load_saved_plan(path: Path) -> SavedPlan:
 def check_saved_plan_header(saved: SavedPlan, plan: Plan) -> tuple[str, ...]:
     """The saved plan's selectors, after checking it was made from this plan file and target.
 
-    StalePlanError (exit 7) when the plan file changed since.
+    StalePlanError (exit 7) when the plan file changed since, or reads differently now because
+    a `${VAR}` it uses has another value.
     """
     if saved.plan_sha256 != plan.digest:
         raise StalePlanError(
             f"the saved plan was made from a different version of {plan.path}", hint=_FRESH_PLAN
+        )
+    if saved.expanded_sha256 != expanded_digest(plan):
+        raise StalePlanError(
+            f"{plan.path} reads differently than when the saved plan was made: an environment"
+            " variable it uses (`${VAR}`) has another value now",
+            hint="apply with the environment the plan was reviewed in, or " + _FRESH_PLAN,
         )
     if saved.target != plan.target.describe():
         raise StalePlanError("the saved plan was made for another target", hint=_FRESH_PLAN)

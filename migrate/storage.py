@@ -1,6 +1,8 @@
 """Local files written safely: atomically (temp file, fsync, rename) and owner-only, whatever
-the umask. Reports, saved plans, journals, locks, spools and bundles all go through here: every
-directory the tool creates is 0700, every file 0600."""
+the umask, and never holding a secret. Reports, saved plans, journals, locks, spools and bundles
+all go through here: every directory the tool creates is 0700, every file 0600. Text is redacted
+on its way out (`migrate.redaction`); bytes that must stay exact (an API's payload) are refused
+when they hold a secret."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import stat
 import tempfile
 from pathlib import Path
 
-from migrate.errors import PlanError
+from migrate.errors import CredentialEchoError, LocalFileError, PlanError
+from migrate.redaction import holds_secret, redact
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -40,12 +43,32 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def create_private(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Create `path` holding `data`, mode 0600 whatever the umask.
+def _checked_bytes(path: Path, content: str | bytes) -> bytes:
+    """What is written for `content`: text redacted and encoded, bytes as they are.
 
+    Text is UTF-8; a lone surrogate (valid in JSON, not in UTF-8) is written as its `\\uXXXX`
+    escape, which a JSON reader reads back as the same string. Bytes holding a registered secret
+    are refused (CredentialEchoError) rather than altered: they are an API's exact answer.
+    """
+    if isinstance(content, str):
+        return redact(content).encode("utf-8", "backslashreplace")
+    if holds_secret(content):
+        raise CredentialEchoError(
+            "the server's answer holds a credential this run sent (a token or key echoed"
+            f" back); it was not written to {path.name}",
+            hint="the endpoint echoes credentials into its data: report it to its operator",
+        )
+    return content
+
+
+def create_private(path: Path, content: str | bytes, *, durable: bool = True) -> None:
+    """Create `path` holding `content`, mode 0600 whatever the umask.
+
+    Text is redacted; bytes holding a secret are refused (see `write_private`).
     FileExistsError when anything is at `path` (a symlink included: it is never followed).
     `durable` fsyncs the file before returning; a scratch file may skip that.
     """
+    data = _checked_bytes(path, content)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _BINARY, PRIVATE_FILE)
     try:
         os.fchmod(fd, PRIVATE_FILE)
@@ -155,8 +178,13 @@ def read_input(
 
 
 def write_private(path: Path, content: str | bytes) -> None:
-    """Replace `path` atomically with `content`, mode 0600. A reader never sees a partial file."""
-    data = content.encode("utf-8") if isinstance(content, str) else content
+    """Replace `path` atomically with `content`, mode 0600. A reader never sees a partial file.
+
+    The one way the tool writes a whole file: text (reports, JUnit, summaries, saved plans,
+    manifests) has every registered secret redacted; bytes (an API's exact payload) holding one
+    are refused with CredentialEchoError (exit 5), never silently altered.
+    """
+    data = _checked_bytes(path, content)
     parent = ensure_private_dir(path.parent if str(path.parent) else Path())
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -186,3 +214,43 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def output_problem(path: Path) -> str | None:
+    """Why a file could not be written at `path`, or None when it looks writable.
+
+    Checked before a run does any work, so an unusable `--report` is a usage error at once
+    rather than a lost report after every import. Not a guarantee (the disk may fill later).
+    """
+    if path.is_dir():
+        return "it is a folder"
+    here = path.parent if str(path.parent) else Path()
+    while not here.exists():
+        if here.is_symlink():
+            return f"{here} is a dangling symlink"
+        if here.parent == here:
+            break
+        here = here.parent
+    if not here.is_dir():
+        return f"{here} is not a folder"
+    if not os.access(here, os.W_OK | os.X_OK):
+        return f"folder {here} is not writable"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is not writable"
+    return None
+
+
+def check_state_dir(path: Path) -> None:
+    """Create the state dir if missing and prove a file can be made in it; LocalFileError
+    (exit 3) naming it when not (a file in its place, read-only, no space), before any work."""
+    try:
+        ensure_private_dir(path)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".probe.", suffix=".tmp")
+        os.close(fd)
+        Path(probe).unlink()
+    except OSError as exc:
+        raise LocalFileError(
+            f"cannot use the state dir: {exc.strerror or exc}",
+            file=str(path),
+            hint="point --state-dir at a folder this user can write",
+        ) from None

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from migrate.bundle import verify_bundle
+from migrate.bundle import load_manifest
 from migrate.errors import PlanError, Violation
 from migrate.jsontext import parse_json
 from migrate.models import Plan
 from migrate.plan import MAX_PLAN_BYTES, load_plan, read_plan_document
-from migrate.schema import PayloadValidator
+from migrate.schema import PayloadValidator, check_export_meta
 from migrate.storage import read_input
 
 FileKind = Literal["plan", "export", "bundle", "unknown"]
@@ -148,18 +148,22 @@ def _payload_validators(plans: Sequence[Plan]) -> tuple[list[PayloadValidator], 
 
 
 def _validate_bundle(bundle: Path, validators: Sequence[PayloadValidator]) -> FileReport:
-    """The bundle's manifest and sha256s checked, then each export file it lists validated."""
+    """The bundle's manifest and sha256s checked, then each export file it lists validated, and
+    its `_meta` checked against the manifest's id and workspace, as `apply --bundle` does."""
     name = str(bundle)
     try:
-        paths = verify_bundle(bundle)
+        manifest = load_manifest(bundle)
         found: list[Violation | str] = []
-        for path in paths:
+        for entry in manifest.entries:
+            path = Path(bundle) / entry.file
             document = parse_json(read_input(path, what="bundle file"), source=str(path))
-            for validator in validators:
-                found.extend(
-                    Violation(f"{path.name}: {v.path}", v.message)
-                    for v in validator.validate_export(document)
-                )
+            violations = [
+                v for validator in validators for v in validator.validate_export(document)
+            ]
+            violations += check_export_meta(
+                document, dashboard_id=entry.id, workspace=manifest.source.workspace
+            )
+            found.extend(Violation(f"{path.name}: {v.path}", v.message) for v in violations)
     except PlanError as exc:
         return FileReport(name, "bundle", unusable=exc)
     except OSError as exc:

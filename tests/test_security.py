@@ -217,3 +217,94 @@ def test_state_and_reports_are_owner_only_under_umask_000(tmp_path: Path) -> Non
         assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
         checked += 1
     assert checked >= 5
+
+
+SOURCE_CANARY = "CANARY-src-51d0-do-not-leak"
+TARGET_CANARY = "CANARY-tgt-9e27-do-not-leak"
+
+
+def echo_plan_text(source_url: str, target_url: str, extra: str = "") -> str:
+    """A plan whose source and target tokens are two different canaries."""
+    return (
+        "version: 1\n"
+        f"source: {{url: '{source_url}', workspace: Sales Dev, token_env: CANARY_SRC}}\n"
+        f"target: {{url: '{target_url}', workspace: Sales Prod, token_env: CANARY_TGT}}\n"
+        f"dashboards:\n  - match: 'region-*'\n  - id: sales-by-region\n{extra}"
+    )
+
+
+@pytest.mark.slow
+def test_servers_echoing_credentials_leak_them_into_no_output_and_no_file(tmp_path: Path) -> None:
+    """Source and target echo the Authorization header into listings, error bodies of exports
+    and imports, HTML error pages and export payloads: neither token reaches the console, nor
+    any file the tool writes (reports, JUnit, summary, saved plan, journal, bundle), and no
+    command ends in an internal error."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "CANARY_SRC": SOURCE_CANARY,
+        "CANARY_TGT": TARGET_CANARY,
+    }
+
+    def echoing(name: str, token: str, mode: str, fail_rate: float = 0.0) -> Starlette:
+        # Seed 2: the target's listing goes through, then imports meet 5xx pages.
+        config = SandboxConfig(
+            db_path=tmp_path / f"{name}.db",
+            seed="demo",
+            token=token,
+            echo_credentials=mode,  # type: ignore[arg-type]  # a literal the config checks
+            fail_rate=fail_rate,
+            random_seed=2,
+        )
+        return create_sandbox(config)
+
+    source = echoing("source", SOURCE_CANARY, "errors")
+    target = echoing("target", TARGET_CANARY, "errors")
+    flaky_target = echoing("flaky", TARGET_CANARY, "errors", fail_rate=0.4)
+    leaky_source = echoing("leaky", SOURCE_CANARY, "all")
+    with (
+        running_server(source) as src,
+        running_server(target) as tgt,
+        running_server(flaky_target) as flaky,
+        running_server(leaky_source) as leaky,
+    ):
+        (work / "plan.yaml").write_text(echo_plan_text(src, tgt))
+        (work / "flaky.yaml").write_text(echo_plan_text(src, flaky))
+        (work / "missing.yaml").write_text(echo_plan_text(src, tgt, "  - id: no-such-board\n"))
+        (work / "leaky.yaml").write_text(echo_plan_text(leaky, tgt))
+        outputs = ["--report", "r.json", "--junit", "j.xml", "--summary", "s.md"]
+        source_env, target_env = ["--token-env", "CANARY_SRC"], ["--token-env", "CANARY_TGT"]
+        commands = [
+            ["--debug", "plan", "plan.yaml", "--out", "saved.json"],
+            ["--debug", "plan", "plan.yaml", "--format", "markdown"],
+            ["--debug", "export", "plan.yaml", "--out", "bundle"],
+            ["--debug", "apply", "flaky.yaml", *outputs],
+            ["--debug", "apply", "plan.yaml", "--plan", "saved.json", "--report", "p.json"],
+            ["--debug", "apply", "plan.yaml", "--report", "again.json"],
+            ["--debug", "apply", "plan.yaml", "--bundle", "bundle", "--report", "b.json"],
+            ["--debug", "apply", "missing.yaml", "--report", "m.json", "--junit", "m.xml"],
+            ["--debug", "apply", "leaky.yaml", "--report", "l.json", "--summary", "l.md"],
+            ["--debug", "export", "leaky.yaml", "--out", "leaky-bundle"],
+            ["--debug", "inventory", "--url", src, "--workspace", "Sales Dev", *source_env],
+            ["--debug", "inventory", "--url", flaky, "--workspace", "Nope", *target_env],
+        ]
+        results = [run(args, env, work) for args in commands]
+        requests = [r.kind for r in flaky_target.state.sandbox.requests()]
+    codes = [r.returncode for r in results]
+    assert 1 not in codes, [(c, r.stderr[-500:]) for c, r in zip(codes, results, strict=True)]
+    assert codes[2] == 0 and codes[-3] == 5, codes  # the echoing export is refused, not written
+    assert "import" in requests  # imports were answered (and some failed with echoing pages)
+    for result in results:
+        for canary in (SOURCE_CANARY, TARGET_CANARY):
+            assert canary not in result.stdout + result.stderr
+    written = [p for p in work.rglob("*") if p.is_file()]
+    names = {p.name for p in written}
+    assert {"r.json", "j.xml", "s.md", "saved.json", "manifest.json", "m.json"} <= names, names
+    assert any(p.suffix == ".jsonl" for p in written)  # the journal
+    assert "***" in (work / "bundle" / "manifest.json").read_text()  # names echoed, redacted
+    for path in written:
+        data = path.read_bytes()
+        for canary in (SOURCE_CANARY, TARGET_CANARY):
+            assert canary.encode() not in data, path

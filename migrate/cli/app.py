@@ -33,9 +33,11 @@ from migrate.cli.render import (
     make_progress,
     out,
     plan_exit_code,
+    printable,
     render_apply,
     render_plan,
     render_validation,
+    shown,
     validate_exit_code,
 )
 from migrate.credentials import redact
@@ -164,6 +166,18 @@ def _load(plan_path: Path) -> Plan:
     return load_plan(plan_path)
 
 
+def _check_outputs(paths: dict[str, Path | None]) -> None:
+    """UsageError (exit 2) for an output flag whose file cannot be written: found before any
+    work, not after every import, when the report would be lost."""
+    from migrate.storage import output_problem  # noqa: PLC0415
+
+    for flag, path in paths.items():
+        if path is not None and (why := output_problem(path)) is not None:
+            raise UsageError(
+                f"{flag} {path}: cannot write there: {why}", hint=f"give {flag} a writable path"
+            )
+
+
 def _run(coro: Coroutine[Any, Any, R], progress: ConsoleProgress | None = None) -> R:
     """Run the core's coroutine to its end, then take down `progress` (however it ended)."""
     import asyncio  # noqa: PLC0415  # start-up: only commands that do I/O pay for asyncio
@@ -197,6 +211,7 @@ def plan(
     """Show what apply would do per dashboard; reads source and target, writes nothing."""
     from migrate.runner import RunOptions, run_plan  # noqa: PLC0415
 
+    _check_outputs({"--out": out_file})
     loaded = _load(plan_file)
     started = time.time()
     options = RunOptions(selectors=tuple(select or ()), policy=STATE.policy)
@@ -241,6 +256,7 @@ def apply(
     """Apply the plan: import what is missing, in dependency order."""
     from migrate.runner import RunOptions, run_apply, run_plan  # noqa: PLC0415
 
+    _check_outputs({"--report": report_file, "--junit": junit_file, "--summary": summary_file})
     loaded = _load(plan_file)
     options = RunOptions(
         selectors=tuple(select or ()),
@@ -285,7 +301,7 @@ def export(
     summary = _run(run_export(loaded, out_dir, options, ConsoleProgress(quiet=STATE.quiet)))
     if not STATE.quiet:
         for entry in summary.dashboards:
-            out(f"  {entry.id} → {entry.file}")
+            out(f"  {shown(entry.id)} → {entry.file}")
     out(
         f"Export: {len(summary.dashboards)} dashboards to {summary.manifest}"
         f" (manifest sha256 {summary.manifest_sha256})."
@@ -366,9 +382,10 @@ def inventory(
     if fmt is PlanFormat.JSON:
         out(json.dumps([{"id": r.id, "name": r.name} for r in refs], indent=2, ensure_ascii=False))
         return
-    width = max((len(r.id) for r in refs), default=2)
-    for ref in refs:
-        out(f"{ref.id:<{width}}  {ref.name}")
+    ids = [shown(r.id) for r in refs]
+    width = max((len(i) for i in ids), default=2)
+    for ref, shown_id in zip(refs, ids, strict=True):
+        out(f"{shown_id:<{width}}  {printable(ref.name, lines=False)}")
     if not STATE.quiet:
         err(f"{len(refs)} dashboards in {workspace!r}")
 
@@ -416,6 +433,14 @@ def sandbox(
     ] = 0,
     endless_pages: Annotated[
         str, typer.Option("--endless-pages", help="Fault: off|endless|cycle listing pages.")
+    ] = "off",
+    echo_credentials: Annotated[
+        str,
+        typer.Option(
+            "--echo-credentials",
+            help="Fault: off|errors|all: echo the Authorization header into error bodies and"
+            " HTML error pages and listed names (errors), and exports (all).",
+        ),
     ] = "off",
     remint_ids: Annotated[
         bool,
@@ -526,6 +551,7 @@ def sandbox(
             rate_header_override=overrides,
             slow_body_bps=slow_body_bps,
             endless_pages=endless_pages,  # type: ignore[arg-type]  # checked by SandboxConfig
+            echo_credentials=echo_credentials,  # type: ignore[arg-type]  # checked there too
             remint_ids=remint_ids,
             company_unique_ids=company_unique_ids,
             mint_dashboard_ids=mint_dashboard_ids,

@@ -1,22 +1,32 @@
 """What the user sees of a command: redacted output, progress, plans, outcomes, exit codes.
 
 With `migrate/cli/app.py`, the only code that prints. Everything written passes through
-`credentials.redact`, so a token can never reach the console. Each command's exit code (A5 of
+`credentials.redact`, so a token can never reach the console, and through `printable`, so text
+from a server (ids, names, error messages) can neither drive the terminal nor start a line a CI
+runner would read as a command. Each command's exit code (A5 of
 `docs/contract.md`) is computed by one function here, from the error tree and the results.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, cast
 
 from migrate.credentials import redact
-from migrate.errors import PartialError, PayloadInvalidError, RunInterruptedError, Violation
+from migrate.errors import (
+    LocalFileError,
+    PartialError,
+    PayloadInvalidError,
+    RunInterruptedError,
+    Violation,
+)
 from migrate.events import Outcome, Progress
 from migrate.formats import count_actions, count_results, format_change, format_counts
 from migrate.models import Action
@@ -36,15 +46,52 @@ INTERRUPTED: Final = 130  # Ctrl-C outside a run's own handling: the shell's 128
 _UNAPPLIABLE: Final = (Action.CONFLICT, Action.INVALID, Action.BLOCKED)
 
 
+# C0 controls (newline and tab aside), DEL, C1 controls, lone surrogates, and the bidi controls
+# that reorder what a terminal shows.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_LINE_BREAKS = re.compile("[\n\t\u2028\u2029]")
+# A line starting with `::` is a workflow command to GitHub Actions (`::error file=...::`).
+_WORKFLOW_COMMAND = re.compile(r"^(\s*)::", re.MULTILINE)
+ID_WIDTH: Final = 40  # the widest an id is shown in a table; reports keep it whole
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    # \u00XX above C0: inside JSON text (`plan --format json`) it is still a valid escape.
+    return f"\\x{code:02x}" if code < 0x20 else f"\\u{code:04x}"
+
+
+def printable(text: str, *, lines: bool = True) -> str:
+    """`text` safe to print: control characters, bidi controls and lone surrogates become
+    visible escapes (`\\x1b`, `\\u009b`), and no line can start a CI workflow command.
+
+    With `lines=False` (one value in one line: an id, a name), line breaks and tabs are
+    escaped too.
+    """
+    text = _UNPRINTABLE.sub(_escape, text)
+    if not lines:
+        return _LINE_BREAKS.sub(_escape, text)
+    return _WORKFLOW_COMMAND.sub(lambda m: f"{m.group(1)}\\x3a:", text)
+
+
+def shown(value: str, width: int = ID_WIDTH) -> str:
+    """One remote value for a table: printable on one line, elided in the middle past `width`."""
+    text = printable(value, lines=False)
+    if len(text) <= width:
+        return text
+    keep = width - 1
+    return f"{text[: keep - keep // 3]}…{text[len(text) - keep // 3 :]}"
+
+
 def out(text: str = "") -> None:
-    """Print to stdout, redacted."""
-    sys.stdout.write(redact(text) + "\n")
+    """Print to stdout, redacted and printable."""
+    sys.stdout.write(printable(redact(text)) + "\n")
     sys.stdout.flush()
 
 
 def err(text: str) -> None:
-    """Print to stderr, redacted."""
-    sys.stderr.write(redact(text) + "\n")
+    """Print to stderr, redacted and printable."""
+    sys.stderr.write(printable(redact(text)) + "\n")
     sys.stderr.flush()
 
 
@@ -106,7 +153,10 @@ class ConsoleProgress(Progress):
     def finished(self, outcome: Outcome) -> None:
         """One line per dashboard."""
         detail = f" — {outcome.error.message}" if outcome.error and not outcome.result.ok else ""
-        self._line(f"{outcome.result.value:>9}  {outcome.id} → {outcome.target_id}{detail}")
+        self._line(
+            f"{outcome.result.value:>9}  {shown(outcome.id)} → {shown(outcome.target_id)}"
+            + printable(detail, lines=False)
+        )
 
     def close(self) -> None:
         """Nothing to tear down."""
@@ -119,6 +169,7 @@ class _RedactingStream(io.TextIOBase):
         self._inner = inner
 
     def write(self, text: str) -> int:
+        # Remote text was escaped before rich saw it; rich's own ANSI codes must pass.
         self._inner.write(redact(text))
         return len(text)
 
@@ -156,7 +207,13 @@ class RichProgress(ConsoleProgress):
 
     def warn(self, message: str) -> None:
         """Printed above the bar."""
-        self.console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+        from rich.markup import escape  # noqa: PLC0415
+
+        self.console.print(
+            f"[yellow]warning:[/] {escape(printable(message, lines=False))}",
+            markup=True,
+            highlight=False,
+        )
 
     def planned(self, dashboard_id: str, action: Action) -> None:
         """Count the work to do."""
@@ -169,9 +226,12 @@ class RichProgress(ConsoleProgress):
         if outcome.attempts:
             self.bar.advance(self.task)
         if not outcome.result.ok:
-            detail = outcome.error.message if outcome.error else ""
+            from rich.markup import escape  # noqa: PLC0415
+
+            detail = printable(outcome.error.message if outcome.error else "", lines=False)
             self.console.print(
-                f"[red]{outcome.result.value}[/] {outcome.id}: {detail}", highlight=False
+                f"[red]{outcome.result.value}[/] {escape(shown(outcome.id))}: {escape(detail)}",
+                highlight=False,
             )
 
     def close(self) -> None:
@@ -188,7 +248,13 @@ def make_progress(*, quiet: bool) -> ConsoleProgress:
 def render_outcomes(outcomes: list[Outcome]) -> None:
     """The per-dashboard table at the end of an apply."""
     rows = [
-        (o.id, o.target_id, o.result.value, str(o.attempts), o.error.message if o.error else "")
+        (
+            shown(o.id),
+            shown(o.target_id),
+            o.result.value,
+            str(o.attempts),
+            printable(o.error.message, lines=False) if o.error else "",
+        )
         for o in outcomes
     ]
     header = ("dashboard", "target id", "result", "tries", "detail")
@@ -217,19 +283,27 @@ def render_apply(report: ApplyReport, files: ReportFiles, *, quiet: bool, rerun:
 
     if not quiet:
         render_outcomes(report.outcomes)
-    if files.report:
-        write_private(files.report, to_json(apply_report(report)))
-    if files.junit:
-        write_private(files.junit, junit_xml(report))
-    if files.summary:
-        write_private(files.summary, markdown_summary(report))
+    writes: tuple[tuple[Path | None, Callable[[], str]], ...] = (
+        (files.report, lambda: to_json(apply_report(report))),
+        (files.junit, lambda: junit_xml(report)),
+        (files.summary, lambda: markdown_summary(report)),
+    )
+    for path, text in writes:
+        if path is None:
+            continue
+        try:
+            write_private(path, text())
+        except OSError as exc:  # checked before the run; the disk may still fill up since
+            raise LocalFileError(
+                f"cannot write {path}: {exc.strerror or exc}", file=str(path)
+            ) from None
     summary = format_counts(count_results(report.outcomes))
     elapsed = report.finished_at - report.started_at
     out(f"Apply: {summary or 'nothing selected'} in {elapsed:.1f}s.")
     if report.interrupted:
         err(f"interrupted; to finish, run again: {rerun}")
     elif not report.ok:
-        bad = [o.id for o in report.outcomes if not o.result.ok]
+        bad = [shown(o.id) for o in report.outcomes if not o.result.ok]
         err(f"{len(bad)} dashboards did not succeed: {', '.join(bad[:10])}")
 
 
@@ -301,13 +375,13 @@ def render_plan(migration: MigrationPlan, fmt: PlanFormat, started: float) -> No
         out(markdown_plan(migration).rstrip())
         return
     for d in migration.dashboards:
-        arrow = f" → {d.target_id}" if d.target_id != d.id else ""
-        line = f"{_SYMBOL[d.action]} {d.action.value:<9} {d.id}{arrow}"
+        arrow = f" → {shown(d.target_id)}" if d.target_id != d.id else ""
+        line = f"{_SYMBOL[d.action]} {d.action.value:<9} {shown(d.id)}{arrow}"
         if d.error:
-            line += f"  ({d.error.message})"
+            line += f"  ({printable(d.error.message, lines=False)})"
         out(line)
         for change in d.changes[:10]:
-            out(f"      {format_change(change)}")
+            out(f"      {printable(format_change(change), lines=False)}")
         if len(d.changes) > 10:
             out(f"      … and {len(d.changes) - 10} more changes")
     preview = migration.schema_pair_preview()

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrate.sandbox.faults import (
+    ECHO_CREDENTIALS,
     ENDLESS_PAGES,
     RATE_HEADER_FORMS,
     RATE_MODES,
+    EchoCredentials,
     EndlessPages,
     RateHeaders,
     RateMode,
@@ -32,7 +34,7 @@ class SandboxConfig:
     re-opening a seeded database never duplicates it. Rates are fractions in [0, 1].
     `rate_limit` is `(N requests, per S seconds)` per client IP, counted as `rate_mode` says
     and announced in the `rate_headers` form; `retry_after_s`, `rate_header_override`,
-    `slow_body_bps` and `endless_pages` rehearse hostile servers (see `faults`).
+    `slow_body_bps`, `endless_pages` and `echo_credentials` rehearse hostile servers (see `faults`).
     """
 
     db_path: str | Path
@@ -49,6 +51,7 @@ class SandboxConfig:
     rate_header_override: tuple[tuple[str, str], ...] = ()
     slow_body_bps: float = 0
     endless_pages: EndlessPages = "off"
+    echo_credentials: EchoCredentials = "off"
     remint_ids: bool = False
     company_unique_ids: bool = False
     legacy_import_response: bool = False
@@ -80,6 +83,8 @@ class SandboxConfig:
             raise ValueError(f"rate_headers must be one of {', '.join(RATE_HEADER_FORMS)}")
         if self.rate_mode not in RATE_MODES:
             raise ValueError(f"rate_mode must be one of {', '.join(RATE_MODES)}")
+        if self.echo_credentials not in ECHO_CREDENTIALS:
+            raise ValueError(f"echo_credentials must be one of {', '.join(ECHO_CREDENTIALS)}")
         if self.endless_pages not in ENDLESS_PAGES:
             raise ValueError(f"endless_pages must be one of {', '.join(ENDLESS_PAGES)}")
         if self.retry_after_s is not None and not (

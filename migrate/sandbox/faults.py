@@ -13,7 +13,8 @@ budget in one of the header forms servers use (`rate_headers`): IETF draft 6
 `RateLimit: limit=N, remaining=R, reset=T` + `RateLimit-Policy`), legacy (`X-RateLimit-*` with
 an epoch reset), or none (only `Retry-After` on a 429). Hostile servers are rehearsed with
 `retry_after_s` (what every 429 announces), `rate_header_override` (headers sent verbatim on
-every answer, e.g. `RateLimit-Remaining: nan`), `slow_body_bps` and `endless_pages`.
+every answer, e.g. `RateLimit-Remaining: nan`), `slow_body_bps`, `endless_pages` and
+`echo_credentials` (the request's Authorization header echoed into answers).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ FAIL_STATUSES: tuple[int, ...] = (500, 502, 503)
 RateHeaders = Literal["none", "draft6", "draft7", "legacy"]
 RateMode = Literal["window", "bucket"]
 EndlessPages = Literal["off", "endless", "cycle"]
+EchoCredentials = Literal["off", "errors", "all"]
+ECHO_CREDENTIALS: tuple[EchoCredentials, ...] = ("off", "errors", "all")
 RATE_HEADER_FORMS: tuple[RateHeaders, ...] = ("none", "draft6", "draft7", "legacy")
 RATE_MODES: tuple[RateMode, ...] = ("window", "bucket")
 ENDLESS_PAGES: tuple[EndlessPages, ...] = ("off", "endless", "cycle")
@@ -57,6 +60,9 @@ class Faults:
     rate_header_override: dict[str, str] = field(default_factory=dict)  # sent verbatim
     slow_body_bps: float = 0  # > 0: response bodies go out at this many bytes per second
     endless_pages: EndlessPages = "off"  # listings whose pages never run out, or cycle
+    # "errors": the Authorization header in every error body (JSON, and injected 5xx as HTML
+    # pages) and in every listed name; "all": in every export's `_meta` too.
+    echo_credentials: EchoCredentials = "off"
     fail_statuses: tuple[int, ...] = FAIL_STATUSES
     # A write shows in dashboard listings only after this many further listings (page-1
     # requests) of its workspace began; export by id sees it at once. Deterministic.

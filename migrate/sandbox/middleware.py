@@ -1,8 +1,9 @@
 """Per-request machinery around the sandbox's handlers: the body is buffered and parsed once,
 faults are injected in the documented order (rate limit -> latency -> injected 5xx -> endless
 listing pages; the body trickles out at `slow_body_bps`; `rate_header_override` headers go on
-every answer), and every request is logged on the `Sandbox` with its kind, workspace, dashboard
-id, status and times.
+every answer; with `echo_credentials` the request's Authorization header is echoed into error
+bodies, listed names and exports), and every request is logged on the `Sandbox` with its kind,
+workspace, dashboard id, status and times.
 """
 
 from __future__ import annotations
@@ -75,7 +76,10 @@ class SandboxMiddleware:
         scope[INFO] = info
         rate_headers: dict[str, str] = {}
 
-        async def send_wrapper(message: Message) -> None:
+        kind = _KINDS.get((method, path), "unknown")
+        echo = _bearer_of(scope) if faults.echo_credentials != "off" else None
+
+        async def plain_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 info["status"] = message["status"]
                 extra = _header_list({**rate_headers, **faults.rate_header_override})
@@ -86,6 +90,11 @@ class SandboxMiddleware:
                 return
             await send(message)
 
+        send_wrapper: Send = (
+            plain_send
+            if echo is None
+            else _echoing(plain_send, echo, kind, faults.echo_credentials == "all")
+        )
         dropped = False
         try:
             body = await _read_body(receive)
@@ -114,10 +123,8 @@ class SandboxMiddleware:
                 await anyio.sleep(faults.latency_ms / 1000)
             status = faults.draw_failure()
             if status is not None:
-                code, message = _FAIL_BODIES.get(status, ("INTERNAL_SERVER_ERROR", "Error"))
-                await error_response(status, code, message)(scope, replay, send_wrapper)
+                await _failure(status, echo)(scope, replay, send_wrapper)
                 return
-            kind = _KINDS.get((method, path), "unknown")
             if faults.endless_pages != "off" and kind.startswith("list_"):
                 page = _endless_page(faults, kind, _page_number(scope, info["body"]))
                 await page(scope, replay, send_wrapper)
@@ -187,6 +194,77 @@ def _peek(scope: Scope, info: dict[str, Any], body: bytes) -> None:
         for key, slot in (("workspaceName", "workspace"), ("dashboardId", "dashboard_id")):
             if isinstance(parsed.get(key), str):
                 info[slot] = parsed[key]
+
+
+def _failure(status: int, echo: str | None) -> Response:
+    """An injected 5xx: the documented JSON error, or (echoing) a proxy's HTML error page."""
+    code, message = _FAIL_BODIES.get(status, ("INTERNAL_SERVER_ERROR", "Error"))
+    if echo is not None:
+        return _html_page(status, message, echo)
+    return error_response(status, code, message)
+
+
+def _bearer_of(scope: Scope) -> str:
+    """The request's Authorization header value, as sent."""
+    value: bytes = dict(scope["headers"]).get(b"authorization", b"")
+    return value.decode("latin-1")
+
+
+def _html_page(status: int, reason: str, authorization: str) -> Response:
+    page = (
+        f"<html><head><title>{status} {reason}</title></head><body><h1>{reason}</h1>"
+        f"<p>request headers: Authorization: {authorization}</p></body></html>"
+    )
+    return Response(page.encode(), status_code=status, media_type="text/html")
+
+
+def _echoing(send: Send, authorization: str, kind: str, exports: bool) -> Send:
+    """A `send` that holds a response until its body is complete, then sends it with
+    `authorization` echoed in (see `_echoed`)."""
+    held: list[Message] = []
+
+    async def echoing_send(message: Message) -> None:
+        held.append(message)
+        if message["type"] != "http.response.body" or message.get("more_body"):
+            return
+        messages = _echoed(held.copy(), authorization, kind, exports)
+        held.clear()
+        for each in messages:
+            await send(each)
+
+    return echoing_send
+
+
+def _echoed(messages: list[Message], authorization: str, kind: str, exports: bool) -> list[Message]:
+    """The response in `messages` with `authorization` echoed into it: the message of a JSON
+    error, the name of every listed item, and (`exports`) an export's `_meta`."""
+    start, *bodies = messages
+    body = b"".join(m.get("body", b"") for m in bodies)
+    status = start["status"]
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        document = None
+    echo = f"bad request with header Authorization: {authorization}"
+    if isinstance(document, dict):
+        error = document.get("error")
+        data = document.get("data")
+        if status >= 400 and isinstance(error, dict):
+            error["message"] = f"{error.get('message', '')} ({echo})"
+        elif kind.startswith("list_") and isinstance(data, list):
+            for item in data:
+                if isinstance(item, dict) and isinstance(item.get("name"), str):
+                    item["name"] = f"{item['name']} ({echo})"
+        elif kind == "export" and exports and isinstance(document.get("_meta"), dict):
+            document["_meta"]["requestedWith"] = authorization
+        else:
+            return messages
+        body = json_bytes(document)
+    else:
+        return messages
+    headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    return [{**start, "headers": headers}, {"type": "http.response.body", "body": body}]
 
 
 def _header_list(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:

@@ -104,6 +104,7 @@ class Sandbox:
             endless_pages=config.endless_pages,
             listing_lag=config.listing_lag,
             refuse_after_store_rate=config.refuse_after_store_rate,
+            echo_credentials=config.echo_credentials,
             random_seed=config.random_seed,
         )
         self.modes = Modes(
