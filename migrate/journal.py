@@ -22,7 +22,7 @@ import os
 import stat
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -43,6 +43,8 @@ class PriorRun:
     intended: frozenset[str]  # target ids whose import was sent
     confirmed: frozenset[str]  # target ids whose import was confirmed created
     finished: bool  # the run ended normally (not killed)
+    # target id -> the latest `replace` record (docs/contract.md A7): where its replace got to
+    replaces: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def unconfirmed(self) -> frozenset[str]:
@@ -103,6 +105,7 @@ def _scan(path: Path) -> _Scan | None:
         start: bytes | None = None
         end: bytes | None = None
         latest: dict[tuple[str, str], bytes] = {}  # (target id, kind) -> its latest line
+        replaces: dict[str, dict[str, Any]] = {}
         lines = 0
         for line in _lines(handle):
             lines += 1
@@ -116,6 +119,9 @@ def _scan(path: Path) -> _Scan | None:
                 end = line
             elif event == "intent" and isinstance(target, str):
                 latest[(target, "intent")] = line
+            elif event == "replace" and isinstance(target, str):
+                latest[(target, "replace")] = line
+                replaces[target] = record
             elif event == "outcome" and isinstance(target, str):
                 created = record.get("result") == "created"
                 latest[(target, "created" if created else "outcome")] = line
@@ -130,7 +136,7 @@ def _scan(path: Path) -> _Scan | None:
         *latest.values(),
         *(line for line in (end,) if line),
     ]
-    prior = PriorRun(frozenset(intended), frozenset(confirmed), finished)
+    prior = PriorRun(frozenset(intended), frozenset(confirmed), finished, replaces)
     return _Scan(prior, [_newline(line) for line in kept], lines, ends_cleanly)
 
 

@@ -30,8 +30,8 @@ from migrate.graph import find_cycle
 from migrate.jsonpath import format_path
 from migrate.jsontext import JSONLimits, parse_json
 from migrate.models import (
-    DataApp,
     DashboardSpec,
+    DataApp,
     Endpoint,
     OnConflict,
     Plan,
@@ -678,7 +678,7 @@ def plan_to_document(plan: Plan) -> dict[str, Any]:
         return value.replace("$", "$$")
 
     def endpoint(e: Endpoint) -> dict[str, Any]:
-        out = {"url": esc(e.url), "workspace": esc(e.workspace)}
+        out: dict[str, Any] = {"url": esc(e.url), "workspace": esc(e.workspace)}
         if e.token_env is not None:
             out["token_env"] = esc(e.token_env)
         if e.token_file is not None:
