@@ -171,7 +171,7 @@ def test_replace_without_data_app_is_a_plan_error(tmp_path: Path) -> None:
 
 
 def test_bad_data_app_key_exits_5_before_any_write(tmp_path: Path) -> None:
-    """A wrong data-app key: exit 5, "bad credentials for data app", zero writes, key never shown."""
+    """A wrong data-app key: exit 5 naming the data app, zero writes, the key never shown."""
     first, _ = write_plans(tmp_path)
     assert apply(first, tmp_path).ok
     _, update = write_plans(tmp_path, data_app="{name: 'Sales Prod App', key_env: APP_KEY}")
