@@ -197,3 +197,65 @@ def test_plan_detailed_exitcode_is_10_for_updates(tmp_path: Path) -> None:
     )
     assert result.exit_code == 10, result.output
     assert "update" in result.output
+
+
+def test_refused_new_version_restores_the_previous_one(tmp_path: Path) -> None:
+    """The server refusing a new version for good: the snapshot is imported again, the embeds
+    re-created, the result failed saying the previous version was restored, exit 6."""
+    sandbox, update, embeds = promoted(tmp_path)
+    previous = normalize_for_compare(sandbox.get_dashboard("Sales Prod", "sales-overview"))
+    sandbox.faults.refuse_import_ids = {"sales-overview"}
+    report_path = tmp_path / "report.json"
+    result = runner.invoke(
+        app,
+        ["--state-dir", str(tmp_path), "apply", str(update), "--report", str(report_path)],
+    )
+    assert result.exit_code == 6, result.output
+    report = json.loads(report_path.read_text())
+    entry = next(d for d in report["dashboards"] if d["id"] == "sales-overview")
+    assert entry["result"] == "failed"
+    assert "previous version was restored" in entry["error"]["message"]
+    assert normalize_for_compare(sandbox.get_dashboard("Sales Prod", "sales-overview")) == previous
+    now = embeds_by_name(sandbox)
+    assert set(now) == set(embeds)
+    assert {name for name, (_, dash, _) in now.items() if dash == "sales-overview"} == {
+        "Portal overview",
+        "Partner overview",
+    }
+    assert {d["result"] for d in report["dashboards"] if d["id"] in CHANGED - {"sales-overview"}}
+    assert len(sandbox.list_dashboards("Sales Prod")) == len(
+        {d for d, _ in sandbox.list_dashboards("Sales Prod")}
+    )
+
+
+def test_reports_list_embeds_and_changed_ids(tmp_path: Path) -> None:
+    """The JSON report gives each replaced dashboard's embeds, the Markdown summary lists the
+    changed embed ids, JUnit counts updated as passed."""
+    _sandbox, update, embeds = promoted(tmp_path)
+    files = {name: tmp_path / name for name in ("r.json", "s.md", "j.xml")}
+    result = runner.invoke(
+        app,
+        [
+            "--state-dir",
+            str(tmp_path),
+            "apply",
+            str(update),
+            "--report",
+            str(files["r.json"]),
+            "--summary",
+            str(files["s.md"]),
+            "--junit",
+            str(files["j.xml"]),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(files["r.json"].read_text())
+    kpi = next(d for d in report["dashboards"] if d["id"] == "kpi-core")
+    assert kpi["result"] == "updated"
+    assert [e["name"] for e in kpi["embeds"]] == ["Portal KPIs"]
+    assert kpi["embeds"][0]["previous_embed_id"] == embeds["Portal KPIs"][0]
+    summary = files["s.md"].read_text()
+    if kpi["embeds"][0]["embed_id"] != embeds["Portal KPIs"][0]:
+        assert embeds["Portal KPIs"][0] in summary and kpi["embeds"][0]["embed_id"] in summary
+    junit = files["j.xml"].read_text()
+    assert 'failures="0"' in junit

@@ -57,6 +57,9 @@ class Faults:
     slow_body_bps: float = 0  # > 0: response bodies go out at this many bytes per second
     endless_pages: EndlessPages = "off"  # listings whose pages never run out, or cycle
     fail_statuses: tuple[int, ...] = FAIL_STATUSES
+    # The next import of each id here is refused (400 INVALID_REQUEST_BODY) and the id dropped,
+    # as a server refusing a new version for good; a later import of it goes through.
+    refuse_import_ids: set[str] = field(default_factory=set)
     random_seed: int | None = None
     _rng: random.Random = field(init=False, repr=False)
     _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
@@ -76,6 +79,14 @@ class Faults:
             if self.fail_rate <= 0 or self._rng.random() >= self.fail_rate:
                 return None
             return self._rng.choice(self.fail_statuses)
+
+    def refuse_import(self, dashboard_id: str) -> bool:
+        """True (once per listed id) when this import is to be refused for good."""
+        with self._lock:
+            if dashboard_id not in self.refuse_import_ids:
+                return False
+            self.refuse_import_ids.discard(dashboard_id)
+            return True
 
     def draw_drop(self) -> bool:
         """True when this committed write should lose its response."""
