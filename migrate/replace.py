@@ -278,6 +278,8 @@ class _Run:
             try:
                 await self.o.app.delete_embed(state.temp_id, delete_dashboard=True)
                 self.attempts += 1
+                await self.save("deleted")  # a 2xx answer is certain: nothing to confirm
+                return
             except (AuthError, WorkspaceNotFoundError):
                 raise
             except EmbedNotFoundError as exc:
@@ -289,7 +291,7 @@ class _Run:
                     raise ReplaceFailed(
                         ErrorInfo(exc.error_code, f"delete refused, nothing changed: {exc}")
                     ) from exc
-            # Confirmed from the server, whatever the answer said.
+            # "Embed not found" or a lost answer: an earlier attempt may have deleted it.
             if not await self.listed():
                 await self.save("deleted")
                 return

@@ -259,3 +259,15 @@ def test_reports_list_embeds_and_changed_ids(tmp_path: Path) -> None:
         assert embeds["Portal KPIs"][0] in summary and kpi["embeds"][0]["embed_id"] in summary
     junit = files["j.xml"].read_text()
     assert 'failures="0"' in junit
+
+
+def test_readme_update_in_one_command(tmp_path: Path) -> None:
+    """README: after `migrate apply plans/demo.yaml`, `migrate apply plans/demo-update.yaml`
+    reports 3 updated and the rest unchanged."""
+    root = Path(__file__).resolve().parent.parent
+    base = ["--state-dir", str(tmp_path), "apply"]
+    first = runner.invoke(app, [*base, str(root / "plans" / "demo.yaml")])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, [*base, str(root / "plans" / "demo-update.yaml")])
+    assert second.exit_code == 0, second.output
+    assert "3 updated, 11 unchanged" in second.output

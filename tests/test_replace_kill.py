@@ -137,7 +137,5 @@ def test_sigkill_sweep_over_the_replace_steps(tmp_path: Path) -> None:
                 assert len(sandbox.requests("delete_embed", dash_id)) == round_, dash_id
                 assert len(sandbox.requests("import", dash_id)) == 1 + round_, dash_id
             assert embeds(sandbox) == before
-            assert not any(
-                name.startswith(TEMP_EMBED_PREFIX) for name in embeds(sandbox)
-            )
+            assert not any(name.startswith(TEMP_EMBED_PREFIX) for name in embeds(sandbox))
         assert kills >= 20, kills
