@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
-from migrate.client import ClientOptions, DatabrainClient
-from migrate.credentials import read_token, register_secret
+from migrate.client import ClientOptions, DataAppClient, DatabrainClient
+from migrate.credentials import Token, read_data_app_key, read_token, register_secret
 from migrate.errors import EndpointError, InsecureURLError, PlanError, UsageError
 from migrate.models import SANDBOX_SCHEME, ConnectionPolicy, Endpoint
 from migrate.retry import Pacer
@@ -35,6 +35,7 @@ __all__ = [
     "embedded_app",
     "is_loopback",
     "open_client",
+    "open_data_app",
     "sandbox_name",
     "target_key",
 ]
@@ -274,3 +275,65 @@ def open_client(
         options=dataclasses.replace(options, verify=verify),
         pacer=pacer,
     )
+
+
+def open_data_app(
+    endpoint: Endpoint,
+    *,
+    policy: ConnectionPolicy,
+    options: ClientOptions | None = None,
+    pacer: Pacer | None = None,
+) -> DataAppClient:
+    """A client for the embed calls of `endpoint.data_app`, authenticated by its API key.
+
+    The key is read like a service token (env var or owner-only file, registered for
+    redaction); AuthError (exit 5) names where it was looked for. Under `sandbox://` the demo's
+    fixed local key of that data app is used unless the plan's key_env/key_file gives one.
+    """
+    app = endpoint.data_app
+    assert app is not None
+    check_url(endpoint.url, allow_insecure_http=policy.allow_insecure_http)
+    options = options or ClientOptions()
+    options = dataclasses.replace(
+        options, retry=dataclasses.replace(options.retry, retry_after_cap_s=policy.max_wait_s)
+    )
+    if endpoint.is_sandbox:
+        from migrate.sandbox.seed import DEMO_DATA_APPS  # noqa: PLC0415  # only sandbox:// runs
+
+        name = sandbox_name(endpoint.url)
+        given = (app.key_env and os.environ.get(app.key_env, "").strip()) or app.key_file
+        if given:
+            key = _data_app_key(endpoint)
+        else:
+            demo = {app_name: value for app_name, _, value in DEMO_DATA_APPS}
+            # An unknown name gets a key no data app holds: the sandbox answers 401, as it should.
+            key = Token(demo.get(app.name, "no-such-data-app"), "the embedded sandbox")
+        return DataAppClient(
+            f"http://{name}.sandbox.invalid",
+            key.value,
+            data_app=app.name,
+            key_source=key.source,
+            transport=asgi_transport(embedded_app(policy.state_dir, name)),
+            options=options,
+            pacer=pacer,
+        )
+    key = _data_app_key(endpoint)
+    verify: str | bool = True
+    if policy.ca_bundle:
+        verify = _ca_file(str(policy.ca_bundle), "--ca-bundle", endpoint.url)
+    elif os.environ.get("SSL_CERT_FILE"):
+        verify = _ca_file(os.environ["SSL_CERT_FILE"], "SSL_CERT_FILE", endpoint.url)
+    return DataAppClient(
+        endpoint.url,
+        key.value,
+        data_app=app.name,
+        key_source=key.source,
+        options=dataclasses.replace(options, verify=verify),
+        pacer=pacer,
+    )
+
+
+def _data_app_key(endpoint: Endpoint) -> Token:
+    app = endpoint.data_app
+    assert app is not None
+    return read_data_app_key(app.name, key_env=app.key_env, key_file=app.key_file, url=endpoint.url)

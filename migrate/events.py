@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from migrate.diff import Change
-from migrate.models import Action, Result
+from migrate.models import Action, EmbedChange, Result
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Outcome:
     blocked_by: tuple[str, ...] = ()
     changes: tuple[Change, ...] = field(default=())  # where the content differs, when it does
     name: str = ""
+    embeds: tuple[EmbedChange, ...] = ()  # a replaced dashboard's embeds (docs/contract.md A7)
 
 
 class Progress:

@@ -29,10 +29,12 @@ from migrate.errors import (
 )
 from migrate.events import ErrorInfo, Outcome, Progress
 from migrate.journal import Held, Journal
-from migrate.models import Action, ExportFile, Result
+from migrate.models import Action, EmbedChange, ExportFile, Result
 from migrate.planner import MigrationPlan, PlannedDashboard, compare_with_target, payload_to_send
+from migrate.replace import Replacer
 
 _PLANNED_RESULT = {
+    Action.UPDATE: Result.SKIPPED,  # only without a data app, which the plan loader refuses
     Action.UNCHANGED: Result.UNCHANGED,
     Action.SKIP: Result.SKIPPED,
     Action.CONFLICT: Result.CONFLICT,
@@ -55,8 +57,10 @@ class Importer:
         fail_fast: bool,
         journal: Journal | None = None,
         max_active: int = 32,
+        replacer: Replacer | None = None,
     ) -> None:
         self.migration = migration
+        self.replacer = replacer
         # Bounds the payloads held parsed at once: a dashboard loads its payload only when it
         # holds one of these, not while it merely waits for a request slot.
         self._active = asyncio.Semaphore(max_active)
@@ -109,11 +113,21 @@ class Importer:
         progress.finished(outcome)
         return outcome
 
+    def _replacing(self, item: PlannedDashboard) -> bool:
+        """True for an `update`, and for a dashboard an earlier run left half-replaced."""
+        if self.replacer is None or not item.exported:
+            return False
+        if item.action is Action.UPDATE:
+            return True
+        resumable = (Action.CREATE, Action.UNCHANGED, Action.SKIP)
+        return item.action in resumable and item.target_id in self.replacer.pending
+
     async def _decide(self, item: PlannedDashboard, progress: Progress, started: float) -> Outcome:
         held = self._held.get(item.target_id)
         if held is not None and (kept := self._still_held(item, held, started)) is not None:
             return kept
-        if item.action is not Action.CREATE:
+        replacing = self._replacing(item)
+        if item.action is not Action.CREATE and not replacing:
             return self._outcome(item, _PLANNED_RESULT[item.action], started, error=item.error)
         blockers: list[str] = []
         for dep in item.depends_on:
@@ -136,7 +150,29 @@ class Importer:
             )
         async with self._active:
             progress.started(item.id)
+            if replacing:
+                return await self._replace(item, started)
             return await self._import(item, started)
+
+    async def _replace(self, item: PlannedDashboard, started: float) -> Outcome:
+        """Replace under the same id (docs/contract.md A7); dependents start once it is in."""
+        assert self.replacer is not None
+        data = payload_to_send(item.load().data, self.migration.id_map)
+
+        def imported() -> None:
+            self.results[item.id] = Result.UPDATED
+            self.done[item.id].set()
+
+        done = await self.replacer.replace(item, data, imported)
+        return self._outcome(
+            item,
+            done.result,
+            started,
+            attempts=done.attempts,
+            error=done.error,
+            changes=done.changes or None,
+            embeds=done.embeds,
+        )
 
     async def _import(self, item: PlannedDashboard, started: float) -> Outcome:
         """Import once, confirming uncertain outcomes through the inventory, then read back."""
@@ -366,6 +402,7 @@ class Importer:
         error: ErrorInfo | None = None,
         blocked_by: Sequence[str] | None = None,
         changes: tuple[Change, ...] | None = None,
+        embeds: tuple[EmbedChange, ...] = (),
     ) -> Outcome:
         return Outcome(
             id=item.id,
@@ -377,6 +414,7 @@ class Importer:
             blocked_by=tuple(blocked_by if blocked_by is not None else item.blocked_by),
             changes=changes if changes is not None else tuple(item.changes),
             name=item.name,
+            embeds=embeds,
         )
 
 

@@ -44,7 +44,7 @@ HELD_REASONS = frozenset({"foreign_id", "readback_differs"})
 import under an id of its own (`foreign_id`, with `server_id`), or this tool imported it and its
 read-back differed from the source (`readback_differs`)."""
 
-_RELEASING = frozenset({"created", "unchanged"})  # outcomes that end a hold
+_RELEASING = frozenset({"created", "updated", "unchanged"})  # outcomes that end a hold
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,8 @@ class PriorRun:
     confirmed: frozenset[str]  # target ids whose import was confirmed created
     finished: bool  # the run ended normally (not killed)
     held: Mapping[str, Held] = field(default_factory=dict)  # target id -> why it is held
+    # target id -> the latest `replace` record (docs/contract.md A7): where its replace got to
+    replaces: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def unconfirmed(self) -> frozenset[str]:
@@ -124,6 +126,7 @@ def _scan(path: Path) -> _Scan | None:
         start: bytes | None = None
         end: bytes | None = None
         latest: dict[tuple[str, str], bytes] = {}  # (target id, kind) -> its latest line
+        replaces: dict[str, dict[str, Any]] = {}
         lines = 0
         for line in _lines(handle):
             lines += 1
@@ -137,6 +140,9 @@ def _scan(path: Path) -> _Scan | None:
                 end = line
             elif event == "intent" and isinstance(target, str):
                 latest[(target, "intent")] = line
+            elif event == "replace" and isinstance(target, str):
+                latest[(target, "replace")] = line
+                replaces[target] = record
             elif event == "outcome" and isinstance(target, str):
                 result = record.get("result")
                 if result in _RELEASING:
@@ -162,7 +168,9 @@ def _scan(path: Path) -> _Scan | None:
         *latest.values(),
         *(line for line in (end,) if line),
     ]
-    prior = PriorRun(frozenset(intended), frozenset(confirmed), finished, held)
+    prior = PriorRun(
+        frozenset(intended), frozenset(confirmed), finished, held=held, replaces=replaces
+    )
     return _Scan(prior, [_newline(line) for line in kept], lines, ends_cleanly)
 
 

@@ -24,6 +24,16 @@ class SchemaPair:
 
 
 @dataclass(frozen=True)
+class DataApp:
+    """A data app by name, and where its API key lives (env var or owner-only file, never the
+    key itself). Embed calls authenticate with this key, not the service token (A7)."""
+
+    name: str
+    key_env: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """One side of a migration: where the API is, which workspace, where the token lives."""
 
@@ -31,6 +41,7 @@ class Endpoint:
     workspace: str
     token_env: str | None = None
     token_file: str | None = None
+    data_app: DataApp | None = None
 
     @property
     def is_sandbox(self) -> bool:
@@ -47,6 +58,7 @@ class OnConflict(enum.StrEnum):
 
     SKIP = "skip"
     FAIL = "fail"
+    REPLACE = "replace"  # delete and re-import through the target's data app (A7)
 
 
 @dataclass(frozen=True)
@@ -174,6 +186,7 @@ class Action(enum.StrEnum):
     """What `plan` says apply would do with a dashboard (A3)."""
 
     CREATE = "create"
+    UPDATE = "update"
     UNCHANGED = "unchanged"
     SKIP = "skip"
     CONFLICT = "conflict"
@@ -185,6 +198,7 @@ class Result(enum.StrEnum):
     """What `apply` did with a dashboard (A3)."""
 
     CREATED = "created"
+    UPDATED = "updated"
     UNCHANGED = "unchanged"
     SKIPPED = "skipped"
     CONFLICT = "conflict"
@@ -195,7 +209,7 @@ class Result(enum.StrEnum):
     @property
     def ok(self) -> bool:
         """True for the results that let apply exit 0."""
-        return self in (Result.CREATED, Result.UNCHANGED, Result.SKIPPED)
+        return self in (Result.CREATED, Result.UPDATED, Result.UNCHANGED, Result.SKIPPED)
 
 
 # ---- embeds, data apps and target workspaces (docs/contract.md A7, A8) ----------------------
@@ -233,6 +247,29 @@ class EmbedExport:
         """The dashboard's `data` object."""
         value = self.document.get("data")
         return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class EmbedChange:
+    """One embed of a replaced dashboard as the report gives it: `embed_id` now (None when it
+    could not be re-created), `previous_embed_id` before the replace."""
+
+    name: str
+    embed_id: str | None
+    previous_embed_id: str
+
+    @property
+    def changed(self) -> bool:
+        """True when a host application rendering the previous id must be updated."""
+        return self.embed_id != self.previous_embed_id
+
+    def as_dict(self) -> dict[str, str | None]:
+        """The A7 report shape."""
+        return {
+            "name": self.name,
+            "embed_id": self.embed_id,
+            "previous_embed_id": self.previous_embed_id,
+        }
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ The only module that imports PyYAML. Loading runs in this order, each failure a 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import math
@@ -30,6 +31,7 @@ from migrate.jsonpath import format_path
 from migrate.jsontext import JSONLimits, parse_json
 from migrate.models import (
     DashboardSpec,
+    DataApp,
     Endpoint,
     OnConflict,
     Plan,
@@ -51,7 +53,7 @@ _SECRET_KEY = re.compile(
     r"(^|_)(token|password|passwd|pwd|secret|api_?key|apikey|access_?key|private_?key"
     r"|credentials?|bearer)(_|$)"
 )
-_SAFE_SECRET_KEYS = ("token_env", "token_file")
+_SAFE_SECRET_KEYS = ("token_env", "token_file", "key_env", "key_file")
 
 
 @dataclass
@@ -437,7 +439,7 @@ def _explain(problem: SchemaProblem, doc: _Document, name: str) -> PlanError:
             f"{what} sets both `token_env` and `token_file`",
             "keep exactly one of them",
         )
-    if kind == "pattern" and path[-1:] == ("token_env",):
+    if kind == "pattern" and path[-1:] in (("token_env",), ("key_env",)):
         return _located(
             doc,
             name,
@@ -501,11 +503,15 @@ def _pairs(items: Any) -> tuple[SchemaPair, ...]:
 def _endpoint(value: Any) -> Endpoint | None:
     if value is None:
         return None
+    app = value.get("data_app")
     return Endpoint(
         url=value["url"],
         workspace=value["workspace"],
         token_env=value.get("token_env"),
         token_file=value.get("token_file"),
+        data_app=None
+        if app is None
+        else DataApp(app["name"], key_env=app.get("key_env"), key_file=app.get("key_file")),
     )
 
 
@@ -548,6 +554,17 @@ def _build(doc: _Document, name: str, digest: str) -> Plan:
     )
     target = _endpoint(data["target"])
     assert target is not None
+    if settings.on_conflict is OnConflict.REPLACE and target.data_app is None:
+        line, column = doc.where(("settings", "on_conflict")) or (None, None)
+        raise PlanError(
+            "`settings.on_conflict: replace` needs the target's data app: the only way to"
+            " delete a dashboard goes through one of its embeds (docs/contract.md A7)",
+            file=name,
+            line=line,
+            column=column,
+            hint="add `data_app: {name: <data app>, key_env: <VAR holding its API key>}` under"
+            " target (or key_file: PATH), or set on_conflict to skip or fail",
+        )
     return Plan(
         target=target,
         source=_endpoint(data.get("source")),
@@ -634,9 +651,12 @@ def _relative_to(plan: Plan, base: Path) -> Plan:
         return str(base / value)
 
     def endpoint(e: Endpoint | None) -> Endpoint | None:
-        if e is None or e.token_file is None:
+        if e is None:
             return e
-        return Endpoint(e.url, e.workspace, e.token_env, fix(e.token_file))
+        app = e.data_app
+        if app is not None and app.key_file is not None:
+            app = dataclasses.replace(app, key_file=fix(app.key_file))
+        return dataclasses.replace(e, token_file=fix(e.token_file), data_app=app)
 
     settings = plan.settings
     if settings.payload_schema is not None:
@@ -658,11 +678,18 @@ def plan_to_document(plan: Plan) -> dict[str, Any]:
         return value.replace("$", "$$")
 
     def endpoint(e: Endpoint) -> dict[str, Any]:
-        out = {"url": esc(e.url), "workspace": esc(e.workspace)}
+        out: dict[str, Any] = {"url": esc(e.url), "workspace": esc(e.workspace)}
         if e.token_env is not None:
             out["token_env"] = esc(e.token_env)
         if e.token_file is not None:
             out["token_file"] = esc(e.token_file)
+        if e.data_app is not None:
+            app: dict[str, Any] = {"name": esc(e.data_app.name)}
+            if e.data_app.key_env is not None:
+                app["key_env"] = esc(e.data_app.key_env)
+            if e.data_app.key_file is not None:
+                app["key_file"] = esc(e.data_app.key_file)
+            out["data_app"] = app
         return out
 
     def pairs(items: tuple[SchemaPair, ...]) -> list[dict[str, str]]:

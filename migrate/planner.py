@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.client import DatabrainClient
+from migrate.client import DataAppClient, DatabrainClient
 from migrate.diff import Change, diff_payloads, normalize_for_compare
+from migrate.embeds import RecordedEmbed, embeds_of
 from migrate.errors import (
     AuthError,
     EndpointError,
@@ -33,6 +34,7 @@ from migrate.models import (
     Action,
     DashboardRef,
     DashboardSpec,
+    Embed,
     ExportFile,
     OnConflict,
     Plan,
@@ -70,6 +72,7 @@ class PlannedDashboard:
     failure: MigrateError | None = None  # why the export failed, when it did
     references: tuple[tuple[str, str], ...] = ()  # (JSON path, planned id) found in the payload
     spool: PayloadSpool | None = field(default=None, repr=False)  # holds the valid export
+    embeds: tuple[RecordedEmbed, ...] = ()  # `update`: the embeds that will be re-created
 
     @property
     def exported(self) -> bool:
@@ -183,11 +186,15 @@ async def make_plan(
     validator: PayloadValidator | None = None,
     progress: Progress | None = None,
     spool: PayloadSpool | None = None,
+    data_app: DataAppClient | None = None,
 ) -> MigrationPlan:
     """Classify every selected dashboard per A3. Reads only; raises EndpointError (exit 5) when
     source or target is unusable, PlanError (exit 3) for an unusable plan (cycle, bad select).
 
     With `target=None` (graph, export) the target is not read: every dashboard is `create`.
+    With `data_app` (the target's, for `on_conflict: replace`) its embeds are listed beside the
+    first listings, so a bad data-app key stops the run (AuthError, exit 5) before any work,
+    and each `update` names the embeds it will re-create.
     """
     progress = progress or Progress()
     validator = validator or PayloadValidator()
@@ -195,8 +202,10 @@ async def make_plan(
     settings = plan.settings
     workspace = plan.target.workspace
     progress.stage("listing source and target dashboards")
-    source_refs, target_refs = await asyncio.gather(
-        source.inventory(), target.list_dashboards(workspace) if target else _nothing()
+    source_refs, target_refs, app_embeds = await asyncio.gather(
+        source.inventory(),
+        target.list_dashboards(workspace) if target else _nothing(),
+        data_app.list_embeds() if data_app is not None and target else _no_embeds(),
     )
     target_ids = frozenset(ref.id for ref in target_refs)
     source_names = {ref.id: ref.name for ref in source_refs}
@@ -253,9 +262,15 @@ async def make_plan(
     if existing:
         progress.stage(f"comparing {len(existing)} dashboards the target already holds")
     if target is not None:
-        await asyncio.gather(*(_compare_one(item, plan, target, id_map) for item in existing))
+        await asyncio.gather(
+            *(
+                _compare_one(item, plan, target, id_map, data_app=data_app, app_embeds=app_embeds)
+                for item in existing
+            )
+        )
     _block(ordered, items, chosen, id_map, target_ids)
     warnings.extend(_schema_pair_warnings(ordered, plan))
+    warnings.extend(update_warnings(ordered))
     for message in warnings:
         progress.warn(message)
     for item in ordered:
@@ -277,6 +292,23 @@ async def make_plan(
 
 async def _nothing() -> list[DashboardRef]:
     return []
+
+
+async def _no_embeds() -> list[Embed]:
+    return []
+
+
+def update_warnings(dashboards: Sequence[PlannedDashboard]) -> list[str]:
+    """The A7 warning for `update`s with embeds: host applications render by embed id."""
+    updates = [d for d in dashboards if d.action is Action.UPDATE and d.embeds]
+    if not updates:
+        return []
+    count = sum(len(d.embeds) for d in updates)
+    return [
+        f"{count} embed(s) of {len(updates)} dashboard(s) to update will be re-created, and"
+        " their ids may change: host applications render dashboards by embed id"
+        f" ({', '.join(d.id for d in updates)})"
+    ]
 
 
 class _Exporter:
@@ -372,9 +404,15 @@ def compare_with_target(
 
 
 async def _compare_one(
-    item: PlannedDashboard, plan: Plan, target: DatabrainClient, id_map: TargetIds
+    item: PlannedDashboard,
+    plan: Plan,
+    target: DatabrainClient,
+    id_map: TargetIds,
+    *,
+    data_app: DataAppClient | None = None,
+    app_embeds: Sequence[Embed] = (),
 ) -> None:
-    """Classify a dashboard the target already holds: unchanged, skip or conflict."""
+    """Classify a dashboard the target already holds: unchanged, skip, conflict or update."""
     if not item.exported:
         return
     try:
@@ -395,6 +433,21 @@ async def _compare_one(
         item.action = Action.UNCHANGED
         return
     item.changes = changes
+    if plan.settings.on_conflict is OnConflict.REPLACE:
+        item.action = Action.UPDATE
+        if data_app is not None:
+            try:
+                found = await embeds_of(data_app, app_embeds, item.target_id, copy.data)
+            except AuthError:
+                raise
+            except EndpointError as exc:
+                item.action = Action.CONFLICT
+                item.error = ErrorInfo(
+                    exc.error_code, f"cannot read the embeds of the target copy: {exc.message}"
+                )
+                return
+            item.embeds = tuple(found)
+        return
     if plan.settings.on_conflict is OnConflict.FAIL:
         item.action = Action.CONFLICT
         item.error = ErrorInfo(
@@ -421,7 +474,7 @@ def _block(
                     item.blocked_by.append(dep)
             elif id_map[dep] not in target_ids:
                 item.blocked_by.append(dep)
-        if item.blocked_by and item.action is Action.CREATE:
+        if item.blocked_by and item.action in (Action.CREATE, Action.UPDATE):
             item.action = Action.BLOCKED
             item.error = ErrorInfo(
                 "BLOCKED",

@@ -58,6 +58,7 @@ def apply_report(report: ApplyReport) -> dict[str, Any]:
                 "error": o.error.as_dict() if o.error else None,
                 "blocked_by": list(o.blocked_by),
                 "changes": _changes(o.changes),
+                "embeds": [embed.as_dict() for embed in o.embeds],
             }
             for o in report.outcomes
         ],
@@ -100,6 +101,7 @@ def plan_report(
                 "error": d.error.as_dict() if d.error else None,
                 "blocked_by": list(d.blocked_by),
                 "changes": _changes(d.changes),
+                "embeds": [{"name": e.name, "embed_id": e.id} for e in d.embeds],
             }
             for d in migration.dashboards
         ],
@@ -207,6 +209,15 @@ def markdown_summary(report: ApplyReport) -> str:
             f"| {_md_cell(o.id)} | {_md_cell(o.target_id)} | {o.result.value} | {o.attempts} |"
             f" {_md_cell(detail)} |"
         )
+    changed = [(o.id, e) for o in outcomes for e in o.embeds if e.changed]
+    if changed:
+        # Host applications render dashboards by embed id: each of these needs updating.
+        lines += ["", "Embed ids that changed:", ""]
+        lines += [
+            f"- {_md_cell(dash_id)}: {_md_cell(e.name)} `{_md_cell(e.previous_embed_id)}` →"
+            f" `{_md_cell(e.embed_id or 'not re-created')}`"
+            for dash_id, e in changed
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -10,14 +10,21 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import secrets
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from migrate.bundle import BundleEntry, BundleItem, BundleSource, load_manifest, write_bundle
-from migrate.client import ClientOptions, DatabrainClient
-from migrate.connection import ConnectionPolicy, canonical_url, open_client, target_key
+from migrate.client import ClientOptions, DataAppClient, DatabrainClient
+from migrate.connection import (
+    ConnectionPolicy,
+    canonical_url,
+    open_client,
+    open_data_app,
+    target_key,
+)
 from migrate.errors import (
     PayloadInvalidError,
     PlanError,
@@ -28,10 +35,12 @@ from migrate.events import Outcome, Progress
 from migrate.importer import Importer
 from migrate.journal import Journal, journal_key
 from migrate.lock import TargetLock
-from migrate.models import Action, Plan
+from migrate.models import Action, OnConflict, Plan
 from migrate.planner import MigrationPlan, make_plan
+from migrate.replace import Replacer
 from migrate.savedplan import SavedPlan, check_saved_plan, check_saved_plan_header
 from migrate.schema import PayloadValidator, format_violations
+from migrate.snapshots import SnapshotStore, default_history_dir
 from migrate.source import LiveSource, PayloadSource
 from migrate.spool import DEFAULT_MEMORY_BUDGET, PayloadSpool
 from migrate.storage import check_state_dir
@@ -49,6 +58,7 @@ class RunOptions:
     bundle: Path | None = None
     spool_budget: int = DEFAULT_MEMORY_BUDGET  # bytes of payloads kept parsed in memory
     policy: ConnectionPolicy = field(default_factory=ConnectionPolicy)
+    history_dir: Path | None = None  # snapshots and deploys; default <state-dir>/history/
 
 
 @dataclass
@@ -110,6 +120,12 @@ class _Endpoints:
                 plan.target, policy=options.policy, options=client_options, pacer=self.throttle
             )
             self._clients.append(self.target)
+        # The target's data app, for `on_conflict: replace` (docs/contract.md A7).
+        self.data_app: DataAppClient | None = None
+        if need_target and plan.target.data_app and settings.on_conflict is OnConflict.REPLACE:
+            self.data_app = open_data_app(
+                plan.target, policy=options.policy, options=client_options, pacer=self.throttle
+            )
 
     def require_target(self) -> DatabrainClient:
         """The target client (opened when the run needs one)."""
@@ -119,6 +135,8 @@ class _Endpoints:
     async def aclose(self) -> None:
         for client in self._clients:
             await client.aclose()
+        if self.data_app is not None:
+            await self.data_app.aclose()
 
 
 async def run_plan(
@@ -141,6 +159,7 @@ async def run_plan(
             selectors=options.selectors,
             validator=PayloadValidator(_payload_schema(plan)),
             progress=progress,
+            data_app=endpoints.data_app,
         )
         # A wait the server announced beyond --max-wait stops the run (exit 5), even where
         # it first surfaced as one dashboard's failed export.
@@ -191,6 +210,7 @@ async def run_apply(
                 selectors=selectors,
                 validator=PayloadValidator(_payload_schema(plan)),
                 progress=progress,
+                data_app=endpoints.data_app,
             )
             endpoints.throttle.raise_if_stopped()
             if saved is not None:
@@ -199,13 +219,29 @@ async def run_apply(
             async with Journal(state_dir, key) as journal:
                 _announce_resume(journal, migration, progress)
                 to_create = sum(1 for d in migration.dashboards if d.action is Action.CREATE)
-                progress.stage(f"importing {to_create} dashboards")
+                to_update = sum(1 for d in migration.dashboards if d.action is Action.UPDATE)
+                progress.stage(
+                    f"importing {to_create} dashboards"
+                    + (f", replacing {to_update}" if to_update else "")
+                )
+                replacer = None
+                if endpoints.data_app is not None:
+                    history = options.history_dir or default_history_dir(state_dir)
+                    replacer = Replacer(
+                        migration,
+                        target,
+                        endpoints.data_app,
+                        SnapshotStore(history, lock_key),
+                        journal=journal,
+                        run_id=secrets.token_hex(4),
+                    )
                 executor = Importer(
                     migration,
                     target,
                     fail_fast=options.fail_fast,
                     journal=journal,
                     max_active=2 * endpoints.throttle.ceiling,
+                    replacer=replacer,
                 )
                 interrupts.executor = executor
                 outcomes = await executor.run(progress)

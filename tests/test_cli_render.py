@@ -57,8 +57,8 @@ def test_console_json_junit_and_markdown_agree_on_counts(tmp_path: Path) -> None
     assert "10 dashboards did not succeed: sales-overview, pipeline-health" in result.stderr
     summary = json.loads(files["r.json"].read_text())["summary"]
     assert summary == {
-        "total": 14, "created": 3, "unchanged": 1, "skipped": 0, "conflict": 1, "invalid": 0,
-        "failed": 0, "blocked": 9,
+        "total": 14, "created": 3, "updated": 0, "unchanged": 1, "skipped": 0, "conflict": 1,
+        "invalid": 0, "failed": 0, "blocked": 9,
     }  # fmt: skip
     suite = ET.fromstring(files["j.xml"].read_text())[0]
     assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("14", "10", "0")

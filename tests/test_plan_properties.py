@@ -8,7 +8,15 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migrate.models import DashboardSpec, Endpoint, OnConflict, Plan, SchemaPair, Settings
+from migrate.models import (
+    DashboardSpec,
+    DataApp,
+    Endpoint,
+    OnConflict,
+    Plan,
+    SchemaPair,
+    Settings,
+)
 from migrate.plan import parse_plan, plan_to_document
 from tests.helpers import dump_plan
 
@@ -26,6 +34,7 @@ endpoints = st.builds(
     ),
     workspace=text,
     token_env=st.none() | env_name,
+    data_app=st.none() | st.builds(DataApp, text, key_env=st.none() | env_name),
 )
 settings_ = st.builds(
     Settings,
@@ -61,10 +70,14 @@ def plans(draw: st.DrawFn) -> Plan:
         )
     if draw(st.booleans()):
         entries.append(DashboardSpec(match=draw(st.sampled_from(["*", "region-*", "a?c"]))))
+    settings = draw(settings_)
+    target = draw(endpoints)
+    if settings.on_conflict is OnConflict.REPLACE and target.data_app is None:
+        target = dataclasses.replace(target, data_app=DataApp("App", key_env="APP_KEY"))
     return Plan(
-        target=draw(endpoints),
+        target=target,
         source=draw(st.none() | endpoints),
-        settings=draw(settings_),
+        settings=settings,
         dashboards=tuple(entries),
     )
 

@@ -123,6 +123,7 @@ class SchemaName(StrEnum):
 
 _SYMBOL = {
     Action.CREATE: "+",
+    Action.UPDATE: "*",
     Action.UNCHANGED: "=",
     Action.SKIP: "~",
     Action.CONFLICT: "!",
@@ -217,7 +218,7 @@ class RichProgress(ConsoleProgress):
 
     def planned(self, dashboard_id: str, action: Action) -> None:
         """Count the work to do."""
-        if action is Action.CREATE:
+        if action in (Action.CREATE, Action.UPDATE):
             total = self.bar.tasks[0].total or 0
             self.bar.update(self.task, total=total + 1, completed=0)
 
@@ -246,7 +247,7 @@ def make_progress(*, quiet: bool) -> ConsoleProgress:
 
 
 def render_outcomes(outcomes: list[Outcome]) -> None:
-    """The per-dashboard table at the end of an apply."""
+    """The per-dashboard table at the end of an apply, then every embed id that changed."""
     rows = [
         (
             shown(o.id),
@@ -262,6 +263,11 @@ def render_outcomes(outcomes: list[Outcome]) -> None:
     for row in [header, *rows]:
         cells = [row[i].ljust(widths[i]) for i in range(4)]
         out("  ".join([*cells, row[4]]).rstrip())
+    changed = [(o.id, e) for o in outcomes for e in o.embeds if e.changed]
+    if changed:
+        out("\nEmbed ids that changed (update the host applications that render them):")
+        for dashboard_id, embed in changed:
+            out(f"  {dashboard_id}: {embed.name!r} {embed.previous_embed_id} → {embed.embed_id}")
 
 
 @dataclass(frozen=True)
@@ -337,11 +343,11 @@ def _file_lines(file: FileReport, limit: int) -> list[str]:
 
 def plan_exit_code(migration: MigrationPlan, detailed: bool) -> int:
     """A5: 6 when apply could not bring every dashboard through, else 10 when
-    `--detailed-exitcode` asks and there is something to create, else 0."""
+    `--detailed-exitcode` asks and there is something to create or update, else 0."""
     counts = count_actions(migration.dashboards)
     if any(counts[action] for action in _UNAPPLIABLE):
         return PartialError.exit_code  # what apply itself would end with
-    if detailed and counts[Action.CREATE]:
+    if detailed and (counts[Action.CREATE] or counts[Action.UPDATE]):
         return CHANGES_PENDING
     return SUCCESS
 
@@ -384,6 +390,8 @@ def render_plan(migration: MigrationPlan, fmt: PlanFormat, started: float) -> No
             out(f"      {printable(format_change(change), lines=False)}")
         if len(d.changes) > 10:
             out(f"      … and {len(d.changes) - 10} more changes")
+        for embed in d.embeds:
+            out(f"      embed {embed.name!r} ({embed.id}) will be re-created; its id may change")
     preview = migration.schema_pair_preview()
     if preview:
         out("\nSchema pairs (in the dashboards to create):")

@@ -195,6 +195,8 @@ async def import_dashboard(request: Request) -> Response:
     if modes.mint_dashboard_ids:  # a server that ignores the requested id
         dashboard_id = f"dashboard-{uuid.uuid4().hex[:12]}"
     request.scope[INFO]["dashboard_id"] = dashboard_id
+    if sandbox.faults.refuse_import(dashboard_id):
+        return error_response(400, "INVALID_REQUEST_BODY", '"importDashboardData" is not valid')
     data: dict[str, Any] = args["importDashboardData"]
     if args.get("schemaPairs"):
         data = apply_schema_pairs(data, args["schemaPairs"])

@@ -68,6 +68,9 @@ class Faults:
     # requests) of its workspace began; export by id sees it at once. Deterministic.
     listing_lag: int = 0
     refuse_after_store_rate: float = 0.0  # a committed import answered 400 anyway
+    # The next import of each id here is refused (400 INVALID_REQUEST_BODY) and the id dropped,
+    # as a server refusing a new version for good; a later import of it goes through.
+    refuse_import_ids: set[str] = field(default_factory=set)
     random_seed: int | None = None
     _rng: random.Random = field(init=False, repr=False)
     _listings: dict[str, int] = field(init=False, repr=False, default_factory=dict)
@@ -115,6 +118,14 @@ class Faults:
                 for (space, dash_id), visible in self._visible_from.items()
                 if space == workspace and visible > count
             )
+
+    def refuse_import(self, dashboard_id: str) -> bool:
+        """True (once per listed id) when this import is to be refused for good."""
+        with self._lock:
+            if dashboard_id not in self.refuse_import_ids:
+                return False
+            self.refuse_import_ids.discard(dashboard_id)
+            return True
 
     def draw_drop(self) -> bool:
         """True when this committed write should lose its response."""
