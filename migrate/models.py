@@ -24,6 +24,15 @@ class SchemaPair:
 
 
 @dataclass(frozen=True)
+class DataApp:
+    """A data app by name, and where its API key lives (never the key itself)."""
+
+    name: str
+    key_env: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """One side of a migration: where the API is, which workspace, where the token lives."""
 
@@ -31,6 +40,7 @@ class Endpoint:
     workspace: str
     token_env: str | None = None
     token_file: str | None = None
+    data_app: DataApp | None = None
 
     @property
     def is_sandbox(self) -> bool:
@@ -71,6 +81,21 @@ class SourceInfo:
         return described
 
 
+class EmbedsMode(enum.StrEnum):
+    """What happens to the embeds of a dashboard that is created in a target (A8)."""
+
+    NONE = "none"
+    MIRROR = "mirror"
+
+
+@dataclass(frozen=True)
+class FilterBindingRule:
+    """Rebind filters applied on column `source` (schema.table.column) to column `target`."""
+
+    source: ColumnRef
+    target: ColumnRef
+
+
 @dataclass(frozen=True)
 class Settings:
     """Plan-wide settings (docs/contract.md A2).
@@ -88,6 +113,10 @@ class Settings:
     compare_ignore: tuple[str, ...] = ()
     payload_schema: str | None = None
     max_rps: float | None = None
+    embeds: EmbedsMode = EmbedsMode.NONE
+    # A partial `accessSettings` object laid over each mirrored embed's own (usually per target).
+    embed_access: JSONObject = field(default_factory=dict)
+    filter_bindings: tuple[FilterBindingRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,6 +145,21 @@ class Plan:
     # depends_on names that are no explicit `id:` entry in a plan that also has `match:` entries:
     # they may name a matched dashboard, so only the source inventory can confirm them.
     deferred_depends_on: tuple[str, ...] = ()
+    # A plan with `targets:` (A8): one single-target view per named target, in plan order, and
+    # the waves they run in. `target` is then the first view's target, for code that needs one.
+    targets: tuple[NamedTarget, ...] = ()
+    waves: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class NamedTarget:
+    """One of a plan's `targets:`: its name, its single-target view of the plan (settings
+    merged: the target's `settings` keys over the plan's), and the workspace to create when
+    it is missing."""
+
+    name: str
+    plan: Plan
+    create_workspace: WorkspaceBinding | None = None
 
 
 @dataclass(frozen=True)
