@@ -37,6 +37,7 @@ class Outcome:
     blocked_by: tuple[str, ...] = ()
     changes: tuple[Change, ...] = field(default=())  # where the content differs, when it does
     name: str = ""
+    embeds: tuple[tuple[str, str], ...] = ()  # (embed id, name) created for it (A8)
 
 
 class Progress:
