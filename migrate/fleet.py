@@ -31,6 +31,7 @@ from migrate.errors import (
     WorkspaceNotFoundError,
 )
 from migrate.events import ErrorInfo, Outcome, Progress
+from migrate.filters import plan_rebindings
 from migrate.models import (
     Action,
     DashboardRef,
@@ -143,6 +144,10 @@ class TargetRun:
     unusable: ErrorInfo | None = None
     blocked: str | None = None  # "wave 1 failed: staging"
     workspace: str | None = None  # what was (or would be) done to the workspace
+    # plan only: per dashboard to create, the filters apply would rebind if the server leaves
+    # them on the source schema, and the names of the embeds it would mirror
+    rebinds: dict[str, list[str]] = field(default_factory=dict)
+    embeds: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -382,6 +387,7 @@ async def _run_target(
             run.migration = await run_plan(
                 view, options, _Named(progress, named.name), read_target=read_target, shared=shared
             )
+            await _preview(run, run.migration, fleet)
         else:
             run.report = await run_apply(view, options, _Named(progress, named.name), shared=shared)
             run.outcomes = run.report.outcomes
@@ -396,6 +402,28 @@ async def _run_target(
     finally:
         if serving is not None:
             await serving.aclose()
+
+
+async def _preview(run: TargetRun, migration: MigrationPlan, fleet: _Fleet) -> None:
+    """What apply would do after each import: filters to rebind, embeds to mirror."""
+    settings = run.plan.settings
+    mirror = fleet.embeds if settings.embeds is EmbedsMode.MIRROR else None
+    try:
+        for item in migration.dashboards:
+            if item.action is not Action.CREATE or not item.exported:
+                continue
+            found = plan_rebindings(
+                item.load().data, item.target_id, item.schema_pairs, settings.filter_bindings
+            )
+            if found:
+                run.rebinds[item.id] = [r.filter_name for r in found]
+            if mirror is not None:
+                names = [e.name for e in await mirror.of(item.id)]
+                if names:
+                    run.embeds[item.id] = names
+    finally:
+        if migration.spool is not None:
+            migration.spool.close()
 
 
 async def _prepare_workspace(

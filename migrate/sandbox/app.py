@@ -37,7 +37,11 @@ from migrate.sandbox.middleware import (
     error_response,
     json_bytes,
 )
-from migrate.sandbox.rewrite import apply_schema_pairs, remint_metric_ids
+from migrate.sandbox.rewrite import (
+    apply_schema_pairs,
+    apply_schema_pairs_to_sql,
+    remint_metric_ids,
+)
 from migrate.sandbox.state import Sandbox
 from migrate.sandbox.store import EmbedRow, FilterBinding, metric_rows
 
@@ -186,7 +190,10 @@ async def import_dashboard(request: Request) -> Response:
     request.scope[INFO]["dashboard_id"] = dashboard_id
     data: dict[str, Any] = args["importDashboardData"]
     if args.get("schemaPairs"):
-        data = apply_schema_pairs(data, args["schemaPairs"])
+        rewrite = (
+            apply_schema_pairs_to_sql if sandbox.modes.schema_pairs_sql_only else apply_schema_pairs
+        )
+        data = rewrite(data, args["schemaPairs"])
     if sandbox.modes.remint_ids:
         data, _ = remint_metric_ids(data)
     payload_name = data.get("name")

@@ -52,6 +52,7 @@ class SandboxConfig:
     remint_ids: bool = False
     company_unique_ids: bool = False
     legacy_import_response: bool = False
+    schema_pairs_sql_only: bool = False
     random_seed: int | None = None
     # (name, API key) of data apps to create or re-key at start-up; keys never in repr.
     data_apps: tuple[tuple[str, str], ...] = field(default=(), repr=False)

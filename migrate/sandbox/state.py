@@ -75,6 +75,8 @@ class Modes:
     remint_ids: bool = False
     company_unique_ids: bool = False
     legacy_import_response: bool = False
+    # schemaPairs rewrite SQL text only; filter bindings and schemaName fields keep the source's.
+    schema_pairs_sql_only: bool = False
     # "suffix": `<dashboardId>__<8 random characters>`, the shape Databrain's own demos show;
     # "uuid": a random UUID. Either way unpredictable, so only a client that reads embed ids
     # from answers works.
@@ -105,6 +107,7 @@ class Sandbox:
             remint_ids=config.remint_ids,
             company_unique_ids=config.company_unique_ids,
             legacy_import_response=config.legacy_import_response,
+            schema_pairs_sql_only=config.schema_pairs_sql_only,
             embed_ids="uuid" if config.embed_ids == "uuid" else "suffix",
         )
         self.rate_limiter = RateLimiter()
