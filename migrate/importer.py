@@ -13,8 +13,9 @@ again until the user acts.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from migrate.client import DatabrainClient
@@ -41,6 +42,12 @@ _PLANNED_RESULT = {
     Action.INVALID: Result.INVALID,
     Action.BLOCKED: Result.BLOCKED,
 }
+# Runs after an import is confirmed and read back equal (filters, embeds: docs/contract.md A8):
+# given the dashboard and the copy read back, it returns the embeds it created for the
+# outcome, or an ErrorInfo that fails the dashboard.
+AfterImport = Callable[
+    [PlannedDashboard, Any], Awaitable[tuple[tuple[EmbedChange, ...], ErrorInfo | None]]
+]
 _MAX_IMPORT_ROUNDS = 5
 _DUPLICATE_WORDS = ("exist", "duplicate", "already", "taken", "in use", "conflict")
 _MAX_SHOWN_ID = 120  # a server's answer is untrusted: show no more of an id than this
@@ -58,9 +65,11 @@ class Importer:
         journal: Journal | None = None,
         max_active: int = 32,
         replacer: Replacer | None = None,
+        after_import: AfterImport | None = None,
     ) -> None:
         self.migration = migration
         self.replacer = replacer
+        self.after_import = after_import
         # Bounds the payloads held parsed at once: a dashboard loads its payload only when it
         # holds one of these, not while it merely waits for a request slot.
         self._active = asyncio.Semaphore(max_active)
@@ -261,9 +270,16 @@ class Importer:
             item, self.migration.plan, self.migration.id_map, sent, copy.data
         )
         if not changes:
-            return self._outcome(
-                item, Result.CREATED if created else Result.UNCHANGED, started, attempts=attempts
-            )
+            result = Result.CREATED if created else Result.UNCHANGED
+            if created and self.after_import is not None:
+                embeds, error = await self.after_import(item, copy.data)
+                if error is not None:
+                    return self._outcome(
+                        item, Result.FAILED, started, attempts=attempts, error=error
+                    )
+                outcome = self._outcome(item, result, started, attempts=attempts)
+                return dataclasses.replace(outcome, embeds=embeds)
+            return self._outcome(item, result, started, attempts=attempts)
         if created:
             self._holds[item.id] = {"held": "readback_differs"}
         verb = "the imported copy" if created else "a dashboard created by someone else"

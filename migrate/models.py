@@ -83,6 +83,21 @@ class SourceInfo:
         return described
 
 
+class EmbedsMode(enum.StrEnum):
+    """What happens to the embeds of a dashboard that is created in a target (A8)."""
+
+    NONE = "none"
+    MIRROR = "mirror"
+
+
+@dataclass(frozen=True)
+class FilterBindingRule:
+    """Rebind filters applied on column `source` (schema.table.column) to column `target`."""
+
+    source: ColumnRef
+    target: ColumnRef
+
+
 @dataclass(frozen=True)
 class Settings:
     """Plan-wide settings (docs/contract.md A2).
@@ -100,6 +115,10 @@ class Settings:
     compare_ignore: tuple[str, ...] = ()
     payload_schema: str | None = None
     max_rps: float | None = None
+    embeds: EmbedsMode = EmbedsMode.NONE
+    # A partial `accessSettings` object laid over each mirrored embed's own (usually per target).
+    embed_access: JSONObject = field(default_factory=dict)
+    filter_bindings: tuple[FilterBindingRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,6 +147,21 @@ class Plan:
     # depends_on names that are no explicit `id:` entry in a plan that also has `match:` entries:
     # they may name a matched dashboard, so only the source inventory can confirm them.
     deferred_depends_on: tuple[str, ...] = ()
+    # A plan with `targets:` (A8): one single-target view per named target, in plan order, and
+    # the waves they run in. `target` is then the first view's target, for code that needs one.
+    targets: tuple[NamedTarget, ...] = ()
+    waves: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class NamedTarget:
+    """One of a plan's `targets:`: its name, its single-target view of the plan (settings
+    merged: the target's `settings` keys over the plan's), and the workspace to create when
+    it is missing."""
+
+    name: str
+    plan: Plan
+    create_workspace: WorkspaceBinding | None = None
 
 
 @dataclass(frozen=True)
@@ -251,17 +285,17 @@ class EmbedExport:
 
 @dataclass(frozen=True)
 class EmbedChange:
-    """One embed of a replaced dashboard as the report gives it: `embed_id` now (None when it
-    could not be re-created), `previous_embed_id` before the replace."""
+    """One embed of a dashboard as the report gives it: `embed_id` now (None when it could not
+    be re-created), `previous_embed_id` before a replace (None for an embed newly mirrored)."""
 
     name: str
     embed_id: str | None
-    previous_embed_id: str
+    previous_embed_id: str | None = None
 
     @property
     def changed(self) -> bool:
         """True when a host application rendering the previous id must be updated."""
-        return self.embed_id != self.previous_embed_id
+        return self.previous_embed_id is not None and self.embed_id != self.previous_embed_id
 
     def as_dict(self) -> dict[str, str | None]:
         """The A7 report shape."""

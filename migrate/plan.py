@@ -30,13 +30,19 @@ from migrate.graph import find_cycle
 from migrate.jsonpath import format_path
 from migrate.jsontext import JSONLimits, parse_json
 from migrate.models import (
+    ColumnRef,
+    ConnectionType,
     DashboardSpec,
     DataApp,
+    EmbedsMode,
     Endpoint,
+    FilterBindingRule,
+    NamedTarget,
     OnConflict,
     Plan,
     SchemaPair,
     Settings,
+    WorkspaceBinding,
 )
 from migrate.schema import SchemaProblem, plan_problems
 from migrate.storage import read_input
@@ -131,8 +137,67 @@ def _parse(raw: bytes, name: str, environ: Mapping[str, str] | None) -> Plan:
     _refuse_secrets(doc, name)
     _expand(doc, name, os.environ if environ is None else environ)
     _check_schema(doc, name)
+    _check_target_keys(doc, name)
     plan = _build(doc, name, hashlib.sha256(raw).hexdigest())
-    return _check_dashboards(plan, doc, name)
+    _check_embeds(plan, doc, name)
+    if not plan.targets:
+        return _check_dashboards(plan, doc, name)
+    views = tuple(
+        NamedTarget(t.name, _check_dashboards(t.plan, doc, name), t.create_workspace)
+        for t in plan.targets
+    )
+    return _check_dashboards(Plan(**{**plan.__dict__, "targets": views}), doc, name)
+
+
+def _check_embeds(plan: Plan, doc: _Document, name: str) -> None:
+    """`embeds: mirror` needs a data app on the source and on every target that mirrors."""
+    views = [(t.name, t.plan) for t in plan.targets] or [("target", plan)]
+    for target_name, view in views:
+        if view.settings.embeds is not EmbedsMode.MIRROR:
+            continue
+        if view.source is None or view.source.data_app is None:
+            raise _located(
+                doc,
+                name,
+                ("source",),
+                "`embeds: mirror` needs `source.data_app` (where the embeds to mirror are)",
+                "add `data_app: {name: ..., key_env: VAR}` to source, or set `embeds: none`",
+            )
+        if view.target.data_app is None:
+            where: PathKey = ("targets", target_name) if plan.targets else ("target",)
+            raise _located(
+                doc,
+                name,
+                where,
+                f"`embeds: mirror` needs a `data_app` on {_place(where)}",
+                "add `data_app: {name: ..., key_env: VAR}` there, or set `embeds: none` in"
+                " its settings",
+            )
+
+
+def _check_target_keys(doc: _Document, name: str) -> None:
+    """A plan has `target` or `targets` (A8), never both and never neither."""
+    data = doc.data
+    if not isinstance(data, dict):
+        return  # the schema check explains what a plan is
+    if "target" in data and "targets" in data:
+        raise _located(
+            doc,
+            name,
+            ("targets",),
+            "the plan has both `target` and `targets`",
+            "keep one: `target:` for one workspace, or move it under `targets:` as"
+            " `targets: {NAME: {url, workspace, ...}}`",
+            key=True,
+        )
+    if "target" not in data and "targets" not in data:
+        raise _located(
+            doc,
+            name,
+            (),
+            "the plan is missing required key `target`",
+            "add `target:` (url and workspace of one target workspace), or `targets:` for several",
+        )
 
 
 # --- 1. syntax --------------------------------------------------------------------------------
@@ -515,31 +580,41 @@ def _endpoint(value: Any) -> Endpoint | None:
     )
 
 
+def _column(text: str) -> ColumnRef:
+    schema, table, column = text.split(".")
+    return ColumnRef(schema, table, column)
+
+
+def _binding(value: Any) -> WorkspaceBinding | None:
+    if value is None:
+        return None
+    connection = ConnectionType(value["connection_type"])
+    name = value.get("datamart") if "datamart" in value else value["datasource"]
+    return WorkspaceBinding(connection, name)
+
+
+def _check_replace(
+    doc: _Document, name: str, settings: Settings, target: Endpoint, where: tuple[str, ...]
+) -> None:
+    """`on_conflict: replace` needs the target's data app: PlanError naming the fix if absent."""
+    if settings.on_conflict is not OnConflict.REPLACE or target.data_app is not None:
+        return
+    line, column = doc.where(where) or (None, None)
+    raise PlanError(
+        "`settings.on_conflict: replace` needs the target's data app: the only way to"
+        " delete a dashboard goes through one of its embeds (docs/contract.md A7)",
+        file=name,
+        line=line,
+        column=column,
+        hint="add `data_app: {name: <data app>, key_env: <VAR holding its API key>}` under"
+        " the target (or key_file: PATH), or set on_conflict to skip or fail",
+    )
+
+
 def _build(doc: _Document, name: str, digest: str) -> Plan:
     data = doc.data
     raw = data.get("settings") or {}
-    default = Settings()  # the one place plan defaults live
-    max_rps = raw.get("max_rps", default.max_rps)
-    if max_rps is not None and not math.isfinite(float(max_rps)):
-        line, column = doc.where(("settings", "max_rps")) or (None, None)
-        raise PlanError(
-            f"`settings.max_rps` must be a finite number above 0, not {max_rps}",
-            file=name,
-            line=line,
-            column=column,
-            hint="write a number of requests per second such as 5, or null for no cap",
-        )
-    settings = Settings(
-        concurrency=int(raw.get("concurrency", default.concurrency)),
-        on_conflict=OnConflict(raw.get("on_conflict", default.on_conflict)),
-        id_prefix=raw.get("id_prefix", default.id_prefix),
-        id_suffix=raw.get("id_suffix", default.id_suffix),
-        schema_pairs=_pairs(raw.get("schema_pairs", default.schema_pairs)),
-        infer_dependencies=raw.get("infer_dependencies", default.infer_dependencies),
-        compare_ignore=tuple(raw.get("compare_ignore", default.compare_ignore)),
-        payload_schema=raw.get("payload_schema", default.payload_schema),
-        max_rps=None if max_rps is None else float(max_rps),
-    )
+    settings = _settings(doc, name, raw, ("settings",))
     dashboards = tuple(
         DashboardSpec(
             id=entry.get("id"),
@@ -552,26 +627,120 @@ def _build(doc: _Document, name: str, digest: str) -> Plan:
         )
         for i, entry in enumerate(data["dashboards"])
     )
-    target = _endpoint(data["target"])
-    assert target is not None
-    if settings.on_conflict is OnConflict.REPLACE and target.data_app is None:
-        line, column = doc.where(("settings", "on_conflict")) or (None, None)
-        raise PlanError(
-            "`settings.on_conflict: replace` needs the target's data app: the only way to"
-            " delete a dashboard goes through one of its embeds (docs/contract.md A7)",
-            file=name,
-            line=line,
-            column=column,
-            hint="add `data_app: {name: <data app>, key_env: <VAR holding its API key>}` under"
-            " target (or key_file: PATH), or set on_conflict to skip or fail",
+    source = _endpoint(data.get("source"))
+    if "targets" not in data:
+        target = _endpoint(data["target"])
+        assert target is not None
+        _check_replace(doc, name, settings, target, ("settings", "on_conflict"))
+        return Plan(
+            target=target,
+            source=source,
+            settings=settings,
+            dashboards=dashboards,
+            path=name,
+            digest=digest,
         )
+    views: list[NamedTarget] = []
+    for target_name, value in data["targets"].items():
+        # A target's `settings` keys replace the plan's keys of the same name, whole.
+        merged = {**raw, **(value.get("settings") or {})}
+        endpoint = _endpoint(value)
+        assert endpoint is not None
+        view_settings = _settings(doc, name, merged, ("targets", target_name, "settings"))
+        where = (
+            ("targets", target_name, "settings", "on_conflict")
+            if "on_conflict" in (value.get("settings") or {})
+            else ("settings", "on_conflict")
+        )
+        _check_replace(doc, name, view_settings, endpoint, where)
+        view = Plan(
+            target=endpoint,
+            source=source,
+            settings=view_settings,
+            dashboards=dashboards,
+            path=name,
+            digest=digest,
+        )
+        views.append(NamedTarget(target_name, view, _binding(value.get("create_workspace"))))
     return Plan(
-        target=target,
-        source=_endpoint(data.get("source")),
+        target=views[0].plan.target,
+        source=source,
         settings=settings,
         dashboards=dashboards,
         path=name,
         digest=digest,
+        targets=tuple(views),
+        waves=_waves(doc, name, [v.name for v in views]),
+    )
+
+
+def _waves(doc: _Document, name: str, names: list[str]) -> tuple[tuple[str, ...], ...]:
+    """The plan's waves, checked: every target in exactly one; default one wave of all."""
+    raw = doc.data.get("waves")
+    if raw is None:
+        return (tuple(names),)
+    seen: dict[str, int] = {}
+    for i, wave in enumerate(raw):
+        for j, target_name in enumerate(wave):
+            if target_name not in names:
+                close = difflib.get_close_matches(target_name, names, n=1, cutoff=0.6)
+                hint = f"did you mean `{close[0]}`? " if close else ""
+                raise _located(
+                    doc,
+                    name,
+                    ("waves", i, j),
+                    f"wave {i + 1} names `{target_name}`, which is not one of `targets`",
+                    hint + "targets: " + ", ".join(names),
+                )
+            if target_name in seen:
+                raise _located(
+                    doc,
+                    name,
+                    ("waves", i, j),
+                    f"target `{target_name}` is in wave {seen[target_name] + 1} and wave {i + 1}",
+                    "put each target in exactly one wave",
+                )
+            seen[target_name] = i
+    missing = [n for n in names if n not in seen]
+    if missing:
+        raise _located(
+            doc,
+            name,
+            ("waves",),
+            f"`waves` leaves out {', '.join(missing)}",
+            "put every target in a wave (or drop `waves` for one wave of every target)",
+        )
+    return tuple(tuple(wave) for wave in raw)
+
+
+def _settings(doc: _Document, name: str, raw: Any, where: PathKey) -> Settings:
+    default = Settings()  # the one place plan defaults live
+    max_rps = raw.get("max_rps", default.max_rps)
+    if max_rps is not None and not math.isfinite(float(max_rps)):
+        line, column = doc.where((*where, "max_rps")) or (None, None)
+        raise PlanError(
+            f"`settings.max_rps` must be a finite number above 0, not {max_rps}",
+            file=name,
+            line=line,
+            column=column,
+            hint="write a number of requests per second such as 5, or null for no cap",
+        )
+    return Settings(
+        concurrency=int(raw.get("concurrency", default.concurrency)),
+        on_conflict=OnConflict(raw.get("on_conflict", default.on_conflict)),
+        id_prefix=raw.get("id_prefix", default.id_prefix),
+        id_suffix=raw.get("id_suffix", default.id_suffix),
+        schema_pairs=_pairs(raw.get("schema_pairs", default.schema_pairs)),
+        infer_dependencies=raw.get("infer_dependencies", default.infer_dependencies),
+        compare_ignore=tuple(raw.get("compare_ignore", default.compare_ignore)),
+        payload_schema=raw.get("payload_schema", default.payload_schema),
+        max_rps=None if max_rps is None else float(max_rps),
+        embeds=EmbedsMode(raw.get("embeds", default.embeds)),
+        embed_access=dict(raw.get("embed_access", default.embed_access)),
+        filter_bindings=tuple(
+            FilterBindingRule(_column(rule["from"]), _column(rule["to"]))
+            for rule in raw.get("filter_bindings", default.filter_bindings)
+        ),
     )
 
 
@@ -663,8 +832,17 @@ def _relative_to(plan: Plan, base: Path) -> Plan:
         settings = Settings(**{**settings.__dict__, "payload_schema": fix(settings.payload_schema)})
     target = endpoint(plan.target)
     assert target is not None
+    views = tuple(
+        NamedTarget(t.name, _relative_to(t.plan, base), t.create_workspace) for t in plan.targets
+    )
     return Plan(
-        **{**plan.__dict__, "source": endpoint(plan.source), "target": target, "settings": settings}
+        **{
+            **plan.__dict__,
+            "source": endpoint(plan.source),
+            "target": target,
+            "settings": settings,
+            "targets": views,
+        }
     )
 
 
@@ -695,22 +873,49 @@ def plan_to_document(plan: Plan) -> dict[str, Any]:
     def pairs(items: tuple[SchemaPair, ...]) -> list[dict[str, str]]:
         return [{"replace": esc(p.replace), "target": esc(p.target)} for p in items]
 
-    s = plan.settings
+    def column(c: ColumnRef) -> str:
+        return esc(f"{c.schema}.{c.table}.{c.column}")
+
+    def settings(s: Settings) -> dict[str, Any]:
+        return {
+            "concurrency": s.concurrency,
+            "on_conflict": s.on_conflict.value,
+            "id_prefix": esc(s.id_prefix),
+            "id_suffix": esc(s.id_suffix),
+            "schema_pairs": pairs(s.schema_pairs),
+            "infer_dependencies": s.infer_dependencies,
+            "compare_ignore": [esc(p) for p in s.compare_ignore],
+            "payload_schema": None if s.payload_schema is None else esc(s.payload_schema),
+            "max_rps": s.max_rps,
+            "embeds": s.embeds.value,
+            "embed_access": _escaped(s.embed_access, esc),
+            "filter_bindings": [
+                {"from": column(r.source), "to": column(r.target)} for r in s.filter_bindings
+            ],
+        }
+
     doc: dict[str, Any] = {"version": 1}
     if plan.source is not None:
         doc["source"] = endpoint(plan.source)
-    doc["target"] = endpoint(plan.target)
-    doc["settings"] = {
-        "concurrency": s.concurrency,
-        "on_conflict": s.on_conflict.value,
-        "id_prefix": esc(s.id_prefix),
-        "id_suffix": esc(s.id_suffix),
-        "schema_pairs": pairs(s.schema_pairs),
-        "infer_dependencies": s.infer_dependencies,
-        "compare_ignore": [esc(p) for p in s.compare_ignore],
-        "payload_schema": None if s.payload_schema is None else esc(s.payload_schema),
-        "max_rps": s.max_rps,
-    }
+    if plan.targets:
+        targets: dict[str, Any] = {}
+        for t in plan.targets:
+            named = endpoint(t.plan.target)
+            if t.create_workspace is not None:
+                key = (
+                    "datamart" if t.create_workspace.connection_type.uses_datamart else "datasource"
+                )
+                named["create_workspace"] = {
+                    "connection_type": t.create_workspace.connection_type.value,
+                    key: esc(t.create_workspace.name),
+                }
+            named["settings"] = settings(t.plan.settings)
+            targets[t.name] = named
+        doc["targets"] = targets
+        doc["waves"] = [list(wave) for wave in plan.waves]
+    else:
+        doc["target"] = endpoint(plan.target)
+    doc["settings"] = settings(plan.settings)
     entries = []
     for d in plan.dashboards:
         entry: dict[str, Any] = {}
@@ -725,3 +930,14 @@ def plan_to_document(plan: Plan) -> dict[str, Any]:
         entries.append(entry)
     doc["dashboards"] = entries
     return doc
+
+
+def _escaped(value: Any, esc: Any) -> Any:
+    """`value` with `$` escaped in every string (keys included)."""
+    if isinstance(value, str):
+        return esc(value)
+    if isinstance(value, dict):
+        return {esc(k): _escaped(v, esc) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v, esc) for v in value]
+    return value

@@ -29,6 +29,7 @@ from migrate.errors import (
     WorkspaceNotFoundError,
 )
 from migrate.events import ErrorInfo, Progress
+from migrate.filters import canonical_filters
 from migrate.graph import DependencyGraph, build_graph, select
 from migrate.models import (
     Action,
@@ -393,6 +394,8 @@ def compare_with_target(
     ignore = plan.settings.compare_ignore
     # Target ids stay literal on both sides, so a dashboard reference is compared, not aliased.
     keep = id_map.targets
+    # A filter rebound through the API (schemaName + tableName) equals the source's form.
+    sent, target_data = canonical_filters(sent), canonical_filters(target_data)
     expected = normalize_for_compare(sent, schema_pairs=item.schema_pairs, ignore=ignore, keep=keep)
     actual = normalize_for_compare(
         target_data, schema_pairs=item.schema_pairs, ignore=ignore, keep=keep

@@ -16,6 +16,7 @@ from typing import Any
 
 from migrate.diff import Change
 from migrate.events import Outcome
+from migrate.fleet import FleetReport
 from migrate.formats import count_actions, count_results, format_change, format_counts
 from migrate.models import Result
 from migrate.planner import MigrationPlan
@@ -214,8 +215,9 @@ def markdown_summary(report: ApplyReport) -> str:
         # Host applications render dashboards by embed id: each of these needs updating.
         lines += ["", "Embed ids that changed:", ""]
         lines += [
-            f"- {_md_cell(dash_id)}: {_md_cell(e.name)} `{_md_cell(e.previous_embed_id)}` →"
-            f" `{_md_cell(e.embed_id or 'not re-created')}`"
+            f"- {_md_cell(dash_id, in_table=False)}: {_md_cell(e.name, in_table=False)}"
+            f" {_md_cell(e.previous_embed_id or '', in_table=False)} →"
+            f" {_md_cell(e.embed_id or 'not re-created', in_table=False)}"
             for dash_id, e in changed
         ]
     return "\n".join(lines) + "\n"
@@ -245,3 +247,166 @@ def markdown_plan(migration: MigrationPlan) -> str:
     for warning in migration.warnings:
         lines.append(f"\n> ⚠️ {_md_cell(warning, in_table=False)}")
     return "\n".join(lines) + "\n"
+
+
+# ---- many targets (docs/contract.md A8) ------------------------------------------------------
+
+
+def _target_outcomes(outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": o.id,
+            "target_id": o.target_id,
+            "result": o.result.value,
+            "attempts": o.attempts,
+            "duration_s": o.duration_s,
+            "error": o.error.as_dict() if o.error else None,
+            "blocked_by": list(o.blocked_by),
+            "changes": _changes(o.changes),
+            "embeds": [embed.as_dict() for embed in o.embeds],
+        }
+        for o in outcomes
+    ]
+
+
+def waves_line(report: FleetReport) -> str:
+    """Which waves ran, e.g. `waves: 1 of 2 ran ([staging]); [prod-eu, prod-us] blocked`."""
+    ran = [f"[{', '.join(w)}]" for w in report.waves[: report.waves_ran]]
+    rest = [f"[{', '.join(w)}]" for w in report.waves[report.waves_ran :]]
+    line = f"waves: {report.waves_ran} of {len(report.waves)} ran ({', '.join(ran) or 'none'})"
+    return line + (f"; {', '.join(rest)} blocked" if rest else "")
+
+
+def fleet_report(report: FleetReport) -> dict[str, Any]:
+    """The A5 JSON report of an apply over `targets:`, nested per target (A8)."""
+    totals: dict[str, int] = {"total": 0}
+    targets: dict[str, Any] = {}
+    for run in report.targets:
+        counts = count_results(run.outcomes)
+        summary: dict[str, int] = {"total": len(run.outcomes)}
+        summary.update((result.value, n) for result, n in counts.items())
+        for key, n in summary.items():
+            totals[key] = totals.get(key, 0) + n
+        entry: dict[str, Any] = {
+            "target": run.plan.target.describe(),
+            "wave": run.wave,
+            "ok": run.clean,
+            "summary": summary,
+            "dashboards": _target_outcomes(run.outcomes),
+        }
+        if run.workspace is not None:
+            entry["workspace"] = run.workspace
+        if run.unusable is not None:
+            entry["error"] = run.unusable.as_dict()
+        if run.blocked is not None:
+            entry["blocked"] = run.blocked
+        if run.report is not None:
+            entry["started_at"] = _iso(run.report.started_at)
+            entry["finished_at"] = _iso(run.report.finished_at)
+        targets[run.name] = entry
+    return {
+        "version": REPORT_VERSION,
+        "source": report.source.as_dict(),
+        "started_at": _iso(report.started_at),
+        "finished_at": _iso(report.finished_at),
+        "waves": [list(w) for w in report.waves],
+        "waves_ran": report.waves_ran,
+        "source_exports": report.source_exports,
+        "requests": report.requests,
+        "summary": totals,
+        "targets": targets,
+    }
+
+
+def fleet_junit_xml(report: FleetReport) -> str:
+    """One JUnit test suite per target, one test case per dashboard."""
+    root = ET.Element("testsuites")
+    for run in report.targets:
+        counts = count_results(run.outcomes)
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=f"migrate apply {run.name}",
+            tests=str(len(run.outcomes)),
+            failures=str(sum(counts[result] for result in _FAILING)),
+            errors="0",
+            skipped=str(counts[Result.SKIPPED]),
+            time=f"{report.finished_at - report.started_at:.3f}",
+            timestamp=_iso(report.started_at),
+        )
+        for outcome in run.outcomes:
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=f"migrate.{run.name}",
+                name=outcome.id,
+                time=f"{outcome.duration_s:.3f}",
+            )
+            if outcome.result in _FAILING:
+                message = outcome.error.message if outcome.error else outcome.result.value
+                failure = ET.SubElement(case, "failure", message=message, type=outcome.result.value)
+                failure.text = _outcome_detail(outcome)
+            elif outcome.result is Result.SKIPPED:
+                ET.SubElement(case, "skipped", message="target differs; on_conflict is skip")
+            else:
+                out = ET.SubElement(case, "system-out")
+                out.text = f"{outcome.result.value} as {outcome.target_id}"
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def fleet_markdown(report: FleetReport) -> str:
+    """A first line saying which waves ran, then one section per target."""
+    status = "✅ succeeded" if report.ok else "❌ did not fully succeed"
+    lines = [f"**migrate apply {status}** · {_md_cell(waves_line(report))}", ""]
+    for run in report.targets:
+        target = run.plan.target.describe()
+        lines += [
+            f"### {_md_cell(run.name)} → {_md_cell(target['workspace'])} (wave {run.wave})",
+            "",
+            f"Target: `{_md_cell(target['url'])}` · {len(run.outcomes)} dashboards · "
+            + format_counts(count_results(run.outcomes)),
+        ]
+        for note in (run.workspace, run.blocked, run.unusable and run.unusable.message):
+            if note:
+                lines.append(f"\n> {_md_cell(note)}")
+        lines += [
+            "",
+            "| dashboard | target id | result | embeds | detail |",
+            "|---|---|---|---|---|",
+        ]
+        for o in run.outcomes:
+            embeds = ", ".join(e.embed_id for e in o.embeds if e.embed_id)
+            detail = o.error.message if o.error else ""
+            lines.append(
+                f"| {_md_cell(o.id)} | {_md_cell(o.target_id)} | {o.result.value}"
+                f" | {_md_cell(embeds)} | {_md_cell(detail)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def fleet_plan_report(report: FleetReport) -> dict[str, Any]:
+    """`plan --format json` over `targets:`: one plan report per target."""
+    targets: dict[str, Any] = {}
+    for run in report.targets:
+        if run.migration is not None:
+            entry = plan_report(
+                run.migration, started_at=report.started_at, finished_at=report.finished_at
+            )
+            entry.pop("version", None)
+            entry.pop("source", None)
+        else:
+            entry = {"target": run.plan.target.describe(), "dashboards": []}
+        entry["wave"] = run.wave
+        if run.workspace is not None:
+            entry["workspace"] = run.workspace
+        if run.unusable is not None:
+            entry["error"] = run.unusable.as_dict()
+        targets[run.name] = entry
+    return {
+        "version": REPORT_VERSION,
+        "source": report.source.as_dict(),
+        "waves": [list(w) for w in report.waves],
+        "targets": targets,
+    }

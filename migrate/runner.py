@@ -32,7 +32,7 @@ from migrate.errors import (
     Violation,
 )
 from migrate.events import Outcome, Progress
-from migrate.importer import Importer
+from migrate.importer import AfterImport, Importer
 from migrate.journal import Journal, journal_key
 from migrate.lock import TargetLock
 from migrate.models import Action, OnConflict, Plan
@@ -87,7 +87,14 @@ class _Endpoints:
     called), else from the plan's source workspace.
     """
 
-    def __init__(self, plan: Plan, options: RunOptions, *, need_target: bool = True) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        options: RunOptions,
+        *,
+        need_target: bool = True,
+        shared: SharedResources | None = None,
+    ) -> None:
         settings = plan.settings
         concurrency = options.concurrency or settings.concurrency
         if options.max_rps is not None and not (
@@ -95,12 +102,18 @@ class _Endpoints:
         ):
             raise UsageError(f"--max-rps must be a finite number above 0, not {options.max_rps}")
         max_rps = options.max_rps or settings.max_rps
-        self.throttle = Throttle(concurrency, max_rps=max_rps, max_wait_s=options.policy.max_wait_s)
+        self.throttle = (
+            shared.target_throttle
+            if shared is not None
+            else Throttle(concurrency, max_rps=max_rps, max_wait_s=options.policy.max_wait_s)
+        )
         # A pool no larger than the requests in flight: httpx scans the whole pool per request.
         client_options = ClientOptions(max_connections=concurrency)
         self._clients: list[DatabrainClient] = []
         self.source: PayloadSource
-        if options.bundle is not None:
+        if shared is not None:
+            self.source = shared.source  # read once for every target (docs/contract.md A8)
+        elif options.bundle is not None:
             self.source = BundleSource(options.bundle)
         elif plan.source is None:
             raise PlanError(
@@ -139,15 +152,28 @@ class _Endpoints:
             await self.data_app.aclose()
 
 
+@dataclass(frozen=True)
+class SharedResources:
+    """What a run over several targets hands each target's run: the one source every target
+    reads, the throttle of the target's API host, and the steps that serve an imported
+    dashboard (filters, embeds)."""
+
+    source: PayloadSource
+    target_throttle: Throttle
+    validator: PayloadValidator | None = None
+    after_import: AfterImport | None = None
+
+
 async def run_plan(
     plan: Plan,
     options: RunOptions,
     progress: Progress | None = None,
     *,
     read_target: bool = True,
+    shared: SharedResources | None = None,
 ) -> MigrationPlan:
     """Plan only: read source (and target, unless `read_target` is False), write nothing."""
-    endpoints = _Endpoints(plan, options, need_target=read_target)
+    endpoints = _Endpoints(plan, options, need_target=read_target, shared=shared)
     try:
         migration = await make_plan(
             plan,
@@ -157,7 +183,7 @@ async def run_plan(
                 options.policy.state_dir / "spool", memory_budget=options.spool_budget
             ),
             selectors=options.selectors,
-            validator=PayloadValidator(_payload_schema(plan)),
+            validator=_validator(plan, shared),
             progress=progress,
             data_app=endpoints.data_app,
         )
@@ -175,6 +201,7 @@ async def run_apply(
     progress: Progress | None = None,
     *,
     saved: SavedPlan | None = None,
+    shared: SharedResources | None = None,
 ) -> ApplyReport:
     """Plan, then import every `create` in dependency order; never raises for one dashboard.
 
@@ -196,11 +223,12 @@ async def run_apply(
         selectors = check_saved_plan_header(saved, plan)
     check_state_dir(state_dir)  # before the lock, the plan and any request
     with TargetLock(state_dir, lock_key, warn=progress.warn) as lock:
-        endpoints = _Endpoints(plan, options)
+        endpoints = _Endpoints(plan, options, shared=shared)
         interrupts = _Interrupts(endpoints.throttle, progress)
         spool = PayloadSpool(state_dir / "spool", memory_budget=options.spool_budget)
         try:
-            interrupts.install()
+            if shared is None:  # a run over several targets handles signals once for all
+                interrupts.install()
             target = endpoints.require_target()
             migration = await make_plan(
                 plan,
@@ -208,7 +236,7 @@ async def run_apply(
                 target,
                 spool=spool,
                 selectors=selectors,
-                validator=PayloadValidator(_payload_schema(plan)),
+                validator=_validator(plan, shared),
                 progress=progress,
                 data_app=endpoints.data_app,
             )
@@ -242,6 +270,7 @@ async def run_apply(
                     journal=journal,
                     max_active=2 * endpoints.throttle.ceiling,
                     replacer=replacer,
+                    after_import=shared.after_import if shared is not None else None,
                 )
                 interrupts.executor = executor
                 outcomes = await executor.run(progress)
@@ -369,6 +398,13 @@ class _Interrupts:
         self.throttle.close()
         if self.executor is not None:
             self.executor.stop_reason = "interrupted before it started"
+
+
+def _validator(plan: Plan, shared: SharedResources | None) -> PayloadValidator:
+    """The shared validator of a run over several targets, else this plan's own."""
+    if shared is not None and shared.validator is not None:
+        return shared.validator
+    return PayloadValidator(_payload_schema(plan))
 
 
 def _payload_schema(plan: Plan) -> Path | None:

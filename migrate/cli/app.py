@@ -30,11 +30,15 @@ from migrate.cli.render import (
     SchemaName,
     apply_exit_code,
     err,
+    fleet_apply_exit_code,
+    fleet_plan_exit_code,
     make_progress,
     out,
     plan_exit_code,
     printable,
     render_apply,
+    render_fleet_apply,
+    render_fleet_plan,
     render_plan,
     render_validation,
     shown,
@@ -189,6 +193,24 @@ def _run(coro: Coroutine[Any, Any, R], progress: ConsoleProgress | None = None) 
             progress.close()
 
 
+def _target_option() -> Any:
+    return typer.Option(
+        "--target",
+        "-t",
+        help="Only this target of the plan's `targets:` (name or glob; repeatable).",
+    )
+
+
+def _run_targets(plan: Any, options: Any, *, names: list[str] | None, dry_run: bool) -> Any:
+    """Plan or apply a plan with `targets:` (docs/contract.md A8)."""
+    from migrate.fleet import run_targets  # noqa: PLC0415
+
+    progress = make_progress(quiet=STATE.quiet)
+    return _run(
+        run_targets(plan, options, progress, names=tuple(names or ()), dry_run=dry_run), progress
+    )
+
+
 def _select_option() -> Any:
     return typer.Option(
         "--select",
@@ -207,6 +229,7 @@ def plan(
         bool, typer.Option("--detailed-exitcode", help="Exit 10 when there is work to do.")
     ] = False,
     select: Annotated[list[str] | None, _select_option()] = None,
+    target: Annotated[list[str] | None, _target_option()] = None,
 ) -> None:
     """Show what apply would do per dashboard; reads source and target, writes nothing."""
     from migrate.runner import RunOptions, run_plan  # noqa: PLC0415
@@ -215,6 +238,12 @@ def plan(
     loaded = _load(plan_file)
     started = time.time()
     options = RunOptions(selectors=tuple(select or ()), policy=STATE.policy)
+    if loaded.targets or target:
+        if out_file is not None:
+            raise UsageError("--out (a saved plan) is for a plan with one `target:`")
+        report = _run_targets(loaded, options, names=target, dry_run=True)
+        render_fleet_plan(report, fmt)
+        raise typer.Exit(fleet_plan_exit_code(report, detailed_exitcode))
     migration = _run(run_plan(loaded, options, ConsoleProgress(quiet=STATE.quiet or fmt != "text")))
     render_plan(migration, fmt, started)
     if out_file is not None:
@@ -252,6 +281,7 @@ def apply(
         Path | None,
         typer.Option("--bundle", help="Read payloads from this bundle, not the source API."),
     ] = None,
+    target: Annotated[list[str] | None, _target_option()] = None,
 ) -> None:
     """Apply the plan: import what is missing, in dependency order."""
     from migrate.runner import RunOptions, run_apply, run_plan  # noqa: PLC0415
@@ -266,6 +296,16 @@ def apply(
         bundle=bundle,
         policy=STATE.policy,
     )
+    if loaded.targets or target:
+        if saved_plan is not None:
+            raise UsageError("--plan (a saved plan) is for a plan with one `target:`")
+        report = _run_targets(loaded, options, names=target, dry_run=dry_run)
+        if dry_run:
+            render_fleet_plan(report, PlanFormat.TEXT)
+            raise typer.Exit(fleet_plan_exit_code(report, False))
+        files = ReportFiles(report=report_file, junit=junit_file, summary=summary_file)
+        render_fleet_apply(report, files, quiet=STATE.quiet)
+        raise typer.Exit(fleet_apply_exit_code(report))
     if dry_run:  # exactly `plan`: a saved plan is not read
         started = time.time()
         progress = make_progress(quiet=STATE.quiet)
@@ -494,6 +534,13 @@ def sandbox(
     embed_ids: Annotated[
         str, typer.Option("--embed-ids", help="How new embed ids are minted: suffix or uuid.")
     ] = "suffix",
+    schema_pairs_sql_only: Annotated[
+        bool,
+        typer.Option(
+            "--schema-pairs-sql-only",
+            help="schemaPairs rewrite SQL text only; filter bindings keep the source schema.",
+        ),
+    ] = False,
 ) -> None:
     """Run the local Databrain-compatible server (SQLite-backed, with fault injection)."""
     import os  # noqa: PLC0415
@@ -561,6 +608,7 @@ def sandbox(
             refuse_after_store_rate=refuse_after_store,
             data_apps=tuple(apps),
             embed_ids=embed_ids,
+            schema_pairs_sql_only=schema_pairs_sql_only,
         )
     except ValueError as exc:
         raise UsageError(f"sandbox: {exc}") from None

@@ -32,6 +32,7 @@ from migrate.formats import count_actions, count_results, format_change, format_
 from migrate.models import Action
 
 if TYPE_CHECKING:
+    from migrate.fleet import FleetReport
     from migrate.planner import MigrationPlan
     from migrate.runner import ApplyReport
     from migrate.validation import FileReport, ValidationReport
@@ -399,3 +400,97 @@ def render_plan(migration: MigrationPlan, fmt: PlanFormat, started: float) -> No
             out(f"  {old} → {new}: {places} places in {boards} dashboards")
     summary = format_counts(count_actions(migration.dashboards))
     out(f"\nPlan: {summary or 'nothing selected'}.")
+
+
+# ---- many targets (docs/contract.md A8) ------------------------------------------------------
+
+
+def render_fleet_plan(report: FleetReport, fmt: PlanFormat) -> None:
+    """`plan` over `targets:`: per target, its workspace step, dashboards and previews."""
+    from migrate.report import fleet_plan_report, markdown_plan, to_json  # noqa: PLC0415
+
+    if fmt is PlanFormat.JSON:
+        out(to_json(fleet_plan_report(report)).rstrip())
+        return
+    for run in report.targets:
+        target = run.plan.target.describe()
+        head = f"== {run.name} → {target['workspace']} (wave {run.wave})"
+        if fmt is PlanFormat.MARKDOWN:
+            out(f"## {head[3:]}")
+        else:
+            out(head)
+        if run.workspace:
+            out(f"  workspace: {run.workspace}")
+        if run.unusable is not None:
+            out(f"  unusable: {run.unusable.message}")
+        if run.migration is None:
+            continue
+        if fmt is PlanFormat.MARKDOWN:
+            out(markdown_plan(run.migration).rstrip())
+            continue
+        for d in run.migration.dashboards:
+            arrow = f" → {d.target_id}" if d.target_id != d.id else ""
+            line = f"{_SYMBOL[d.action]} {d.action.value:<9} {d.id}{arrow}"
+            if d.error:
+                line += f"  ({d.error.message})"
+            out(line)
+            if d.id in run.rebinds:
+                out(f"      filters to rebind: {', '.join(run.rebinds[d.id])}")
+            if d.id in run.embeds:
+                out(f"      embeds to mirror: {', '.join(run.embeds[d.id])}")
+        out(f"  Plan: {format_counts(count_actions(run.migration.dashboards)) or 'nothing'}.")
+    out(f"\nTargets: {len(report.targets)} in {len(report.waves)} waves.")
+
+
+def fleet_plan_exit_code(report: FleetReport, detailed: bool) -> int:
+    """As `plan_exit_code`, over every target: 6 if one cannot be applied, else 10/0."""
+    codes = [
+        plan_exit_code(run.migration, detailed)
+        if run.migration is not None
+        else PartialError.exit_code
+        for run in report.targets
+    ]
+    for code in (PartialError.exit_code, CHANGES_PENDING):
+        if code in codes:
+            return code
+    return SUCCESS
+
+
+def render_fleet_apply(report: FleetReport, files: ReportFiles, *, quiet: bool) -> None:
+    """Per target its outcome table (unless quiet), then the report files and the totals."""
+    from migrate.report import (  # noqa: PLC0415
+        fleet_junit_xml,
+        fleet_markdown,
+        fleet_report,
+        to_json,
+        waves_line,
+    )
+    from migrate.storage import write_private  # noqa: PLC0415
+
+    for run in report.targets:
+        out(f"== {run.name} → {run.plan.target.workspace} (wave {run.wave})")
+        if run.workspace:
+            out(f"  workspace: {run.workspace}")
+        if run.unusable is not None:
+            err(f"  {run.name} is unusable: {run.unusable.message}")
+        if not quiet:
+            render_outcomes(run.outcomes)
+    if files.report:
+        write_private(files.report, to_json(fleet_report(report)))
+    if files.junit:
+        write_private(files.junit, fleet_junit_xml(report))
+    if files.summary:
+        write_private(files.summary, fleet_markdown(report))
+    elapsed = report.finished_at - report.started_at
+    for run in report.targets:
+        summary = format_counts(count_results(run.outcomes)) or "nothing selected"
+        out(f"Apply {run.name}: {summary}.")
+    out(
+        f"Apply: {len(report.targets)} targets, {waves_line(report)}; {report.source_exports}"
+        f" source exports, {report.requests} requests in {elapsed:.1f}s."
+    )
+
+
+def fleet_apply_exit_code(report: FleetReport) -> int:
+    """A5/A8: 6 when a target did not end clean, else 0."""
+    return SUCCESS if report.ok else PartialError.exit_code

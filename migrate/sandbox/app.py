@@ -37,7 +37,12 @@ from migrate.sandbox.middleware import (
     error_response,
     json_bytes,
 )
-from migrate.sandbox.rewrite import apply_schema_pairs, remint_metric_ids, remint_other_ids
+from migrate.sandbox.rewrite import (
+    apply_schema_pairs,
+    apply_schema_pairs_to_sql,
+    remint_metric_ids,
+    remint_other_ids,
+)
 from migrate.sandbox.state import Sandbox
 from migrate.sandbox.store import EmbedRow, FilterBinding, metric_rows
 
@@ -199,7 +204,8 @@ async def import_dashboard(request: Request) -> Response:
         return error_response(400, "INVALID_REQUEST_BODY", '"importDashboardData" is not valid')
     data: dict[str, Any] = args["importDashboardData"]
     if args.get("schemaPairs"):
-        data = apply_schema_pairs(data, args["schemaPairs"])
+        rewrite = apply_schema_pairs_to_sql if modes.schema_pairs_sql_only else apply_schema_pairs
+        data = rewrite(data, args["schemaPairs"])
     if modes.remint_ids:
         data, _ = remint_metric_ids(data)
     if modes.remint_other_ids:

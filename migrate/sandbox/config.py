@@ -61,6 +61,7 @@ class SandboxConfig:
     remint_other_ids: bool = False  # change metric `datasourceId`s and filter `id`s on import
     listing_lag: int = 0  # a write shows in listings only after this many further listings
     refuse_after_store_rate: float = 0.0  # commit the import, then answer 400 anyway
+    schema_pairs_sql_only: bool = False
     random_seed: int | None = None
     # (name, API key) of data apps to create or re-key at start-up; keys never in repr.
     data_apps: tuple[tuple[str, str], ...] = field(default=(), repr=False)

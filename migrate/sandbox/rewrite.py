@@ -113,6 +113,36 @@ def apply_schema_pairs(data: Any, pairs: Iterable[tuple[str, str]]) -> Any:
     return walk(data, None)
 
 
+def _is_sql_key(key: Any) -> bool:
+    return isinstance(key, str) and ("sql" in key.lower() or "query" in key.lower())
+
+
+def apply_schema_pairs_to_sql(data: Any, pairs: Iterable[tuple[str, str]]) -> Any:
+    """Like `apply_schema_pairs`, but only inside SQL text: strings under a key whose name
+    holds `sql` or `query` (`query`, `metricQuery`, `options.sql`). Filter bindings
+    (`applyOnTables`) and `schemaName` fields keep the source schema, as a server that reads
+    `schemaPairs` as "rewrite the SQL" would leave them."""
+    compiled = [_substitution(replace, target) for replace, target in pairs if replace]
+    if not compiled:
+        return data
+
+    def rewrite(text: str) -> str:
+        for substitute in compiled:
+            text = substitute(text)
+        return text
+
+    def walk(node: Any, sql: bool) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, _is_sql_key(k)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, sql) for v in node]
+        if isinstance(node, str) and sql:
+            return rewrite(node)
+        return node
+
+    return walk(data, False)
+
+
 def remint_metric_ids(
     data: JSONObject, new_id: Callable[[], str] = lambda: str(uuid.uuid4())
 ) -> tuple[JSONObject, dict[str, str]]:

@@ -78,6 +78,8 @@ class Modes:
     mint_dashboard_ids: bool = False  # ignore the requested dashboardId, answer our own
     no_duplicate_refusal: bool = False  # a second import under an id stores a second copy
     remint_other_ids: bool = False  # re-mint metric datasourceIds and filter ids on import
+    # schemaPairs rewrite SQL text only; filter bindings and schemaName fields keep the source's.
+    schema_pairs_sql_only: bool = False
     # "suffix": `<dashboardId>__<8 random characters>`, the shape Databrain's own demos show;
     # "uuid": a random UUID. Either way unpredictable, so only a client that reads embed ids
     # from answers works.
@@ -114,6 +116,7 @@ class Sandbox:
             mint_dashboard_ids=config.mint_dashboard_ids,
             no_duplicate_refusal=config.no_duplicate_refusal,
             remint_other_ids=config.remint_other_ids,
+            schema_pairs_sql_only=config.schema_pairs_sql_only,
             embed_ids="uuid" if config.embed_ids == "uuid" else "suffix",
         )
         self.rate_limiter = RateLimiter()

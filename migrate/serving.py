@@ -1,0 +1,200 @@
+"""Make an imported dashboard served (docs/contract.md A8): its filters rebound to the target's
+columns, and — with `embeds: mirror` — the embeds its source has, created in the target's data
+app.
+
+`Serving.after_import` is the importer's hook: it runs once a dashboard's import is confirmed
+and read back equal. Embed ids are read from the server's answers, never constructed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from migrate.client import ClientOptions, DataAppClient, DatabrainClient
+from migrate.connection import check_url, embedded_app, open_client, sandbox_name
+from migrate.credentials import read_data_app_key
+from migrate.errors import EndpointError
+from migrate.events import ErrorInfo
+from migrate.filters import plan_rebindings, unapplied
+from migrate.models import ConnectionPolicy, DataApp, Embed, EmbedChange, EmbedsMode, Endpoint, Plan
+from migrate.planner import PlannedDashboard
+from migrate.retry import Pacer
+from migrate.transport import asgi_transport
+
+EmbedList = tuple[EmbedChange, ...]
+
+
+def open_data_app(
+    endpoint: Endpoint, app: DataApp, *, policy: ConnectionPolicy, pacer: Pacer | None = None
+) -> DataAppClient:
+    """A client for data app `app` at `endpoint`'s URL; AuthError when its key is missing."""
+    check_url(endpoint.url, allow_insecure_http=policy.allow_insecure_http)
+    key = read_data_app_key(app.name, key_env=app.key_env, key_file=app.key_file, url=endpoint.url)
+    options = ClientOptions()
+    options = dataclasses.replace(
+        options, retry=dataclasses.replace(options.retry, retry_after_cap_s=policy.max_wait_s)
+    )
+    if endpoint.is_sandbox:
+        name = sandbox_name(endpoint.url)
+        return DataAppClient(
+            f"http://{name}.sandbox.invalid",
+            key.value,
+            data_app=app.name,
+            key_source=key.source,
+            transport=asgi_transport(embedded_app(policy.state_dir, name)),
+            options=options,
+            pacer=pacer,
+        )
+    return DataAppClient(
+        endpoint.url,
+        key.value,
+        data_app=app.name,
+        key_source=key.source,
+        options=options,
+        pacer=pacer,
+    )
+
+
+class SourceEmbeds:
+    """The source data app's embeds, read once per run and shared by every target: one
+    listing, then one export per embed of a mirrored dashboard (for its access settings)."""
+
+    def __init__(self, client: DataAppClient) -> None:
+        self.client = client
+        self._listing: asyncio.Future[list[Embed]] | None = None
+        self._exports: dict[str, asyncio.Future[Embed]] = {}
+
+    async def of(self, dashboard_id: str) -> list[Embed]:
+        """The embeds of source dashboard `dashboard_id`, with their access settings."""
+        if self._listing is None:
+            self._listing = asyncio.ensure_future(self.client.list_embeds())
+        embeds = await asyncio.shield(self._listing)
+        mine = [e for e in embeds if e.dashboard_id == dashboard_id]
+        for embed in mine:
+            if embed.id not in self._exports:
+                self._exports[embed.id] = asyncio.ensure_future(self._export(embed))
+        return [await asyncio.shield(self._exports[e.id]) for e in mine]
+
+    async def _export(self, embed: Embed) -> Embed:
+        exported = await self.client.export_embed(embed.id)
+        return dataclasses.replace(embed, access_settings=exported.embed.access_settings or {})
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class Serving:
+    """The post-import steps of one target."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        target: DatabrainClient,
+        *,
+        target_app: DataAppClient | None = None,
+        source_embeds: SourceEmbeds | None = None,
+    ) -> None:
+        self.plan = plan
+        self.workspace = plan.target.workspace
+        self.target = target
+        self.target_app = target_app
+        self.source_embeds = source_embeds
+        self._existing: asyncio.Future[list[Embed]] | None = None
+
+    @classmethod
+    async def for_target(
+        cls,
+        plan: Plan,
+        policy: ConnectionPolicy,
+        pacer: Pacer,
+        source_embeds: SourceEmbeds | None,
+    ) -> Serving:
+        """The steps `plan` (one target's view) asks for, with clients paced by `pacer`;
+        AuthError when a credential is missing."""
+        target = open_client(plan.target, policy=policy, pacer=pacer)
+        app = None
+        mirror = plan.settings.embeds is EmbedsMode.MIRROR
+        if mirror and plan.target.data_app is not None:
+            try:
+                app = open_data_app(plan.target, plan.target.data_app, policy=policy, pacer=pacer)
+            except Exception:
+                await target.aclose()
+                raise
+        return cls(plan, target, target_app=app, source_embeds=source_embeds if mirror else None)
+
+    async def after_import(
+        self, item: PlannedDashboard, data: Any
+    ) -> tuple[EmbedList, ErrorInfo | None]:
+        """Rebind the filters of the dashboard just imported, then mirror its embeds."""
+        try:
+            await self._rebind(item, data)
+            embeds = await self._mirror(item)
+        except EndpointError as exc:
+            return (), ErrorInfo(exc.error_code, f"imported, but not served: {exc.message}")
+        except _NotServed as exc:
+            return (), exc.info
+        return embeds, None
+
+    async def _rebind(self, item: PlannedDashboard, data: Any) -> None:
+        wanted = plan_rebindings(
+            data, item.target_id, item.schema_pairs, self.plan.settings.filter_bindings
+        )
+        if not wanted:
+            return
+        await self.target.rebind_filters(self.workspace, wanted)
+        # Unmatched labels are silently ignored by the API: only a read-back tells.
+        copy = await self.target.export_dashboard(self.workspace, item.target_id)
+        missing = unapplied(copy.data, wanted)
+        if missing:
+            raise _NotServed(
+                ErrorInfo(
+                    "FILTER_REBIND",
+                    f"filters {', '.join(missing)} are still bound to the source's columns after"
+                    " the rebinding",
+                )
+            )
+
+    async def _mirror(self, item: PlannedDashboard) -> EmbedList:
+        if self.source_embeds is None or self.target_app is None:
+            return ()
+        wanted = await self.source_embeds.of(item.id)
+        if not wanted:
+            return ()
+        if self._existing is None:
+            self._existing = asyncio.ensure_future(self.target_app.list_embeds())
+        existing = await asyncio.shield(self._existing)
+        override = self.plan.settings.embed_access
+        made: list[EmbedChange] = []
+        for embed in wanted:
+            present = next(
+                (e for e in existing if e.dashboard_id == item.target_id and e.name == embed.name),
+                None,
+            )
+            if present is not None:  # a rerun: keep it, do not create a second one
+                made.append(EmbedChange(present.name, present.id))
+                continue
+            embed_id = await self.target_app.create_embed(
+                self.workspace,
+                item.target_id,
+                embed.name,
+                embed_type=embed.type or "dashboard",
+                access_settings={**(embed.access_settings or {}), **override},
+                metric_id=embed.metric_id,
+            )
+            made.append(EmbedChange(embed.name, embed_id))
+        return tuple(made)
+
+    async def aclose(self) -> None:
+        await self.target.aclose()
+        if self.target_app is not None:
+            await self.target_app.aclose()
+
+
+class _NotServed(Exception):
+    """A post-import step found the dashboard not served; carries the report's error."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(info.message)
+        self.info = info
