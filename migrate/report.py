@@ -358,7 +358,8 @@ def fleet_junit_xml(report: FleetReport) -> str:
 def fleet_markdown(report: FleetReport) -> str:
     """A first line saying which waves ran, then one section per target."""
     status = "✅ succeeded" if report.ok else "❌ did not fully succeed"
-    lines = [f"**migrate apply {status}** · {_md_cell(waves_line(report))}", ""]
+    # Target names are the plan's own, limited by its schema to [A-Za-z0-9_.-]: nothing to escape.
+    lines = [f"**migrate apply {status}** · {waves_line(report)}", ""]
     for run in report.targets:
         target = run.plan.target.describe()
         lines += [

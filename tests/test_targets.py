@@ -110,14 +110,16 @@ def test_three_targets_in_two_waves(tmp_path: Path) -> None:
 
     eu = {o.id: o for o in report.targets[1].outcomes}
     assert len(eu["sales-overview"].embeds) == 2
-    for embed_id, _name in eu["sales-overview"].embeds:
-        row = sandbox.store.get_embed("Sales Prod App", embed_id)
+    for embed in eu["sales-overview"].embeds:
+        assert embed.embed_id is not None and embed.previous_embed_id is None
+        row = sandbox.store.get_embed("Sales Prod App", embed.embed_id)
         assert row is not None and row.dashboard_id == "sales-overview"
         access = json.loads(row.access_settings)
         assert access["isAllowUnderlyingData"] is False
         assert access["datamartName"] == "sales-mart"
     staging = {o.id: o for o in report.targets[0].outcomes}
-    embed_id = staging["sales-overview"].embeds[0][0]
+    embed_id = staging["sales-overview"].embeds[0].embed_id
+    assert embed_id is not None
     row = sandbox.store.get_embed("Sales Staging App", embed_id)
     assert row is not None and "datamartName" not in json.loads(row.access_settings)
 
