@@ -1,12 +1,14 @@
 """The apply journal: an append-only record of intent and outcome per dashboard.
 
-One JSON object per line in `STATE_DIR/journal/<key>.jsonl`, keyed by target URL + workspace +
-plan content, so a re-run of the same plan against the same target finds what the interrupted
-run did. Lines are written with one `write` each (O_APPEND) and fsynced in batches off the event
-loop, so journaling never serializes the imports. A truncated or corrupt last line — what a
-crash mid-write leaves — is skipped when reading. Reading streams with a cap per line, and a
-journal that is mostly redundant (every run appends its `start` and `end`) is compacted
-atomically when a run opens it, so its size follows the number of dashboards, not of runs.
+One JSON object per line in `STATE_DIR/journal/<key>.jsonl`, keyed by the target (normalized URL
++ workspace) alone, so the next run against that target finds what an interrupted run did, even
+when the plan was edited in between: holds and half-done replaces are facts about the target,
+and the target lock already makes its runs one at a time. Lines are written with one `write`
+each (O_APPEND) and fsynced in batches off the event loop, so journaling never serializes the
+imports. A truncated or corrupt last line — what a crash mid-write leaves — is skipped when
+reading. Reading streams with a cap per line, and a journal that is mostly redundant (every run
+appends its `start` and `end`) is compacted atomically when a run opens it, so its size follows
+the number of dashboards, not of runs.
 
 The target's inventory stays the source of truth for what exists: the journal tells a resumed
 run what the previous one intended, so it can say so and count it, never to skip a check. The one
@@ -33,10 +35,9 @@ from migrate.redaction import redact
 from migrate.storage import PRIVATE_FILE, ensure_private_dir, file_kind, write_private
 
 
-def journal_key(target_url: str, workspace: str, plan_digest: str) -> str:
-    """Stable file key for one (target, plan) pair."""
-    text = "\n".join((target_url, workspace, plan_digest))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+def journal_key(target: str) -> str:
+    """Stable file key for one target (`connection.target_key`)."""
+    return "target-" + hashlib.sha256(target.encode("utf-8")).hexdigest()[:24]
 
 
 HELD_REASONS = frozenset({"foreign_id", "readback_differs"})

@@ -20,7 +20,6 @@ from migrate.bundle import BundleEntry, BundleItem, BundleSource, load_manifest,
 from migrate.client import ClientOptions, DataAppClient, DatabrainClient
 from migrate.connection import (
     ConnectionPolicy,
-    canonical_url,
     open_client,
     open_data_app,
     target_key,
@@ -243,7 +242,7 @@ async def run_apply(
             endpoints.throttle.raise_if_stopped()
             if saved is not None:
                 check_saved_plan(saved, migration)
-            key = journal_key(canonical_url(plan.target.url), plan.target.workspace, plan.digest)
+            key = journal_key(lock_key)
             async with Journal(state_dir, key) as journal:
                 _announce_resume(journal, migration, progress)
                 to_create = sum(1 for d in migration.dashboards if d.action is Action.CREATE)
@@ -349,7 +348,7 @@ def _refuse_unexportable(migration: MigrationPlan, plan: Plan) -> None:
 
 
 def _announce_resume(journal: Journal, migration: MigrationPlan, progress: Progress) -> None:
-    """Tell the user what an interrupted earlier run of this plan left behind."""
+    """Tell the user what an interrupted earlier run against this target left behind."""
     prior = journal.prior
     if prior is None or prior.finished:
         return

@@ -225,3 +225,21 @@ def test_a_hold_lasts_until_created_or_unchanged(tmp_path: Path) -> None:
         out.write(json.dumps({"event": "outcome", "target_id": "a", "result": "created"}) + "\n")
     prior = read_journal(path)
     assert prior is not None and prior.held == {}
+
+
+def test_a_hold_survives_an_edit_of_the_plan(tmp_path: Path) -> None:
+    """Holds are facts about the target: a plan edited after the failure still imports nothing
+    again and still fails the held dashboards (the journal is keyed by target, not by plan)."""
+    sandbox = sandbox_of(tmp_path)
+    sandbox.modes.mint_dashboard_ids = True
+    path = write_plan(tmp_path)
+    code, first, _ = apply_cli(path, tmp_path)
+    assert code == 6
+    held = {i for i, d in first.items() if d["error"] and d["error"]["code"] == "FOREIGN_ID"}
+    assert held
+    sent, stored = imports(sandbox), copies(sandbox)
+    write_plan(tmp_path, settings="  concurrency: 3\n")  # another plan digest, same target
+    code, second, _ = apply_cli(path, tmp_path)
+    assert code == 6
+    assert imports(sandbox) == sent and copies(sandbox) == stored
+    assert all(second[i]["error"]["code"] == "FOREIGN_ID" for i in held)
