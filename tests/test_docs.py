@@ -122,3 +122,12 @@ def test_the_docs_pages_keep_the_sections_citations_name() -> None:
         assert re.search(rf"^## {re.escape(heading)}", api, re.M), heading
     assert "[doc]" in api and "[guess]" in api
     assert "docs/contract.md" in README and "docs/databrain-api.md" in README
+
+
+def test_module_table_names_every_module() -> None:
+    """The README's module table names every module of the package, and only those."""
+    table = README[README.index("| module | role |") :].split("\n\n", 1)[0]
+    named = set(re.findall(r"`([a-z_]+)`", "\n".join(r.split("|")[1] for r in table.splitlines())))
+    modules = {p.stem for p in (ROOT / "migrate").glob("*.py") if not p.stem.startswith("_")}
+    assert modules - named == set(), "modules missing from the README's table"
+    assert named - modules == set(), "the README's table names modules that do not exist"
