@@ -141,6 +141,11 @@ class DatabrainClient:
             trust_env=False,
         )
 
+    async def pause(self, seconds: float) -> None:
+        """Wait `seconds` the way retries wait: through the pacer, so an interrupt (or a stop
+        for a wait the server announced beyond --max-wait) ends the wait at once."""
+        await self._sleep(seconds)
+
     async def __aenter__(self) -> DatabrainClient:
         return self
 
@@ -657,7 +662,7 @@ class DataAppClient:
         transport: httpx.AsyncBaseTransport | None = None,
         options: ClientOptions | None = None,
         pacer: Pacer | None = None,
-        sleep: Sleep = asyncio.sleep,
+        sleep: Sleep | None = None,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
     ) -> None:

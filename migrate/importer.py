@@ -196,7 +196,7 @@ class Importer:
         for round_ in range(1, _MAX_IMPORT_ROUNDS + 1):
             if uncertain:
                 # The server just failed this import: give it a moment before asking again.
-                await asyncio.sleep(self.target.options.retry.backoff(round_ - 1))
+                await self.target.pause(self.target.options.retry.backoff(round_ - 1))
             try:
                 result = await self.target.import_dashboard(
                     self.workspace, item.target_id, data, name=item.rename, schema_pairs=pairs

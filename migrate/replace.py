@@ -339,7 +339,7 @@ class _Run:
             data, pairs = self.snapshot_data(), ()
         for round_ in range(1, _ROUNDS + 1):
             if round_ > 1:
-                await asyncio.sleep(self.o.target.options.retry.backoff(round_ - 1))
+                await self.o.target.pause(self.o.target.options.retry.backoff(round_ - 1))
             try:
                 result = await self.o.target.import_dashboard(
                     self.o.workspace, self.tid, data, name=self.item.rename, schema_pairs=pairs
@@ -447,7 +447,7 @@ class _Run:
         through the listing before creating again. Returns the id the server minted."""
         for round_ in range(1, _ROUNDS + 1):
             if round_ > 1:
-                await asyncio.sleep(self.o.target.options.retry.backoff(round_ - 1))
+                await self.o.target.pause(self.o.target.options.retry.backoff(round_ - 1))
             try:
                 new_id = await self.o.app.create_embed(
                     self.o.workspace,
