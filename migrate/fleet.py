@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from migrate.bundle import BundleSource
 from migrate.client import ClientOptions
-from migrate.connection import canonical_url, open_client
+from migrate.connection import canonical_url, open_client, open_data_app
 from migrate.errors import (
     AuthError,
     EndpointError,
@@ -46,7 +46,7 @@ from migrate.planner import MigrationPlan, resolve_entries
 from migrate.references import target_id
 from migrate.runner import ApplyReport, RunOptions, SharedResources, run_apply, run_plan
 from migrate.schema import PayloadValidator
-from migrate.serving import Serving, SourceEmbeds, open_data_app
+from migrate.serving import Serving, SourceEmbeds
 from migrate.source import LiveSource, PayloadSource
 from migrate.spool import PayloadSpool
 from migrate.throttle import Throttle
@@ -243,7 +243,6 @@ class _Fleet:
             self.embeds = SourceEmbeds(
                 open_data_app(
                     plan.source,
-                    plan.source.data_app,
                     policy=options.policy,
                     pacer=self.throttle_for(plan.source.url),
                 )

@@ -34,11 +34,12 @@ from migrate.events import Outcome, Progress
 from migrate.importer import AfterImport, Importer
 from migrate.journal import Journal, journal_key
 from migrate.lock import TargetLock
-from migrate.models import Action, OnConflict, Plan
+from migrate.models import Action, EmbedsMode, OnConflict, Plan
 from migrate.planner import MigrationPlan, make_plan
 from migrate.replace import Replacer
 from migrate.savedplan import SavedPlan, check_saved_plan, check_saved_plan_header
 from migrate.schema import PayloadValidator, format_violations
+from migrate.serving import Serving, SourceEmbeds
 from migrate.snapshots import SnapshotStore, default_history_dir
 from migrate.source import LiveSource, PayloadSource
 from migrate.spool import DEFAULT_MEMORY_BUDGET, PayloadSpool
@@ -224,6 +225,7 @@ async def run_apply(
     with TargetLock(state_dir, lock_key, warn=progress.warn) as lock:
         endpoints = _Endpoints(plan, options, shared=shared)
         interrupts = _Interrupts(endpoints.throttle, progress)
+        serving: Serving | None = None
         spool = PayloadSpool(state_dir / "spool", memory_budget=options.spool_budget)
         try:
             if shared is None:  # a run over several targets handles signals once for all
@@ -262,6 +264,8 @@ async def run_apply(
                         journal=journal,
                         run_id=secrets.token_hex(4),
                     )
+                if shared is None:  # one target: its serving steps are this run's own
+                    serving = await _serving(plan, options, endpoints.throttle)
                 executor = Importer(
                     migration,
                     target,
@@ -269,7 +273,13 @@ async def run_apply(
                     journal=journal,
                     max_active=2 * endpoints.throttle.ceiling,
                     replacer=replacer,
-                    after_import=shared.after_import if shared is not None else None,
+                    after_import=(
+                        shared.after_import
+                        if shared is not None
+                        else serving.after_import
+                        if serving is not None
+                        else None
+                    ),
                 )
                 interrupts.executor = executor
                 outcomes = await executor.run(progress)
@@ -278,6 +288,10 @@ async def run_apply(
             interrupts.remove()
             spool.close()
             await endpoints.aclose()
+            if serving is not None:
+                await serving.aclose()
+                if serving.source_embeds is not None:  # ours alone in a one-target run
+                    await serving.source_embeds.aclose()
     return ApplyReport(
         migration=migration,
         outcomes=outcomes,
@@ -397,6 +411,26 @@ class _Interrupts:
         self.throttle.close()
         if self.executor is not None:
             self.executor.stop_reason = "interrupted before it started"
+
+
+async def _serving(plan: Plan, options: RunOptions, throttle: Throttle) -> Serving:
+    """The post-import steps of a one-target plan (filters rebound, embeds mirrored when
+    `embeds: mirror`), as a run over several targets gives each of its targets."""
+    source_embeds = None
+    if (
+        plan.settings.embeds is EmbedsMode.MIRROR
+        and plan.source is not None
+        and plan.source.data_app is not None
+    ):
+        source_embeds = SourceEmbeds(
+            open_data_app(plan.source, policy=options.policy, pacer=throttle)
+        )
+    try:
+        return await Serving.for_target(plan, options.policy, throttle, source_embeds)
+    except BaseException:
+        if source_embeds is not None:
+            await source_embeds.aclose()
+        raise
 
 
 def _validator(plan: Plan, shared: SharedResources | None) -> PayloadValidator:

@@ -12,49 +12,16 @@ import asyncio
 import dataclasses
 from typing import Any
 
-from migrate.client import ClientOptions, DataAppClient, DatabrainClient
-from migrate.connection import check_url, embedded_app, open_client, sandbox_name
-from migrate.credentials import read_data_app_key
+from migrate.client import DataAppClient, DatabrainClient
+from migrate.connection import open_client, open_data_app
 from migrate.errors import EndpointError
 from migrate.events import ErrorInfo
 from migrate.filters import plan_rebindings, unapplied
-from migrate.models import ConnectionPolicy, DataApp, Embed, EmbedChange, EmbedsMode, Endpoint, Plan
+from migrate.models import ConnectionPolicy, Embed, EmbedChange, EmbedsMode, Plan
 from migrate.planner import PlannedDashboard
 from migrate.retry import Pacer
-from migrate.transport import asgi_transport
 
 EmbedList = tuple[EmbedChange, ...]
-
-
-def open_data_app(
-    endpoint: Endpoint, app: DataApp, *, policy: ConnectionPolicy, pacer: Pacer | None = None
-) -> DataAppClient:
-    """A client for data app `app` at `endpoint`'s URL; AuthError when its key is missing."""
-    check_url(endpoint.url, allow_insecure_http=policy.allow_insecure_http)
-    key = read_data_app_key(app.name, key_env=app.key_env, key_file=app.key_file, url=endpoint.url)
-    options = ClientOptions()
-    options = dataclasses.replace(
-        options, retry=dataclasses.replace(options.retry, retry_after_cap_s=policy.max_wait_s)
-    )
-    if endpoint.is_sandbox:
-        name = sandbox_name(endpoint.url)
-        return DataAppClient(
-            f"http://{name}.sandbox.invalid",
-            key.value,
-            data_app=app.name,
-            key_source=key.source,
-            transport=asgi_transport(embedded_app(policy.state_dir, name)),
-            options=options,
-            pacer=pacer,
-        )
-    return DataAppClient(
-        endpoint.url,
-        key.value,
-        data_app=app.name,
-        key_source=key.source,
-        options=options,
-        pacer=pacer,
-    )
 
 
 class SourceEmbeds:
@@ -118,7 +85,7 @@ class Serving:
         mirror = plan.settings.embeds is EmbedsMode.MIRROR
         if mirror and plan.target.data_app is not None:
             try:
-                app = open_data_app(plan.target, plan.target.data_app, policy=policy, pacer=pacer)
+                app = open_data_app(plan.target, policy=policy, pacer=pacer)
             except Exception:
                 await target.aclose()
                 raise

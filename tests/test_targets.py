@@ -16,7 +16,7 @@ from migrate.fleet import FleetReport, run_targets, select_targets
 from migrate.models import ConnectionPolicy
 from migrate.plan import load_plan
 from migrate.report import fleet_junit_xml, fleet_markdown, fleet_report
-from migrate.runner import RunOptions
+from migrate.runner import RunOptions, run_apply
 from tests.helpers import sandbox_of
 
 PLAN = """\
@@ -237,3 +237,43 @@ def test_cli_exit_codes_for_targets(tmp_path: Path) -> None:
     done = run_migrate("--state-dir", state, "plan", str(both), env=env)
     assert done.returncode == 3
     assert "both `target` and `targets`" in done.stderr
+
+
+ONE_TARGET = """\
+version: 1
+source: {url: 'sandbox://demo', workspace: Sales Dev,
+         data_app: {name: Sales Dev App, key_env: T_DEV_APP_KEY}}
+target: {url: 'sandbox://demo', workspace: Sales Prod,
+         data_app: {name: Sales Prod App, key_env: T_PROD_APP_KEY}}
+settings:
+  embeds: mirror
+  embed_access: {isAllowUnderlyingData: false}
+  schema_pairs: [{replace: analytics_dev, target: analytics}]
+dashboards:
+  - match: "*"
+"""
+
+
+def test_a_one_target_plan_is_served_too(tmp_path: Path) -> None:
+    """`target:` plans get the same post-import steps as `targets:`: filter bindings rebound to
+    the target's schema, source embeds mirrored with the override, ids read from answers."""
+    prepare(tmp_path)
+    path = tmp_path / "plan.yaml"
+    path.write_text(ONE_TARGET, encoding="utf-8")
+    options = RunOptions(policy=ConnectionPolicy(state_dir=tmp_path / "state"))
+    report = asyncio.run(run_apply(load_plan(path), options))
+    assert {o.result.value for o in report.outcomes} == {"created"}
+    sandbox = sandbox_of(tmp_path / "state")
+    for outcome in report.outcomes:
+        data = sandbox.get_dashboard("Sales Prod", outcome.target_id)
+        assert data is not None
+        columns = [
+            column_of(entry) for item in filter_objects(data) for entry in item["applyOnTables"]
+        ]
+        assert all(c is not None and c.schema == "analytics" for c in columns)
+    by_id = {o.id: o for o in report.outcomes}
+    assert len(by_id["sales-overview"].embeds) == 2
+    for embed in by_id["sales-overview"].embeds:
+        assert embed.embed_id is not None
+        row = sandbox.store.get_embed("Sales Prod App", embed.embed_id)
+        assert row is not None and json.loads(row.access_settings)["isAllowUnderlyingData"] is False
