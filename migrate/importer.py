@@ -136,6 +136,8 @@ class Importer:
         if held is not None and (kept := self._still_held(item, held, started)) is not None:
             return kept
         replacing = self._replacing(item)
+        if item.action is Action.UNCHANGED and self._unserved(item):
+            return await self._serve_again(item, started)
         if item.action is not Action.CREATE and not replacing:
             return self._outcome(item, _PLANNED_RESULT[item.action], started, error=item.error)
         blockers: list[str] = []
@@ -245,6 +247,32 @@ class Importer:
         self.results[item.id] = Result.CREATED
         self.done[item.id].set()
         return await self._verify(item, started, attempts, data, created=True, copy=read)
+
+    def _unserved(self, item: PlannedDashboard) -> bool:
+        """True when an earlier run sent this import but never recorded its outcome: a crash
+        may have come between the import and the steps that serve it (filters, embeds)."""
+        prior = self.journal.prior if self.journal is not None else None
+        return (
+            self.after_import is not None
+            and prior is not None
+            and item.target_id in prior.unconfirmed
+        )
+
+    async def _serve_again(self, item: PlannedDashboard, started: float) -> Outcome:
+        """Finish the serving steps of a dashboard an interrupted run imported; both steps are
+        idempotent (a filter already rebound is left alone, an embed already there is kept)."""
+        assert self.after_import is not None
+        try:
+            copy = await self.target.export_dashboard(self.workspace, item.target_id)
+        except EndpointError as exc:
+            return self._failed(item, started, 0, exc, what="read-back failed: ")
+        embeds, error = await self.after_import(item, copy.data)
+        if error is not None:
+            return self._outcome(item, Result.FAILED, started, error=error)
+        if self.journal is not None:  # confirmed now: later runs need not serve it again
+            self.journal.record("outcome", id=item.id, target_id=item.target_id, result="created")
+            await self.journal.sync()
+        return self._outcome(item, Result.UNCHANGED, started, embeds=embeds)
 
     async def _verify(
         self,

@@ -277,3 +277,29 @@ def test_a_one_target_plan_is_served_too(tmp_path: Path) -> None:
         assert embed.embed_id is not None
         row = sandbox.store.get_embed("Sales Prod App", embed.embed_id)
         assert row is not None and json.loads(row.access_settings)["isAllowUnderlyingData"] is False
+
+
+def test_a_crash_between_import_and_serving_is_finished_by_the_rerun(tmp_path: Path) -> None:
+    """What a kill after the imports but before the serving steps leaves — dashboards in the
+    target, their journal outcomes missing, no embeds — is served by the next run, once."""
+    prepare(tmp_path)
+    path = tmp_path / "plan.yaml"
+    path.write_text(ONE_TARGET, encoding="utf-8")
+    options = RunOptions(policy=ConnectionPolicy(state_dir=tmp_path / "state"))
+    first = asyncio.run(run_apply(load_plan(path), options))
+    assert {o.result.value for o in first.outcomes} == {"created"}
+    sandbox = sandbox_of(tmp_path / "state")
+    for row in sandbox.store.list_embeds("Sales Prod App"):  # the serving never happened
+        sandbox.store.delete_embed("Sales Prod App", row.id, delete_dashboard=False)
+    (journal,) = (tmp_path / "state" / "journal").glob("*.jsonl")
+    kept = [line for line in journal.read_text().splitlines() if '"outcome"' not in line]
+    journal.write_text("\n".join(kept) + "\n")  # the kill came before any outcome was written
+    second = asyncio.run(run_apply(load_plan(path), options))
+    assert {o.result.value for o in second.outcomes} == {"unchanged"}
+    mirrored = sandbox.store.list_embeds("Sales Prod App")
+    assert sorted(e.dashboard_id for e in mirrored) == sorted(
+        e.dashboard_id for e in sandbox.store.list_embeds("Sales Dev App")
+    )
+    third = asyncio.run(run_apply(load_plan(path), options))
+    assert {o.result.value for o in third.outcomes} == {"unchanged"}
+    assert len(sandbox.store.list_embeds("Sales Prod App")) == len(mirrored)
