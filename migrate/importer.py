@@ -175,14 +175,27 @@ class Importer:
             self.done[item.id].set()
 
         done = await self.replacer.replace(item, data, imported)
+        result, error, embeds = done.result, done.error, done.embeds
+        if result is Result.UPDATED and self.after_import is not None:
+            # The new version is served like a created one (filters, mirrored embeds); the
+            # embeds the replace re-created are kept, so only missing ones are added.
+            try:
+                copy = await self.target.export_dashboard(self.workspace, item.target_id)
+            except EndpointError as exc:
+                return self._failed(item, started, done.attempts, exc, what="read-back failed: ")
+            mirrored, error = await self.after_import(item, copy.data)
+            if error is not None:
+                result = Result.FAILED
+            known = {e.name for e in embeds}
+            embeds = (*embeds, *(e for e in mirrored if e.name not in known))
         return self._outcome(
             item,
-            done.result,
+            result,
             started,
             attempts=done.attempts,
-            error=done.error,
+            error=error,
             changes=done.changes or None,
-            embeds=done.embeds,
+            embeds=embeds,
         )
 
     async def _import(self, item: PlannedDashboard, started: float) -> Outcome:

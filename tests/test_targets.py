@@ -303,3 +303,28 @@ def test_a_crash_between_import_and_serving_is_finished_by_the_rerun(tmp_path: P
     third = asyncio.run(run_apply(load_plan(path), options))
     assert {o.result.value for o in third.outcomes} == {"unchanged"}
     assert len(sandbox.store.list_embeds("Sales Prod App")) == len(mirrored)
+
+
+def test_a_replaced_dashboard_is_served_like_a_created_one(tmp_path: Path) -> None:
+    """After `on_conflict: replace`, a mirrored embed missing in the target is created and the
+    ones the replace re-created are not doubled."""
+    prepare(tmp_path)
+    path = tmp_path / "plan.yaml"
+    path.write_text(ONE_TARGET, encoding="utf-8")
+    options = RunOptions(policy=ConnectionPolicy(state_dir=tmp_path / "state"))
+    asyncio.run(run_apply(load_plan(path), options))
+    sandbox = sandbox_of(tmp_path / "state")
+    before = sandbox.store.list_embeds("Sales Prod App")
+    gone = next(e for e in before if e.dashboard_id == "sales-overview")
+    sandbox.store.delete_embed("Sales Prod App", gone.id, delete_dashboard=False)
+    update = ONE_TARGET.replace("workspace: Sales Dev,", "workspace: Sales Dev Next,").replace(
+        "  embeds: mirror\n", "  embeds: mirror\n  on_conflict: replace\n"
+    )
+    path.write_text(update, encoding="utf-8")
+    report = asyncio.run(run_apply(load_plan(path), options))
+    results = {o.id: o.result.value for o in report.outcomes}
+    assert results["sales-overview"] == "updated"
+    after = sandbox.store.list_embeds("Sales Prod App")
+    assert sorted((e.dashboard_id, e.name) for e in after) == sorted(
+        (e.dashboard_id, e.name) for e in before
+    )
