@@ -44,7 +44,14 @@ from migrate.models import (
 )
 from migrate.planner import MigrationPlan, resolve_entries
 from migrate.references import target_id
-from migrate.runner import ApplyReport, RunOptions, SharedResources, run_apply, run_plan
+from migrate.runner import (
+    ApplyReport,
+    Interrupts,
+    RunOptions,
+    SharedResources,
+    run_apply,
+    run_plan,
+)
 from migrate.schema import PayloadValidator
 from migrate.serving import Serving, SourceEmbeds
 from migrate.source import LiveSource, PayloadSource
@@ -173,6 +180,7 @@ class FleetReport:
     finished_at: float
     source_exports: int = 0
     requests: int = 0
+    interrupted: bool = False  # a first SIGINT/SIGTERM stopped it: rerun to finish
 
     @property
     def ok(self) -> bool:
@@ -214,6 +222,7 @@ class _Fleet:
         self.plan = plan
         self.options = options
         self.throttles: dict[str, Throttle] = {}
+        self.interrupted = False
         self.spool = PayloadSpool(
             options.policy.state_dir / "spool", memory_budget=options.spool_budget
         )
@@ -261,7 +270,16 @@ class _Fleet:
                 max_rps=self.options.max_rps or self.plan.settings.max_rps,
                 max_wait_s=self.options.policy.max_wait_s,
             )
-        return self.throttles[host]
+        throttle = self.throttles[host]
+        if self.interrupted:
+            throttle.close()  # a host first met after the interrupt starts nothing either
+        return throttle
+
+    def interrupt(self) -> None:
+        """Stop every host's requests (in-flight ones finish) and end every wait at once."""
+        self.interrupted = True
+        for throttle in self.throttles.values():
+            throttle.close()
 
     @property
     def requests(self) -> int:
@@ -307,11 +325,16 @@ async def run_targets(
     runs = {t.name: TargetRun(t.name, wave_of[t.name], t.plan) for t in selected}
     fleet = _Fleet(plan, options)
     waves_ran = 0
+    interrupts = Interrupts(fleet.interrupt, progress)
+    if not dry_run:
+        interrupts.install()  # once for every target: their own runs install none
     try:
         # The listing first: an unusable source stops the run before any target is touched.
         await fleet.source.inventory()
         failed_wave: str | None = None
         for index, wave in enumerate(waves, start=1):
+            if failed_wave is None and fleet.interrupted:
+                failed_wave = f"interrupted before wave {index}"
             if failed_wave is not None:
                 for name in wave:
                     runs[name].blocked = failed_wave
@@ -343,6 +366,7 @@ async def run_targets(
                 hint="fix the targets' credentials and workspaces, then run again",
             )
     finally:
+        interrupts.remove()
         await fleet.aclose()
     return FleetReport(
         source=fleet.source.describe(),
@@ -353,6 +377,7 @@ async def run_targets(
         finished_at=time.time(),
         source_exports=fleet.source.exports,
         requests=fleet.requests,
+        interrupted=interrupts.count > 0,
     )
 
 

@@ -13,6 +13,7 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,7 +225,7 @@ async def run_apply(
     check_state_dir(state_dir)  # before the lock, the plan and any request
     with TargetLock(state_dir, lock_key, warn=progress.warn) as lock:
         endpoints = _Endpoints(plan, options, shared=shared)
-        interrupts = _Interrupts(endpoints.throttle, progress)
+        interrupts = Interrupts(endpoints.throttle.close, progress)
         serving: Serving | None = None
         spool = PayloadSpool(state_dir / "spool", memory_budget=options.spool_budget)
         try:
@@ -374,12 +375,15 @@ def _announce_resume(journal: Journal, migration: MigrationPlan, progress: Progr
     )
 
 
-class _Interrupts:
+class Interrupts:
     """First SIGINT/SIGTERM: stop starting requests and end every wait (Retry-After, pacing,
-    backoff) at once; only requests in flight may delay the exit. Second: exit at once."""
+    backoff) at once; only requests in flight may delay the exit. Second: exit at once.
 
-    def __init__(self, throttle: Throttle, progress: Progress) -> None:
-        self.throttle = throttle
+    `close` stops the requests: one throttle's `close` for one target, every throttle of a run
+    over several targets."""
+
+    def __init__(self, close: Callable[[], None], progress: Progress) -> None:
+        self.close = close
         self.progress = progress
         self.executor: Importer | None = None
         self.count = 0
@@ -408,7 +412,7 @@ class _Interrupts:
             "interrupted: finishing the requests in flight, starting no new ones"
             " (interrupt again to exit at once)"
         )
-        self.throttle.close()
+        self.close()
         if self.executor is not None:
             self.executor.stop_reason = "interrupted before it started"
 

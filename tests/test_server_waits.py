@@ -35,7 +35,7 @@ from migrate.runner import RunOptions, run_plan
 from migrate.sandbox import DEFAULT_TOKEN, SandboxConfig, create_app, running_server
 from migrate.throttle import Throttle
 from migrate.transport import asgi_transport
-from tests.helpers import actions, sandbox_of, write_plan
+from tests.helpers import actions, sandbox_of, start_migrate, write_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -243,6 +243,43 @@ def test_first_sigterm_ends_a_retry_after_wait_and_exits_6(tmp_path: Path) -> No
                 proc.communicate()
     assert proc.returncode == 6, errs
     assert "interrupt" in errs
+
+
+def test_first_sigterm_stops_a_run_over_several_targets(tmp_path: Path) -> None:
+    """A run over `targets:` paused by a server's Retry-After ends on one SIGTERM: exit 6, the
+    resume command printed, nothing imported, the later wave blocked."""
+    app = create_app(SandboxConfig(tmp_path / "srv.db", seed="demo", token="tk-wait"))
+    sandbox = app.state.sandbox
+    sandbox.faults.rate_limit = (3, 3600)
+    sandbox.faults.rate_headers = "none"
+    sandbox.faults.retry_after_s = 600
+    with running_server(app) as url:
+        plan = tmp_path / "plan.yaml"
+        plan.write_text(
+            "version: 1\n"
+            f"source: {{url: '{url}', workspace: Sales Dev, token_env: WTOK}}\n"
+            "targets:\n"
+            f"  staging: {{url: '{url}', workspace: Sales Staging, token_env: WTOK}}\n"
+            f"  prod: {{url: '{url}', workspace: Sales Prod, token_env: WTOK}}\n"
+            "waves: [[staging], [prod]]\n"
+            "dashboards:\n  - match: '*'\n"
+        )
+        proc = start_migrate(
+            "--max-wait", "900", "--state-dir", str(tmp_path / "state"), "apply", str(plan),
+            env={"WTOK": "tk-wait"},
+        )  # fmt: skip
+        try:
+            wait_until(lambda: any(r.status == 429 for r in sandbox.requests()), proc)
+            proc.send_signal(signal.SIGTERM)
+            out, errs = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 6, errs
+    assert "to finish, run again: migrate apply" in errs
+    assert sandbox.write_count == 0
+    assert "blocked" in out
 
 
 def wait_until(condition: Callable[[], bool], proc: subprocess.Popen[str]) -> None:

@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 
@@ -47,6 +47,11 @@ from migrate.cli.render import (
 from migrate.credentials import redact
 from migrate.errors import MigrateError, PlanError, UsageError
 from migrate.models import ConnectionPolicy, Endpoint, Plan
+
+if TYPE_CHECKING:
+    from migrate.fleet import FleetReport
+    from migrate.models import Plan
+    from migrate.runner import RunOptions
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -201,7 +206,9 @@ def _target_option() -> Any:
     )
 
 
-def _run_targets(plan: Any, options: Any, *, names: list[str] | None, dry_run: bool) -> Any:
+def _run_targets(
+    plan: Plan, options: RunOptions, *, names: list[str] | None, dry_run: bool
+) -> FleetReport:
     """Plan or apply a plan with `targets:` (docs/contract.md A8)."""
     from migrate.fleet import run_targets  # noqa: PLC0415
 
@@ -299,13 +306,13 @@ def apply(
     if loaded.targets or target:
         if saved_plan is not None:
             raise UsageError("--plan (a saved plan) is for a plan with one `target:`")
-        report = _run_targets(loaded, options, names=target, dry_run=dry_run)
+        fleet = _run_targets(loaded, options, names=target, dry_run=dry_run)
         if dry_run:
-            render_fleet_plan(report, PlanFormat.TEXT)
-            raise typer.Exit(fleet_plan_exit_code(report, False))
+            render_fleet_plan(fleet, PlanFormat.TEXT)
+            raise typer.Exit(fleet_plan_exit_code(fleet, False))
         files = ReportFiles(report=report_file, junit=junit_file, summary=summary_file)
-        render_fleet_apply(report, files, quiet=STATE.quiet)
-        raise typer.Exit(fleet_apply_exit_code(report))
+        render_fleet_apply(fleet, files, quiet=STATE.quiet, rerun=f"migrate apply {plan_file}")
+        raise typer.Exit(fleet_apply_exit_code(fleet))
     if dry_run:  # exactly `plan`: a saved plan is not read
         started = time.time()
         progress = make_progress(quiet=STATE.quiet)

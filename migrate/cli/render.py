@@ -456,8 +456,9 @@ def fleet_plan_exit_code(report: FleetReport, detailed: bool) -> int:
     return SUCCESS
 
 
-def render_fleet_apply(report: FleetReport, files: ReportFiles, *, quiet: bool) -> None:
-    """Per target its outcome table (unless quiet), then the report files and the totals."""
+def render_fleet_apply(report: FleetReport, files: ReportFiles, *, quiet: bool, rerun: str) -> None:
+    """Per target its outcome table (unless quiet), then the report files and the totals;
+    `rerun` is the command that finishes an interrupted run."""
     from migrate.report import (  # noqa: PLC0415
         fleet_junit_xml,
         fleet_markdown,
@@ -489,8 +490,12 @@ def render_fleet_apply(report: FleetReport, files: ReportFiles, *, quiet: bool) 
         f"Apply: {len(report.targets)} targets, {waves_line(report)}; {report.source_exports}"
         f" source exports, {report.requests} requests in {elapsed:.1f}s."
     )
+    if report.interrupted:
+        err(f"interrupted; to finish, run again: {rerun}")
 
 
 def fleet_apply_exit_code(report: FleetReport) -> int:
-    """A5/A8: 6 when a target did not end clean, else 0."""
+    """A5/A8: 6 when the run was interrupted or a target did not end clean, else 0."""
+    if report.interrupted:
+        return RunInterruptedError.exit_code
     return SUCCESS if report.ok else PartialError.exit_code
