@@ -58,6 +58,7 @@ class ReplaceResult:
     embeds: tuple[EmbedChange, ...] = ()
     changes: tuple[Change, ...] = ()
     imported: bool = False  # the new version is in the target (dependents may start)
+    data: Any = None  # `updated`: the target copy's `data` as read back
 
 
 class ReplaceFailed(Exception):
@@ -384,6 +385,7 @@ class _Run:
         changes: tuple[Change, ...] = ()
         error: ErrorInfo | None = None
         result = Result.UPDATED
+        copy: ExportFile | None = None
         if restored:
             result = Result.FAILED
             error = ErrorInfo(
@@ -420,6 +422,7 @@ class _Run:
             embeds=self.embed_changes(),
             changes=changes,
             imported=not restored,
+            data=copy.data if not restored and copy is not None else None,
         )
 
     def known_ids(self) -> set[str]:
