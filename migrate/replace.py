@@ -477,9 +477,10 @@ class _Run:
         raise ReplaceFailed(ErrorInfo("GAVE_UP", f"embed {embed.name!r} not confirmed"))
 
     async def listed(self) -> bool:
-        """True when the target workspace lists the dashboard now."""
-        refs = await self.call(self.o.target.list_dashboards(self.o.workspace))
-        return any(ref.id == self.tid for ref in refs)
+        """True when the target workspace holds the dashboard now: read back by id, since a
+        listing may lag behind a write it just answered (and an import confirmed by a lagging
+        listing would be sent again)."""
+        return await self.observe() is not None
 
     async def call(self, awaitable: Awaitable[Any]) -> Any:
         """A read; its failure fails this replace (the state stays journaled for a rerun)."""
