@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from typing import Any
 
 from migrate.client import ClientOptions, DataAppClient, DatabrainClient
@@ -21,6 +22,7 @@ from migrate.events import ErrorInfo
 from migrate.filters import plan_rebindings, unapplied
 from migrate.models import ConnectionPolicy, DataApp, Embed, EmbedChange, EmbedsMode, Endpoint, Plan
 from migrate.planner import PlannedDashboard
+from migrate.redaction import holds_secret
 from migrate.retry import Pacer
 from migrate.transport import asgi_transport
 
@@ -197,12 +199,19 @@ class Serving:
             if present is not None:  # a rerun: keep it, do not create a second one
                 made.append(EmbedChange(present.name, present.id))
                 continue
+            wanted_access = {**(embed.access_settings or {}), **override}
+            if holds_secret(json.dumps([embed.name, wanted_access]).encode("utf-8")):
+                # A server echoing a credential into what it lists must not have it copied
+                # into another data app, where everyone with access to that one can read it.
+                raise _NotServed(
+                    ErrorInfo("CREDENTIAL_ECHO", "a source embed holds a credential of this run")
+                )
             embed_id = await self.target_app.create_embed(
                 self.workspace,
                 item.target_id,
                 embed.name,
                 embed_type=embed.type or "dashboard",
-                access_settings={**(embed.access_settings or {}), **override},
+                access_settings=wanted_access,
                 metric_id=embed.metric_id,
             )
             made.append(EmbedChange(embed.name, embed_id))

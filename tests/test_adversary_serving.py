@@ -142,3 +142,19 @@ def test_a_rerun_serves_a_dashboard_an_earlier_run_imported_but_did_not_serve(
     second = run(tmp_path, SHARED_APP, "prod-eu")
     assert second.ok
     assert len(sandbox.store.list_embeds("Sales Prod App")) == 2
+
+
+def test_a_credential_echoed_into_source_embed_names_is_never_copied_to_a_target(
+    tmp_path: Path,
+) -> None:
+    """A source server echoing the data-app key into listed names: no target embed is created
+    with it (the dashboard fails as not served), so the key never reaches another data app."""
+    sandbox = sandbox_of(tmp_path / "state")
+    sandbox.faults.echo_credentials = "errors"
+    report = run(tmp_path, SHARED_APP, "prod-eu")
+    (outcome,) = report.targets[0].outcomes
+    assert outcome.result.value == "failed"
+    assert outcome.error is not None and outcome.error.code == "CREDENTIAL_ECHO"
+    sandbox.faults.echo_credentials = "off"
+    for row in sandbox.store.list_embeds("Sales Prod App"):
+        assert "app-key" not in row.name + row.access_settings
