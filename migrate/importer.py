@@ -43,10 +43,11 @@ _PLANNED_RESULT = {
     Action.BLOCKED: Result.BLOCKED,
 }
 # Runs after an import is confirmed and read back equal (filters, embeds: docs/contract.md A8):
-# given the dashboard and the copy read back, it returns the embeds it created for the
-# outcome, or an ErrorInfo that fails the dashboard.
+# given the dashboard, the copy read back and whether it was replaced (its embeds just
+# re-created), it returns the embeds it created for the outcome, or an ErrorInfo that fails
+# the dashboard.
 AfterImport = Callable[
-    [PlannedDashboard, Any], Awaitable[tuple[tuple[EmbedChange, ...], ErrorInfo | None]]
+    [PlannedDashboard, Any, bool], Awaitable[tuple[tuple[EmbedChange, ...], ErrorInfo | None]]
 ]
 _MAX_IMPORT_ROUNDS = 5
 _DUPLICATE_WORDS = ("exist", "duplicate", "already", "taken", "in use", "conflict")
@@ -177,17 +178,13 @@ class Importer:
         done = await self.replacer.replace(item, data, imported)
         result, error, embeds = done.result, done.error, done.embeds
         if result is Result.UPDATED and self.after_import is not None:
-            # The new version is served like a created one (filters, mirrored embeds); the
-            # embeds the replace re-created are kept, so only missing ones are added.
-            try:
-                copy = await self.target.export_dashboard(self.workspace, item.target_id)
-            except EndpointError as exc:
-                return self._failed(item, started, done.attempts, exc, what="read-back failed: ")
-            mirrored, error = await self.after_import(item, copy.data)
+            # A replaced dashboard is served like a created one (docs/contract.md A8): its
+            # filters rebound, and source embeds it lacks mirrored beside the re-created ones.
+            mirrored, error = await self.after_import(item, done.data, True)
             if error is not None:
                 result = Result.FAILED
-            known = {e.name for e in embeds}
-            embeds = (*embeds, *(e for e in mirrored if e.name not in known))
+            kept = {embed.embed_id for embed in embeds}
+            embeds = embeds + tuple(e for e in mirrored if e.embed_id not in kept)
         return self._outcome(
             item,
             result,
@@ -279,7 +276,7 @@ class Importer:
             copy = await self.target.export_dashboard(self.workspace, item.target_id)
         except EndpointError as exc:
             return self._failed(item, started, 0, exc, what="read-back failed: ")
-        embeds, error = await self.after_import(item, copy.data)
+        embeds, error = await self.after_import(item, copy.data, False)
         if error is not None:
             return self._outcome(item, Result.FAILED, started, error=error)
         if self.journal is not None:  # confirmed now: later runs need not serve it again
@@ -313,7 +310,7 @@ class Importer:
         if not changes:
             result = Result.CREATED if created else Result.UNCHANGED
             if created and self.after_import is not None:
-                embeds, error = await self.after_import(item, copy.data)
+                embeds, error = await self.after_import(item, copy.data, False)
                 if error is not None:
                     return self._outcome(
                         item, Result.FAILED, started, attempts=attempts, error=error

@@ -58,6 +58,7 @@ class ReplaceResult:
     embeds: tuple[EmbedChange, ...] = ()
     changes: tuple[Change, ...] = ()
     imported: bool = False  # the new version is in the target (dependents may start)
+    data: Any = None  # `updated`: the target copy's `data` as read back
 
 
 class ReplaceFailed(Exception):
@@ -384,6 +385,7 @@ class _Run:
         changes: tuple[Change, ...] = ()
         error: ErrorInfo | None = None
         result = Result.UPDATED
+        copy: ExportFile | None = None
         if restored:
             result = Result.FAILED
             error = ErrorInfo(
@@ -420,6 +422,7 @@ class _Run:
             embeds=self.embed_changes(),
             changes=changes,
             imported=not restored,
+            data=copy.data if not restored and copy is not None else None,
         )
 
     def known_ids(self) -> set[str]:
@@ -474,9 +477,10 @@ class _Run:
         raise ReplaceFailed(ErrorInfo("GAVE_UP", f"embed {embed.name!r} not confirmed"))
 
     async def listed(self) -> bool:
-        """True when the target workspace lists the dashboard now."""
-        refs = await self.call(self.o.target.list_dashboards(self.o.workspace))
-        return any(ref.id == self.tid for ref in refs)
+        """True when the target workspace holds the dashboard now: read back by id, since a
+        listing may lag behind a write it just answered (and an import confirmed by a lagging
+        listing would be sent again)."""
+        return await self.observe() is not None
 
     async def call(self, awaitable: Awaitable[Any]) -> Any:
         """A read; its failure fails this replace (the state stays journaled for a rerun)."""

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from typing import Any
 
 from migrate.client import DataAppClient, DatabrainClient
 from migrate.connection import open_client, open_data_app
+from migrate.embeds import embeds_of
 from migrate.errors import EndpointError
 from migrate.events import ErrorInfo
 from migrate.filters import plan_rebindings, unapplied
 from migrate.models import ConnectionPolicy, Embed, EmbedChange, EmbedsMode, Plan
 from migrate.planner import PlannedDashboard
+from migrate.redaction import holds_secret
 from migrate.retry import Pacer
 
 EmbedList = tuple[EmbedChange, ...]
@@ -89,27 +92,38 @@ class Serving:
             except Exception:
                 await target.aclose()
                 raise
-        return cls(plan, target, target_app=app, source_embeds=source_embeds if mirror else None)
+        serving = cls(plan, target, target_app=app, source_embeds=source_embeds if mirror else None)
+        if app is not None:
+            try:
+                # A bad data-app key makes the target unusable before its first import, not
+                # after it (a dashboard imported but never served).
+                await serving._listing()
+            except Exception:
+                await serving.aclose()
+                raise
+        return serving
 
     async def after_import(
-        self, item: PlannedDashboard, data: Any
+        self, item: PlannedDashboard, data: Any, replaced: bool = False
     ) -> tuple[EmbedList, ErrorInfo | None]:
-        """Rebind the filters of the dashboard just imported, then mirror its embeds."""
+        """Rebind the filters of the dashboard just imported, then mirror its embeds (`replaced`:
+        its embeds were just re-created, so the data app is listed again)."""
         try:
-            await self._rebind(item, data)
-            embeds = await self._mirror(item)
+            data = await self._rebind(item, data)
+            embeds = await self._mirror(item, data, fresh=replaced)
         except EndpointError as exc:
             return (), ErrorInfo(exc.error_code, f"imported, but not served: {exc.message}")
         except _NotServed as exc:
             return (), exc.info
         return embeds, None
 
-    async def _rebind(self, item: PlannedDashboard, data: Any) -> None:
+    async def _rebind(self, item: PlannedDashboard, data: Any) -> Any:
+        """Rebind what needs it; returns the workspace's copy (`data`) as it is now."""
         wanted = plan_rebindings(
             data, item.target_id, item.schema_pairs, self.plan.settings.filter_bindings
         )
         if not wanted:
-            return
+            return data
         await self.target.rebind_filters(self.workspace, wanted)
         # Unmatched labels are silently ignored by the API: only a read-back tells.
         copy = await self.target.export_dashboard(self.workspace, item.target_id)
@@ -122,36 +136,60 @@ class Serving:
                     " the rebinding",
                 )
             )
+        return copy.data
 
-    async def _mirror(self, item: PlannedDashboard) -> EmbedList:
+    async def _mirror(self, item: PlannedDashboard, data: Any, *, fresh: bool) -> EmbedList:
         if self.source_embeds is None or self.target_app is None:
             return ()
         wanted = await self.source_embeds.of(item.id)
         if not wanted:
             return ()
-        if self._existing is None:
-            self._existing = asyncio.ensure_future(self.target_app.list_embeds())
-        existing = await asyncio.shield(self._existing)
+        if fresh:
+            existing = await self.target_app.list_embeds()
+        else:
+            existing = await self._listing()
+        # The listing names no workspace: a same-id dashboard of another workspace may have an
+        # embed of that name in this data app. Only an embed whose export shows this
+        # workspace's copy counts as already mirrored (docs/contract.md A7, `embeds`).
+        candidates = [e for e in existing if e.dashboard_id == item.target_id]
+        mine: set[str] = set()
+        if candidates:
+            shown = await embeds_of(self.target_app, candidates, item.target_id, data)
+            mine = {embed.id for embed in shown}
         override = self.plan.settings.embed_access
         made: list[EmbedChange] = []
         for embed in wanted:
             present = next(
-                (e for e in existing if e.dashboard_id == item.target_id and e.name == embed.name),
+                (e for e in candidates if e.id in mine and e.name == embed.name),
                 None,
             )
             if present is not None:  # a rerun: keep it, do not create a second one
                 made.append(EmbedChange(present.name, present.id))
                 continue
+            wanted_access = {**(embed.access_settings or {}), **override}
+            if holds_secret(json.dumps([embed.name, wanted_access]).encode("utf-8")):
+                # A server echoing a credential into what it lists must not have it copied
+                # into another data app, where everyone with access to that one can read it.
+                raise _NotServed(
+                    ErrorInfo("CREDENTIAL_ECHO", "a source embed holds a credential of this run")
+                )
             embed_id = await self.target_app.create_embed(
                 self.workspace,
                 item.target_id,
                 embed.name,
                 embed_type=embed.type or "dashboard",
-                access_settings={**(embed.access_settings or {}), **override},
+                access_settings=wanted_access,
                 metric_id=embed.metric_id,
             )
             made.append(EmbedChange(embed.name, embed_id))
         return tuple(made)
+
+    async def _listing(self) -> list[Embed]:
+        """The target data app's embeds, listed once per run and shared."""
+        assert self.target_app is not None
+        if self._existing is None:
+            self._existing = asyncio.ensure_future(self.target_app.list_embeds())
+        return await asyncio.shield(self._existing)
 
     async def aclose(self) -> None:
         await self.target.aclose()
