@@ -21,7 +21,7 @@ sent again; embed ids are only ever read from answers and listings.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,13 @@ class ReplaceFailed(Exception):
     def __init__(self, error: ErrorInfo) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+# Steps recorded once the delete was sent: from there the recorded embeds may exist nowhere
+# but in the journal.
+_DELETE_MAY_HAVE_HAPPENED = frozenset(
+    {"delete-intent", "deleted", "import-refused", "embed-intent", "embed-created"}
+)
 
 
 @dataclass
@@ -218,12 +225,18 @@ class _Run:
                 return await self.embeds_and_finish()  # the restore landed
             if state.version == "new" and not self.differs(copy.data):
                 return await self.embeds_and_finish()  # the new version landed
+            carried: list[RecordedEmbed] = []
             if not same_dashboard(copy.data, self.snapshot_data()):
-                # Changed by someone since our snapshot: snapshot what is there now.
+                # Changed since our snapshot (an import of ours landed, then the source moved
+                # on; or someone edited it): snapshot what is there now. Once our delete may
+                # have happened, the embeds it took are in no listing any more: only this
+                # record knows them, so they are carried over, never forgotten.
+                if state.step in _DELETE_MAY_HAVE_HAPPENED:
+                    carried = [e for e in state.embeds if e.id not in state.recreated]
                 state.snapshot = await asyncio.to_thread(self.o.snapshots.put, copy.raw)
                 state.step = "start"
             if state.step in ("start", "snapshotted"):
-                await self.record_embeds(copy.data)
+                await self.record_embeds(copy.data, carried=carried)
             await self.delete()
         return await self.import_and_finish()
 
@@ -249,12 +262,13 @@ class _Run:
         document = parse_json(raw, source=f"snapshot {self.state.snapshot[:12]}")
         return document.get("data") if isinstance(document, dict) else None
 
-    async def record_embeds(self, data: Any) -> None:
-        """Step 2: the embeds showing this dashboard, and the same-id embeds that do not."""
+    async def record_embeds(self, data: Any, *, carried: Sequence[RecordedEmbed] = ()) -> None:
+        """Step 2: the embeds showing this dashboard (plus `carried`: recorded before a delete
+        that took them), and the same-id embeds that do not show it."""
         listing = await self.call(self.o.app.list_embeds())
         mine = await self.call(embeds_of(self.o.app, listing, self.tid, data))
         ids = {embed.id for embed in mine}
-        self.state.embeds = mine
+        self.state.embeds = [*mine, *(e for e in carried if e.id not in ids)]
         self.state.foreign = [
             other.id for other in listing if other.dashboard_id == self.tid and other.id not in ids
         ]

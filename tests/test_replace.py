@@ -271,3 +271,36 @@ def test_readme_update_in_one_command(tmp_path: Path) -> None:
     second = runner.invoke(app, [*base, str(root / "plans" / "demo-update.yaml")])
     assert second.exit_code == 0, second.output
     assert "3 updated, 11 unchanged" in second.output
+
+
+def test_embeds_a_killed_replace_took_survive_a_source_change(tmp_path: Path) -> None:
+    """Killed after its import but before re-creating embeds, with the source changed before the
+    rerun: the rerun replaces again and still re-creates the embeds the first delete took."""
+    sandbox, update, embeds = promoted(tmp_path)
+    report = apply(update, tmp_path)
+    assert results(report)["sales-overview"] == "updated"
+    # The state a kill right after the delete's confirmation leaves: the journal ends at the
+    # `deleted` record of sales-overview, and the embeds the delete took are not back yet.
+    (journal,) = (tmp_path / "journal").glob("*.jsonl")
+    lines = journal.read_text().splitlines()
+    cut = next(
+        i
+        for i, line in enumerate(lines)
+        if '"replace"' in line and '"sales-overview"' in line and '"step":"deleted"' in line
+    )
+    journal.write_text("\n".join(lines[: cut + 1]) + "\n")
+    for row in sandbox.store.list_embeds(APP):
+        if row.dashboard_id == "sales-overview":
+            sandbox.store.delete_embed(APP, row.id, delete_dashboard=False)
+    # Meanwhile the source moves on: the rerun must replace again.
+    data = sandbox.get_dashboard("Sales Dev Next", "sales-overview")
+    assert data is not None
+    data["description"] = "third version"
+    sandbox.update_dashboard("Sales Dev Next", "sales-overview", data)
+
+    again = apply(update, tmp_path)
+    assert results(again)["sales-overview"] == "updated"
+    now = embeds_by_name(sandbox)
+    for name in ("Portal overview", "Partner overview"):
+        assert now[name][1] == "sales-overview" and now[name][2] == embeds[name][1]
+    assert not any(name.startswith("migrate-temp") for name in now)
