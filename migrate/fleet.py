@@ -396,11 +396,11 @@ async def _run_target(
     serving: Serving | None = None
     try:
         read_target = True
+        if not dry_run:  # credentials checked before anything is created, a workspace included
+            serving = await Serving.for_target(view, fleet.options.policy, throttle, fleet.embeds)
         if named.create_workspace is not None:
             run.workspace, exists = await _prepare_workspace(named, fleet, throttle, dry_run)
             read_target = exists
-        if not dry_run:
-            serving = await Serving.for_target(view, fleet.options.policy, throttle, fleet.embeds)
         shared = SharedResources(
             source=fleet.source,
             target_throttle=throttle,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from migrate.errors import UsageError
+from migrate.errors import EndpointError, UsageError
 from migrate.filters import column_of, filter_objects
 from migrate.fleet import FleetReport, run_targets, select_targets
 from migrate.models import ConnectionPolicy
@@ -328,3 +328,15 @@ def test_a_replaced_dashboard_is_served_like_a_created_one(tmp_path: Path) -> No
     assert sorted((e.dashboard_id, e.name) for e in after) == sorted(
         (e.dashboard_id, e.name) for e in before
     )
+
+
+def test_a_bad_data_app_key_creates_no_workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials are checked before `create_workspace` acts: a target whose data-app key is
+    wrong is unusable, and its missing workspace is not created."""
+    prepare(tmp_path)
+    monkeypatch.setenv("T_PROD_APP_KEY", "not-the-key")
+    with pytest.raises(EndpointError):
+        run(tmp_path, names=["prod-us"])
+    assert not sandbox_of(tmp_path / "state").store.has_workspace("Sales Prod US")
