@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -37,7 +36,7 @@ from migrate.errors import (
     UntrustedJSONError,
     WorkspaceExistsError,
 )
-from migrate.jsontext import JSONLimits, parse_json
+from migrate.jsontext import JSONLimits, dump_json, parse_json
 from migrate.models import (
     DashboardRef,
     DataAppDashboard,
@@ -609,7 +608,7 @@ class _AnsweredCall(_Answer):
 
 
 def _dump(value: JSONObject) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return dump_json(value)
 
 
 def _describe_body(response: httpx.Response, raw: bytes) -> str:
