@@ -327,17 +327,25 @@ class DatabrainClient:
     async def _paginate(
         self, method: str, path: str, body: JSONObject | None, op: Operation
     ) -> list[JSONObject]:
-        """Every item of a paginated list: request pages until a short or empty one.
+        """Every item of a list: one request without pagination, else pages.
 
-        The API gives no total, so the walk is sequential by nature; after two full pages,
-        later pages are asked for in growing batches (2, 4, 8 at once), read in order, so a
-        large inventory costs a few round trips instead of one per page — at the price of at
+        The API answers a listing without `isPagination` with every item at once (one request
+        for a whole workspace, where pages cost one per 10 items). That answer is taken unless
+        it may be a first page after all (exactly PAGE_SIZE items, from a server that paginates
+        anyway), is too large to read, or is refused: then the pages are walked.
+
+        The page walk: the API gives no total, so it is sequential by nature; after two full
+        pages, later pages are asked for in growing batches (2, 4, 8 at once), read in order, so
+        a large inventory costs a few round trips instead of one per page — at the price of at
         most a few requests for pages past the end, which the API answers with `[]`.
         A server that ignores pagination is tolerated (a page longer than PAGE_SIZE is taken as
         the whole list, and so is a page 2 equal to page 1). A listing that does not end — more
         than `max_list_items` items, or a later page repeating an earlier one — raises
         BadResponseError (exit 5): an inventory cut short is never used.
         """
+        whole = await self._unpaginated(method, path, body, op)
+        if whole is not None:
+            return whole
         items: list[JSONObject] = []
         seen: dict[bytes, int] = {}  # page digest -> page number
         max_pages = self.options.max_list_items // PAGE_SIZE + 1
@@ -369,6 +377,38 @@ class DatabrainClient:
             f"it returned more than {self.options.max_list_items:,} items without a last page",
             page - 1,
         )
+
+    async def _unpaginated(
+        self, method: str, path: str, body: JSONObject | None, op: Operation
+    ) -> list[JSONObject] | None:
+        """Every item from one request without pagination; None when pages must be walked."""
+        workspace = body.get("workspaceName") if body else None
+        try:
+            answer = await self._call(
+                method,
+                path,
+                body if method != "GET" else None,
+                op=op,
+                workspace=workspace if isinstance(workspace, str) else None,
+            )
+        except BadResponseError as exc:
+            if exc.status is not None and 200 <= exc.status < 300:
+                return None  # a success too large to read (or not JSON): pages are smaller
+            raise
+        except RequestRejectedError as exc:
+            if exc.code == "INVALID_REQUEST_BODY":
+                return None  # a server that insists on pagination fields
+            raise
+        data = answer.body.get("data") if isinstance(answer.body, dict) else None
+        if not isinstance(data, list) or len(data) == PAGE_SIZE:
+            return None
+        if len(data) > self.options.max_list_items:
+            raise self._endless(
+                path,
+                f"it returned more than {self.options.max_list_items:,} items in one answer",
+                1,
+            )
+        return [item for item in data if isinstance(item, dict)]
 
     def _endless(self, path: str, why: str, pages: int) -> BadResponseError:
         url = self._url(path)
