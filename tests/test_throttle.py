@@ -9,7 +9,7 @@ import itertools
 import pytest
 
 from migrate.retry import RateSignal
-from migrate.sandbox.faults import RateLimiter
+from migrate.sandbox.faults import RateLimiter, RateMode
 from migrate.throttle import Throttle
 
 
@@ -102,7 +102,9 @@ def test_in_flight_never_exceeds_the_ceiling() -> None:
 # --- a limit the server never announces --------------------------------------------------------
 
 
-def _run_against_limiter(mode: str, limit: int, window: float, successes: int) -> tuple[int, float]:
+def _run_against_limiter(
+    mode: RateMode, limit: int, window: float, successes: int
+) -> tuple[int, float]:
     """Sequential requests (1 ms each, so the limit binds) through a throttle against the
     sandbox's limiter with no rate headers, on one fake clock: (429s answered, seconds until
     `successes` succeeded)."""
@@ -116,7 +118,7 @@ def _run_against_limiter(mode: str, limit: int, window: float, successes: int) -
             await throttle.acquire()
             decision = limiter.check(
                 "client", limit, window, http_date=False, mode=mode, headers="none"
-            )  # type: ignore[arg-type]
+            )
             fake.now += 0.001
             status = 200 if decision.allowed else 429
             throttle.release(RateSignal.from_response(status, decision.headers))
@@ -130,7 +132,7 @@ def _run_against_limiter(mode: str, limit: int, window: float, successes: int) -
 
 @pytest.mark.parametrize("mode", ["window", "bucket"])
 @pytest.mark.parametrize(("limit", "window"), [(50, 1.0), (20, 2.0), (500, 120.0)])
-def test_unannounced_limit_is_learned_from_429s(mode: str, limit: int, window: float) -> None:
+def test_unannounced_limit_is_learned_from_429s(mode: RateMode, limit: int, window: float) -> None:
     """With only Retry-After on 429s, at most 5% of requests are refused and the run takes at
     most 1.15x the time the limit itself imposes (requests / R), for a fixed window and a token
     bucket."""
