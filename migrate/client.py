@@ -36,7 +36,7 @@ from migrate.errors import (
     UntrustedJSONError,
     WorkspaceExistsError,
 )
-from migrate.jsontext import JSONLimits, dump_json, parse_json
+from migrate.jsontext import JSONLimits, dump_json, export_holds_data, parse_json
 from migrate.models import (
     DashboardRef,
     DataAppDashboard,
@@ -182,6 +182,17 @@ class DatabrainClient:
 
     async def export_dashboard(self, workspace: str, dashboard_id: str) -> ExportFile:
         """The export file of one dashboard, raw bytes and parsed."""
+        export = await self.read_back(workspace, dashboard_id, None)
+        assert export is not None  # only an expected `data` text can make it None
+        return export
+
+    async def read_back(
+        self, workspace: str, dashboard_id: str, expected_data: bytes | None
+    ) -> ExportFile | None:
+        """The export file of one dashboard, raw bytes and parsed; None, without parsing, when
+        its `data` is exactly `expected_data` (compact JSON we wrote, e.g. what an import was
+        expected to store): `jsontext.export_holds_data` proves that on the text."""
+        url = self._url("/api/v2/data-app/export-dashboard")
         answer = await self._call(
             "POST",
             "/api/v2/data-app/export-dashboard",
@@ -189,6 +200,15 @@ class DatabrainClient:
             op="export",
             workspace=workspace,
             dashboard_id=dashboard_id,
+            unparsed=True,
+        )
+        source = f"the response of POST {url}"
+        if expected_data is not None and export_holds_data(
+            answer.raw, expected_data, source=source
+        ):
+            return None
+        answer.body = _parsed_body(
+            answer.status, answer.headers, answer.raw, method="POST", url=url, op="export"
         )
         if not isinstance(answer.body, dict) or not isinstance(answer.body.get("data"), dict):
             raise BadResponseError(
@@ -460,8 +480,10 @@ class DatabrainClient:
         dashboard_id: str | None = None,
         params: Mapping[str, str] | None = None,
         content: bytes | None = None,
+        unparsed: bool = False,
     ) -> _AnsweredCall:
-        """One logical call with retries; returns the parsed 2xx answer or raises EndpointError."""
+        """One logical call with retries; returns the parsed 2xx answer (its raw bytes only,
+        with `unparsed`) or raises EndpointError."""
         policy = self.options.retry
         started = self._clock()
         attempt = 0
@@ -475,6 +497,7 @@ class DatabrainClient:
                     params=params,
                     content=content,
                     op=op,
+                    unparsed=unparsed,
                 )
                 if 200 <= answer.status < 300:
                     return _AnsweredCall(answer, attempt)
@@ -522,8 +545,10 @@ class DatabrainClient:
         params: Mapping[str, str] | None,
         content: bytes | None,
         op: Operation,
+        unparsed: bool = False,
     ) -> _Answer:
-        """Send one HTTP request; read the body under the size cap; parse JSON."""
+        """Send one HTTP request; read the body under the size cap; parse JSON (a 2xx body is
+        left as raw bytes with `unparsed`: the caller decides whether it needs parsing)."""
         url = self._url(path)
         if content is None and json_body is not None:
             content = _dump(json_body)
@@ -574,20 +599,10 @@ class DatabrainClient:
         finally:
             self._pacer.release(signal)
         body: Any = None
-        if raw:
-            try:
-                body = parse_json(raw, source=f"the response of {method} {url}")
-            except UntrustedJSONError as exc:
-                if 200 <= response.status_code < 300:
-                    kind = _describe_body(response, raw)
-                    raise BadResponseError(
-                        f"{method} {url} answered HTTP {response.status_code} with {kind}, not"
-                        f" the documented JSON: {exc.message}",
-                        url=url,
-                        status=response.status_code,
-                        uncertain=op in WRITES,
-                    ) from exc
-                body = None  # an error status with a non-JSON body is translated by status
+        if raw and not (unparsed and 200 <= response.status_code < 300):
+            body = _parsed_body(
+                response.status_code, response.headers, raw, method=method, url=url, op=op
+            )
         return _Answer(response.status_code, body, response.headers, raw)
 
     async def _read_capped(self, response: httpx.Response, url: str) -> bytes:
@@ -651,11 +666,29 @@ def _dump(value: JSONObject) -> bytes:
     return dump_json(value)
 
 
-def _describe_body(response: httpx.Response, raw: bytes) -> str:
-    ctype = response.headers.get("Content-Type", "")
-    if "html" in ctype or raw.lstrip()[:1] == b"<":
-        return "an HTML page"
-    return f"a {ctype or 'non-JSON'} body"
+def _parsed_body(
+    status: int, headers: httpx.Headers, raw: bytes, *, method: str, url: str, op: Operation
+) -> Any:
+    """The parsed JSON of an answer; a 2xx that is not JSON is BadResponseError, an error
+    status with a non-JSON body is None (translated by its status)."""
+    try:
+        return parse_json(raw, source=f"the response of {method} {url}")
+    except UntrustedJSONError as exc:
+        if 200 <= status < 300:
+            ctype = headers.get("Content-Type", "")
+            kind = (
+                "an HTML page"
+                if "html" in ctype or raw.lstrip()[:1] == b"<"
+                else f"a {ctype or 'non-JSON'} body"
+            )
+            raise BadResponseError(
+                f"{method} {url} answered HTTP {status} with {kind}, not"
+                f" the documented JSON: {exc.message}",
+                url=url,
+                status=status,
+                uncertain=op in WRITES,
+            ) from exc
+        return None
 
 
 # ---- data-app calls (docs/databrain-api.md "Changing what is already in a workspace") -------

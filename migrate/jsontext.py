@@ -135,6 +135,25 @@ def _checked(value: Any, data: bytes, *, source: str, limits: JSONLimits) -> Any
     return value
 
 
+def export_holds_data(raw: bytes, data: bytes, *, source: str) -> bool:
+    """True when `raw` is exactly `{"_meta":META,"data":DATA}` with `data` as DATA and META a
+    JSON object that passes `parse_json`'s checks; False means "not shown", parse `raw` then.
+
+    `data` is compact JSON this process wrote from checked values, so a body that is META and
+    it, spliced as a compact server writes an export, is valid JSON with those two members
+    (JSON's grammar has one reading) and needs no parse of its own: a read-back of megabytes
+    is compared in one memcmp.
+    """
+    head, tail = b'{"_meta":', b',"data":' + data + b"}"
+    if len(raw) < len(head) + len(tail) or not (raw.startswith(head) and raw.endswith(tail)):
+        return False
+    try:
+        meta = parse_json(raw[len(head) : len(raw) - len(tail)], source=source)
+    except UntrustedJSONError:
+        return False
+    return isinstance(meta, dict)
+
+
 def load_trusted(raw: bytes) -> Any:
     """Parse JSON this process wrote itself (a spool file): no caps, no checks."""
     return orjson.loads(raw)

@@ -14,8 +14,11 @@ from migrate.errors import (
     RequestRejectedError,
     WorkspaceNotFoundError,
 )
+from migrate.jsontext import dump_json
+from migrate.models import SchemaPair
 from migrate.retry import RetryPolicy
 from migrate.sandbox import SandboxConfig, create_app
+from migrate.schemapairs import expected_copy_text
 from migrate.transport import asgi_transport
 
 pytestmark = pytest.mark.anyio
@@ -120,3 +123,19 @@ async def test_duplicate_import_is_refused_and_creates_nothing(
         await client.import_dashboard("Sales Prod", "kpi-core", export.data)
     ids = [i for i, _ in app.state.sandbox.list_dashboards("Sales Prod")]
     assert ids.count("kpi-core") == 1
+
+
+async def test_read_back_is_proven_on_the_text_or_parsed(client: DatabrainClient) -> None:
+    """After an import with a schema pair, the read-back equals the expected text (None, no
+    parse); expecting anything else gives the parsed export to compare."""
+    export = await client.export_dashboard("Sales Dev", "kpi-core")
+    pairs = (SchemaPair("analytics_dev", "analytics"),)
+    await client.import_dashboard(
+        "Sales Prod", "kpi-copy", export.data, schema_pairs=(("analytics_dev", "analytics"),)
+    )
+    expected = expected_copy_text(export.data, pairs)
+    assert expected is not None and b"analytics_dev" in dump_json(export.data)
+    assert b"analytics_dev" not in expected
+    assert await client.read_back("Sales Prod", "kpi-copy", expected) is None
+    parsed = await client.read_back("Sales Prod", "kpi-copy", dump_json(export.data))
+    assert parsed is not None and parsed.data != export.data

@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrate.errors import UntrustedJSONError
-from migrate.jsontext import JSONLimits, _parse_careful, dump_json, parse_json
+from migrate.jsontext import (
+    JSONLimits,
+    _parse_careful,
+    dump_json,
+    export_holds_data,
+    parse_json,
+)
 
 
 def refuse(raw: bytes | str, limits: JSONLimits | None = None) -> UntrustedJSONError:
@@ -190,3 +196,19 @@ def test_dump_json_is_compact_utf8() -> None:
     assert dump_json(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode(
         "utf-8"
     )
+
+
+def test_export_holds_data_only_for_the_exact_splice() -> None:
+    """An export is shown to hold `data` only when it is `{"_meta":META,"data":DATA}` exactly
+    and META passes the checks (a duplicate key in it does not)."""
+    data = dump_json({"a": [1, "x"]})
+    assert export_holds_data(b'{"_meta":{"id":"d"},"data":' + data + b"}", data, source="x")
+    for raw in [
+        b'{"_meta":{"id":"d","id":"e"},"data":' + data + b"}",
+        b'{"_meta":{"id":"d"}, "data":' + data + b"}",
+        b'{"data":' + data + b',"_meta":{}}',
+        b'{"_meta":[],"data":' + data + b"}",
+        b'{"_meta":{"id":"d"},"data":{"a":[1,"y"]}}',
+        b'{"_meta":{"id":"d"},"x":1,"data":' + data + b"}",
+    ]:
+        assert not export_holds_data(raw, data, source="x"), raw
