@@ -159,6 +159,16 @@ def load_trusted(raw: bytes) -> Any:
     return orjson.loads(raw)
 
 
+def dump_json_fast(value: Any) -> bytes | None:
+    """`dump_json(value)` when orjson can write it, else None: never for values nested past
+    about 250 levels (so never for one deeper than `MAX_DEPTH`), integers beyond 64 bits or
+    non-string keys."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return None
+
+
 def dump_json(value: Any) -> bytes:
     """`value` as compact UTF-8 JSON (no spaces, non-ASCII kept), as the API expects a body."""
     try:
