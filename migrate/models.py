@@ -49,6 +49,13 @@ class OnConflict(enum.StrEnum):
     FAIL = "fail"
 
 
+class Verify(enum.StrEnum):
+    """How a created dashboard is confirmed: read back and compared, or not at all."""
+
+    READBACK = "readback"
+    NONE = "none"
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     """Where a run's payloads came from, as reports and saved plans say it (never a credential).
@@ -88,6 +95,9 @@ class Settings:
     compare_ignore: tuple[str, ...] = ()
     payload_schema: str | None = None
     max_rps: float | None = None
+    # `none` saves one request per created dashboard (a third under a tight rate limit); a copy
+    # created by someone else is still compared, since that decides its result.
+    verify: Verify = Verify.READBACK
 
 
 @dataclass(frozen=True)

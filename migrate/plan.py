@@ -35,6 +35,7 @@ from migrate.models import (
     Plan,
     SchemaPair,
     Settings,
+    Verify,
 )
 from migrate.schema import SchemaProblem, plan_problems
 from migrate.storage import read_input
@@ -533,6 +534,7 @@ def _build(doc: _Document, name: str, digest: str) -> Plan:
         compare_ignore=tuple(raw.get("compare_ignore", default.compare_ignore)),
         payload_schema=raw.get("payload_schema", default.payload_schema),
         max_rps=None if max_rps is None else float(max_rps),
+        verify=Verify(raw.get("verify", default.verify)),
     )
     dashboards = tuple(
         DashboardSpec(
@@ -683,6 +685,7 @@ def plan_to_document(plan: Plan) -> dict[str, Any]:
         "compare_ignore": [esc(p) for p in s.compare_ignore],
         "payload_schema": None if s.payload_schema is None else esc(s.payload_schema),
         "max_rps": s.max_rps,
+        "verify": s.verify.value,
     }
     entries = []
     for d in plan.dashboards:
