@@ -14,8 +14,9 @@ cap, and back-off that adapts to 429s.
   `Retry-After: T` at time t says the server's window (or bucket) admits the next request at
   t + T, so the requests it admitted since the previous such point (or since the first request)
   are what it allows per that span. Starts are then spread at just under that rate; each later
-  429 re-learns it (never faster than before), and a long run without one speeds up by 5%
-  (additive increase, as AIMD probes). Without `Retry-After`, a 429 doubles the spacing.
+  429 re-learns it (never faster than the pace that earned it), and a learned budget of
+  successes without one speeds up by 3% (additive increase, as AIMD probes; each probe that
+  earns a 429 makes probing 4x rarer). Without `Retry-After`, a 429 doubles the spacing.
 - No server-announced wait or spacing is longer than `max_wait_s` (--max-wait): a longer one is
   not waited at all — the throttle stops the run with `AnnouncedWaitError` (exit 5), which every
   later `acquire` raises and `raise_if_stopped` re-raises for the runner.
@@ -34,9 +35,10 @@ from migrate.errors import AnnouncedWaitError, RunInterruptedError
 from migrate.retry import Pacer, RateSignal, announced_wait_error
 
 DEFAULT_MAX_WAIT_S = 300.0
-# A learned spacing is probed 5% faster after this long (and this many requests) without a 429.
-_PROBE_AFTER_S = 30.0
-_PROBE_AFTER_REQUESTS = 200
+# A learned spacing is probed 3% faster after two learned budgets of successes without a 429
+# (about two of the server's windows); each probe that earns a 429 makes probing 4x rarer.
+_PROBE_STEP = 0.97
+_PROBE_BACKOFF = 4
 
 
 class Throttle(Pacer):
@@ -80,7 +82,11 @@ class Throttle(Pacer):
         self._learned_interval = 0.0
         self._learn_since: float | None = None  # when the span being counted began
         self._admitted = 0  # successes since `_learn_since`
-        self._since_429 = 0  # successes since the last 429, for the additive probe
+        self._since_429 = 0  # successes since the last 429 or probe, for the additive probe
+        self._learned_budget = 0  # successes per span at the last 429
+        self._probe_every = 2  # budgets of successes between probes
+        self._probed = False  # the spacing was probed faster since the last 429
+        self._before_probe = 0.0  # the spacing before that probe
 
     async def acquire(self) -> None:
         """Wait for a free slot, then for the rate cap and any server-requested pause.
@@ -130,7 +136,11 @@ class Throttle(Pacer):
         except BaseException:
             self._free_slot()
             raise
-        self._last_start = now
+        # The slot this start was spaced for, not the moment the loop woke: waking ~1 ms late
+        # per request would otherwise slow the whole run by that much (5% at 50/s). Only such
+        # a slight delay is made up; after a pause or idle time the spacing starts from now.
+        slot = self._last_start + interval
+        self._last_start = slot if now - slot <= 0.1 * interval else now
         if self._learn_since is None:
             self._learn_since = now
 
@@ -190,11 +200,12 @@ class Throttle(Pacer):
             self._since_429 += 1
             if (
                 self._learned_interval
-                and self._since_429 * self._learned_interval > _PROBE_AFTER_S
-                and self._since_429 > _PROBE_AFTER_REQUESTS
+                and self._since_429 > self._probe_every * self._learned_budget
             ):
-                self._learned_interval *= 0.95
+                self._before_probe = self._learned_interval
+                self._learned_interval *= _PROBE_STEP
                 self._since_429 = 0
+                self._probed = True
             self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
             if signal.limit and (signal.window_s or signal.reset_s):
                 window = max(self._window, signal.window_s or signal.reset_s or 0.0)
@@ -226,6 +237,15 @@ class Throttle(Pacer):
         """Spread starts at the rate the 429s imply (module docstring); never faster than the
         spacing that just earned this 429."""
         self._since_429 = 0
+        if self._probed:
+            # The last probe overshot: back to the last pace that earned no 429 (a better
+            # figure than a span ending in a whole-second Retry-After), and probe less often.
+            self._probe_every *= _PROBE_BACKOFF
+            self._probed = False
+            self._learned_interval = self._before_probe
+            self._learn_since = now + (retry_after or 0.0)
+            self._admitted = 0
+            return
         if retry_after is None:
             # Nothing says when the budget returns: back off multiplicatively instead.
             self._learned_interval = max(2 * self._learned_interval, 0.01)
@@ -233,9 +253,11 @@ class Throttle(Pacer):
         admits_at = now + retry_after
         if self._learn_since is not None and self._admitted > 0:
             span = admits_at - self._learn_since
-            # 2% under the observed rate absorbs clock skew, as for an announced limit.
+            # 2% under the observed rate absorbs clock skew, as for an announced limit. A 429
+            # while pacing means that pace was too fast: never faster than it, a step slower.
             estimate = 1.02 * span / self._admitted
-            self._learned_interval = max(estimate, 1.1 * self._learned_interval)
+            self._learned_interval = max(estimate, 1.02 * self._learned_interval)
+            self._learned_budget = self._admitted
         self._learn_since = admits_at
         self._admitted = 0
         if self._learned_interval > self.max_wait_s:

@@ -156,3 +156,51 @@ def test_429_without_retry_after_doubles_the_spacing() -> None:
 
     throttle = asyncio.run(run())
     assert throttle._learned_interval == 0.02
+
+
+def test_late_wakeups_do_not_slow_the_announced_rate() -> None:
+    """A sleep that wakes 1 ms late every time still yields starts at the announced rate on
+    average (the slot, not the late wake-up, is the next start's reference)."""
+    fake = FakeTime()
+
+    async def late_sleep(seconds: float) -> None:
+        await fake.sleep(seconds + 0.001)
+
+    async def run() -> list[float]:
+        throttle = Throttle(16, clock=fake.clock, sleep=late_sleep)
+        await throttle.acquire()
+        throttle.release(RateSignal(limit=50, reset_s=1.0, remaining=49, window_s=1.0))
+        starts = []
+        for _ in range(101):
+            await throttle.acquire()
+            starts.append(fake.now)
+            throttle.release(RateSignal())
+        return starts
+
+    starts = asyncio.run(run())
+    assert (starts[-1] - starts[0]) / 100 < 0.0204 * 1.01
+
+
+def test_a_probe_that_earns_a_429_returns_to_the_last_good_pace() -> None:
+    """After a learned pace, probing 3% faster and getting a 429 goes back to the pace that
+    earned none (not to a slower estimate), and probing becomes 4x rarer."""
+    fake = FakeTime()
+
+    async def run() -> Throttle:
+        throttle = Throttle(1, clock=fake.clock, sleep=fake.sleep)
+        for _ in range(10):
+            await throttle.acquire()
+            throttle.release(RateSignal())
+        await throttle.acquire()
+        throttle.release(RateSignal(rate_limited=True, retry_after=1.0))
+        learned = throttle._learned_interval
+        while throttle._learned_interval == learned:
+            await throttle.acquire()
+            throttle.release(RateSignal())
+        assert throttle._learned_interval == learned * 0.97
+        await throttle.acquire()
+        throttle.release(RateSignal(rate_limited=True, retry_after=1.0))
+        assert throttle._learned_interval == learned
+        return throttle
+
+    assert asyncio.run(run())._probe_every == 8
