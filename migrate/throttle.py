@@ -181,7 +181,10 @@ class Throttle(Pacer):
         now = self._clock()
         if signal.rate_limited:
             self.rate_limited += 1
-            self.limit = max(1.0, self.limit / 2)
+            if now >= self._paused_until:
+                # Once per pause: the other requests of the same burst answer 429 too, and
+                # halving for each would leave one request in flight after one burst.
+                self.limit = max(1.0, self.limit / 2)
             wait = 1.0 if signal.retry_after is None else signal.retry_after
             if wait > self.max_wait_s:
                 self._stop(

@@ -204,3 +204,19 @@ def test_a_probe_that_earns_a_429_returns_to_the_last_good_pace() -> None:
         return throttle
 
     assert asyncio.run(run())._probe_every == 8
+
+
+def test_a_burst_of_429s_halves_the_limit_once() -> None:
+    """Eight requests in flight all answered 429 (one burst) halve the limit once, not eight
+    times: the pause they share is one signal."""
+    fake = FakeTime()
+
+    async def run() -> Throttle:
+        throttle = Throttle(16, clock=fake.clock, sleep=fake.sleep)
+        for _ in range(8):
+            await throttle.acquire()
+        for _ in range(8):
+            throttle.release(RateSignal(rate_limited=True, retry_after=1.0))
+        return throttle
+
+    assert asyncio.run(run()).limit == 8.0
