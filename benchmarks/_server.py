@@ -67,6 +67,8 @@ def main() -> None:
     parser.add_argument("--db", required=True, type=Path, help="SQLite file (already seeded)")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--rate-limit", default=None, help="N/S")
+    parser.add_argument("--rate-headers", default="draft6", help="none|draft6|draft7|legacy")
+    parser.add_argument("--rate-mode", default="window", help="window|bucket")
     parser.add_argument("--token", required=True)
     parser.add_argument("--ready", required=True, type=Path)
     parser.add_argument("--stats", required=True, type=Path)
@@ -77,6 +79,8 @@ def main() -> None:
         token=args.token,
         latency_ms=args.latency_ms,
         rate_limit=parse_rate_limit(args.rate_limit) if args.rate_limit else None,
+        rate_headers=args.rate_headers,
+        rate_mode=args.rate_mode,
     )
     app = create_app(config)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -46,14 +46,20 @@ TARGET_WS = "Bench Target"
 TOKEN_ENV = "MIGRATE_BENCH_TOKEN"  # the NAME of an env var
 
 # The performance targets (README, "Performance").
-T_SPEEDUP = 10.0
-T_EFFICIENCY = 1 / 1.25  # wall - start-up <= 1.25 x ideal
+T_SPEEDUP = 12.0
+T_EFFICIENCY = 1 / 1.5  # wall - start-up <= 1.5 x ideal
 T_CPU_PER_REQUEST_MS = 1.0
-T_CPU_PER_DASHBOARD_MS = 5.0
+T_CPU_PER_DASHBOARD_MS = 3.0
 T_STARTUP_S = 0.3
 T_RATE_WALL = 1.15
-T_RATE_429 = 0.05
+T_RATE_429 = 0.05  # a server that sends no rate-limit headers
+T_RATE_429_HEADERS = 0.01  # a server that announces its limit
 T_RSS_MB = 150.0
+T_SCALE_RATIO = 12.0  # 10x the dashboards in at most 12x the time
+T_SCALE_RSS_MB = 250.0
+REQUESTS_PER_CREATED = 3  # export + import + read-back
+RATE_HEADER_FORMS = ("none", "draft6", "draft7", "legacy")
+RATE_MODES = ("window", "bucket")
 
 
 @dataclass
@@ -99,6 +105,9 @@ class Run:
     critical_path_s: float  # sequential listing pages + export + chain of imports + read-back
     phases: dict[str, float]  # seconds since spawn: first request, listing/export/import spans
     derived: dict[str, float] = field(default_factory=dict)
+    command: str = "apply"
+    rate_headers: str = "draft6"
+    rate_mode: str = "window"
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -151,6 +160,8 @@ class Server:
         latency_ms: float,
         rate_limit: str | None,
         env: dict[str, str],
+        rate_headers: str = "draft6",
+        rate_mode: str = "window",
     ) -> None:
         self.ready_file = workdir / "server-ready.json"
         self.stats_file = workdir / "server-stats.json"
@@ -169,7 +180,8 @@ class Server:
             str(self.stats_file),
         ]
         if rate_limit:
-            argv += ["--rate-limit", rate_limit]
+            argv += ["--rate-limit", rate_limit, "--rate-headers", rate_headers]
+            argv += ["--rate-mode", rate_mode]
         self.log = (workdir / "server.log").open("wb")
         self.proc = subprocess.Popen(
             argv, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
@@ -220,13 +232,14 @@ def seed_database(path: Path, n: int, payload_kb: int, max_depth: int) -> float:
     return time.perf_counter() - started
 
 
-def write_plan(path: Path, url: str) -> None:
+def write_plan(path: Path, url: str, *, concurrency: int = 8) -> None:
     """A plan migrating every source dashboard, with a schema pair so rewrites run too."""
     path.write_text(
         "version: 1\n"
         f"source: {{url: '{url}', token_env: {TOKEN_ENV}, workspace: {SOURCE_WS}}}\n"
         f"target: {{url: '{url}', token_env: {TOKEN_ENV}, workspace: {TARGET_WS}}}\n"
         "settings:\n"
+        f"  concurrency: {concurrency}\n"
         "  schema_pairs: [{replace: analytics_dev, target: analytics}]\n"
         "dashboards:\n"
         "  - match: '*'\n"
@@ -303,28 +316,42 @@ def run_apply(
     latency_ms: float,
     rate_limit: str | None,
     profile: Path | None = None,
+    rate_headers: str = "draft6",
+    rate_mode: str = "window",
+    command: str = "apply",
 ) -> Run:
-    """One apply against a fresh copy of the seeded database."""
+    """One `migrate apply` (or `plan`) against a fresh copy of the seeded database."""
     rundir = workdir / label
     rundir.mkdir()
     db = rundir / "sandbox.db"
     shutil.copyfile(base_db, db)
-    server = Server(db, rundir, latency_ms=latency_ms, rate_limit=rate_limit, env=env)
+    server = Server(
+        db,
+        rundir,
+        latency_ms=latency_ms,
+        rate_limit=rate_limit,
+        env=env,
+        rate_headers=rate_headers,
+        rate_mode=rate_mode,
+    )
     try:
         plan = rundir / "plan.yaml"
-        write_plan(plan, server.url)
+        write_plan(plan, server.url, concurrency=concurrency)
         report = rundir / "report.json"
-        argv = _migrate(
-            "--quiet",
-            "--state-dir",
-            str(rundir / "state"),
-            "apply",
-            str(plan),
-            "--concurrency",
-            str(concurrency),
-            "--report",
-            str(report),
-        )
+        if command == "plan":
+            argv = _migrate("--quiet", "--state-dir", str(rundir / "state"), "plan", str(plan))
+        else:
+            argv = _migrate(
+                "--quiet",
+                "--state-dir",
+                str(rundir / "state"),
+                "apply",
+                str(plan),
+                "--concurrency",
+                str(concurrency),
+                "--report",
+                str(report),
+            )
         if profile is not None:
             argv = [sys.executable, "-m", "cProfile", "-o", str(profile), *argv[1:]]
         proc = measure(argv, env=env, cwd=rundir, log=rundir / "client.log")
@@ -334,7 +361,8 @@ def run_apply(
     if report.exists():
         summary = json.loads(report.read_text()).get("summary", {})
         results = {k: v for k, v in summary.items() if k != "total" and v}
-    if proc.exit_code not in (0, 6) or results.get("created", 0) != n:
+    failed = proc.exit_code != 0 if command == "plan" else results.get("created", 0) != n
+    if failed or proc.exit_code not in (0, 6):
         print(f"!! {label}: exit {proc.exit_code}, results {results}", file=sys.stderr)
         print(proc.output[-3000:], file=sys.stderr)
     ok_kinds: dict[str, int] = stats["ok_by_kind"]
@@ -368,6 +396,9 @@ def run_apply(
         ideal_min_requests_s=minimal * latency_s / concurrency,
         critical_path_s=critical,
         phases=phases(proc, stats),
+        command=command,
+        rate_headers=rate_headers,
+        rate_mode=rate_mode,
     )
 
 
@@ -460,36 +491,34 @@ def _mark(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
+def _rate_label(run: Run) -> str:
+    return f"{run.rate_limit} {run.rate_mode}, headers {run.rate_headers}"
+
+
 def targets(
-    startup: dict[str, Any], runs: list[Run], rated: Run | None, memory: Run | None
+    startup: dict[str, Any],
+    runs: list[Run],
+    rated: list[Run],
+    memory: Run | None,
+    scale: list[Run],
 ) -> list[dict[str, Any]]:
     """The performance targets next to the measured figures."""
     rows: list[dict[str, Any]] = []
 
-    def row(name: str, value: float, goal: str, ok: bool, fmt: str) -> None:
+    def row(name: str, value: float, goal: str, ok: bool, fmt: str, *, info: bool = False) -> None:
         rows.append(
-            {"target": name, "measured": value, "shown": fmt.format(value), "goal": goal, "met": ok}
+            {
+                "target": name,
+                "measured": value,
+                "shown": fmt.format(value),
+                "goal": goal,
+                "met": ok,
+                "info": info,
+            }
         )
 
     top = max(runs, key=lambda r: r.concurrency)
     low = min(runs, key=lambda r: r.concurrency)
-    if top is not low:
-        speedup = low.wall_s / top.wall_s
-        row(
-            f"speedup C={top.concurrency} vs C={low.concurrency} (whole process)",
-            speedup,
-            f">= {T_SPEEDUP:.0f}x",
-            speedup >= T_SPEEDUP,
-            "{:.1f}x",
-        )
-    eff = top.derived["efficiency"]
-    row(
-        f"C={top.concurrency}: (wall - start-up) / ideal",
-        1 / eff,
-        "<= 1.25",
-        1 / eff <= 1 / T_EFFICIENCY,
-        "{:.2f}",
-    )
     per_req = top.derived["cpu_ms_per_request"]
     row(
         f"C={top.concurrency}: client CPU per HTTP request (net of start-up)",
@@ -506,27 +535,88 @@ def targets(
         per_dash <= T_CPU_PER_DASHBOARD_MS,
         "{:.2f} ms",
     )
-    for name in ("help", "validate"):
-        wall = startup[name]["wall_s"]
-        what = "`migrate --help`" if name == "help" else "`migrate validate PLAN`"
-        row(f"start-up: {what}", wall, f"<= {T_STARTUP_S:g} s", wall <= T_STARTUP_S, "{:.3f} s")
-    if rated is not None:
-        ratio = rated.derived["rate_wall_ratio"]
+    if top is not low:
+        speedup = low.wall_s / top.wall_s
         row(
-            f"rate limit {rated.rate_limit}: wall / (requests / R)",
+            f"speedup C={top.concurrency} vs C={low.concurrency} (whole process)",
+            speedup,
+            f">= {T_SPEEDUP:.0f}x",
+            speedup >= T_SPEEDUP,
+            "{:.1f}x",
+        )
+    eff = top.derived["efficiency"]
+    row(
+        f"C={top.concurrency}: (wall - start-up) / ideal",
+        1 / eff,
+        f"<= {1 / T_EFFICIENCY:g}",
+        1 / eff <= 1 / T_EFFICIENCY,
+        "{:.2f}",
+    )
+    for r in rated:
+        ratio = r.derived["rate_wall_ratio"]
+        row(
+            f"rate {_rate_label(r)}: wall / (requests / R)",
             ratio,
             f"<= {T_RATE_WALL:g}",
             ratio <= T_RATE_WALL,
             "{:.2f}",
         )
-        share = rated.derived["rate_429_share"]
+        share = r.derived["rate_429_share"]
+        goal = T_RATE_429 if r.rate_headers == "none" else T_RATE_429_HEADERS
         row(
-            f"rate limit {rated.rate_limit}: share of requests answered 429",
+            f"rate {_rate_label(r)}: share answered 429",
             share,
-            f"<= {T_RATE_429:.0%}",
-            share <= T_RATE_429,
+            f"<= {goal:.0%}",
+            share <= goal,
             "{:.1%}",
         )
+    listing = top.by_kind.get("list_dashboards", 0)
+    row(
+        "listing requests (source + target workspace)",
+        listing,
+        "== 2",
+        listing == 2,
+        "{:.0f}",
+    )
+    created = top.results.get("created", 0)
+    per_created = (top.by_kind.get("export", 0) + top.by_kind.get("import", 0)) / max(created, 1)
+    row(
+        "requests per created dashboard (export + import + read-back)",
+        per_created,
+        f"== {REQUESTS_PER_CREATED}",
+        abs(per_created - REQUESTS_PER_CREATED) < 1e-9,
+        "{:.2f}",
+    )
+    for command in ("plan", "apply"):
+        pair = sorted((r for r in scale if r.command == command), key=lambda r: r.n)
+        if len(pair) == 2:
+            small, large = pair
+            # Judged on the client's CPU time: at 0 latency the wall time of a 100 s run on a
+            # shared 2-core machine measures the other processes as much as this one.
+            ratio = large.client_cpu_s / small.client_cpu_s
+            row(
+                f"scale: {command} N={large.n:,} / N={small.n:,} (client CPU, 0 latency)",
+                ratio,
+                f"<= {T_SCALE_RATIO:g}",
+                ratio <= T_SCALE_RATIO,
+                "{:.1f}x",
+            )
+            wall = large.wall_s / small.wall_s
+            row(
+                f"scale: {command} N={large.n:,} / N={small.n:,} (wall, shared machine)",
+                wall,
+                f"<= {T_SCALE_RATIO:g}",
+                wall <= T_SCALE_RATIO,
+                "{:.1f}x",
+                info=True,
+            )
+            row(
+                f"scale: {command} N={large.n:,} peak RSS",
+                large.client_max_rss_mb,
+                f"<= {T_SCALE_RSS_MB:g} MB",
+                large.client_max_rss_mb <= T_SCALE_RSS_MB,
+                "{:.0f} MB",
+            )
     if memory is not None:
         rss = memory.client_max_rss_mb
         row(
@@ -536,7 +626,18 @@ def targets(
             rss <= T_RSS_MB,
             "{:.0f} MB",
         )
+    for name in ("help", "validate"):
+        wall = startup[name]["wall_s"]
+        what = "`migrate --help`" if name == "help" else "`migrate validate PLAN`"
+        row(f"start-up: {what}", wall, f"<= {T_STARTUP_S:g} s", wall <= T_STARTUP_S, "{:.3f} s")
     return rows
+
+
+def fan_out_case() -> None:
+    """HOOK(targets): the fan-out target, N + K x (per-target requests) and never N x K
+    exports, is measured here once plans can name several targets (`targets:`, built on
+    another branch). Until then it prints that it was not measured; no figure is made up."""
+    print("fan-out (N + K x per-target requests): not measured, `targets:` is not on this branch")
 
 
 def print_targets(rows: list[dict[str, Any]]) -> None:
@@ -544,10 +645,54 @@ def print_targets(rows: list[dict[str, Any]]) -> None:
     width = max(len(r["target"]) for r in rows)
     print(f"{'target':<{width}}  {'measured':>10}  {'goal':>10}  status")
     for r in rows:
-        print(f"{r['target']:<{width}}  {r['shown']:>10}  {r['goal']:>10}  {_mark(r['met'])}")
+        status = f"info ({_mark(r['met'])})" if r.get("info") else _mark(r["met"])
+        print(f"{r['target']:<{width}}  {r['shown']:>10}  {r['goal']:>10}  {status}")
 
 
 # -- main ------------------------------------------------------------------------------------
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def run_scale(
+    args: argparse.Namespace,
+    workdir: Path,
+    env: dict[str, str],
+    concurrency: int,
+    startup_s: float,
+    startup_cpu: float,
+) -> list[Run]:
+    """`plan` and `apply` of each `--scale-n` count of small dashboards at 0 latency."""
+    if args.scale_n.lower() in ("", "none", "off"):
+        return []
+    out: list[Run] = []
+    for n in sorted(int(x) for x in args.scale_n.split(",")):
+        db = workdir / f"seed-scale-{n}.db"
+        seconds = seed_database(db, n, args.scale_payload_kb, args.max_depth)
+        print(f"seeded scale scenario N={n:,} x {args.scale_payload_kb} KB ({seconds:.1f} s)")
+        for command in ("plan", "apply"):
+            run = run_apply(
+                label=f"{command}-{n}",
+                base_db=db,
+                workdir=workdir,
+                env=env,
+                n=n,
+                payload_kb=args.scale_payload_kb,
+                max_depth=args.max_depth,
+                concurrency=concurrency,
+                latency_ms=0.0,
+                rate_limit=None,
+                command=command,
+            )
+            derive(run, startup_s, startup_cpu, None)
+            out.append(run)
+        db.unlink()
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -574,8 +719,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rate-limit",
         default="50/1",
         metavar="N/S|none",
-        help="rate-limited run at the highest concurrency (default 50/1; 'none' skips it)",
+        help="rate-limited runs at the highest concurrency (default 50/1; 'none' skips them)",
     )
+    parser.add_argument(
+        "--rate-headers",
+        default=",".join(RATE_HEADER_FORMS),
+        help="header forms the limited sandbox announces, one run each (default: all four)",
+    )
+    parser.add_argument(
+        "--rate-modes",
+        default=",".join(RATE_MODES),
+        help="how the limited sandbox counts, one run each (default: window,bucket)",
+    )
+    parser.add_argument(
+        "--scale-n",
+        default="1000,10000",
+        help="plan and apply these two counts of small dashboards at 0 latency ('none' skips)",
+    )
+    parser.add_argument("--scale-payload-kb", type=int, default=2)
     parser.add_argument("--memory", action="store_true", help="also run the memory scenario (slow)")
     parser.add_argument("--memory-n", type=int, default=1000)
     parser.add_argument("--memory-payload-kb", type=int, default=200)
@@ -647,10 +808,20 @@ def main(argv: list[str] | None = None) -> int:
             derive(run, startup_s, startup_cpu, runs[0] if runs else None)
             runs.append(run)
         top_c = concurrencies[-1]
-        rated = None
+        rated: list[Run] = []
         if rate_limit:
-            rated = bench(label=f"rate{top_c}", concurrency=top_c, rate_limit=rate_limit)
-            derive(rated, startup_s, startup_cpu, runs[0])
+            for mode in args.rate_modes.split(","):
+                for form in args.rate_headers.split(","):
+                    run = bench(
+                        label=f"r-{form}-{mode[:3]}",
+                        concurrency=top_c,
+                        rate_limit=rate_limit,
+                        rate_headers=form,
+                        rate_mode=mode,
+                    )
+                    derive(run, startup_s, startup_cpu, runs[0])
+                    rated.append(run)
+        scale = run_scale(args, workdir, env, top_c, startup_s, startup_cpu)
         memory = None
         if args.memory:
             mem_db = workdir / "seed-memory.db"
@@ -672,33 +843,38 @@ def main(argv: list[str] | None = None) -> int:
             derive(memory, startup_s, startup_cpu, None)
             mem_db.unlink()
 
+        shown = [*runs, *rated, *scale, *([memory] if memory else [])]
         print()
-        print_runs([*runs, *([rated] if rated else []), *([memory] if memory else [])])
+        print_runs(shown)
         print(
-            "\nL/E/I/R = listing pages / source exports / imports / read-back exports (2xx only);"
-            " ideal = max(requests x L / C, critical path cp = sequential listing pages + 1"
-            " export + longest chain of imports + 1 read-back, each x L); eff = ideal /"
-            " (wall - start-up); cpu = client user+sys net of the `validate` start-up CPU;"
-            " srv = sandbox CPU per request and as a share of one core."
+            "\nL/E/I/R = listing requests / source exports / imports / read-back exports (2xx"
+            " only); ideal = max(requests x L / C, critical path cp = sequential listing"
+            " requests + 1 export + longest chain of imports + 1 read-back, each x L); eff ="
+            " ideal / (wall - start-up); cpu = client user+sys net of the `validate` start-up"
+            " CPU; srv = sandbox CPU per request and as a share of one core. r-FORM-MODE ="
+            f" rate limit {rate_limit} announced in FORM (none: only Retry-After), counted as"
+            " a fixed window (win) or a token bucket (buc); plan-N / apply-N = the scale pair"
+            " (small dashboards, 0 latency)."
         )
         print("\ntimeline (seconds since the client process was spawned):")
-        print_phases([*runs, *([rated] if rated else []), *([memory] if memory else [])])
+        print_phases(shown)
         top = runs[-1]
         print(
             f"C={top.concurrency}: ideal without read-backs "
             f"{top.ideal_min_requests_s:.2f} s; client CPU {top.client_cpu_s:.2f} s "
             f"({top.derived['client_cpu_util']:.0%} of one core); server CPU "
             f"{top.server_cpu_s:.2f} s; peak in flight at the server "
-            f"{top.server.get('max_in_flight')}."
+            f"{top.server.get('max_in_flight')}; load average at the end {_load()}."
         )
-        if rated:
+        for r in rated:
             print(
-                f"rate limit {rate_limit}: wall {rated.wall_s:.2f} s vs floor "
-                f"{rated.derived['rate_floor_s']:.2f} s (requests / R), "
-                f"{rated.rate_limited} of {rated.requests_total} requests answered 429."
+                f"rate {_rate_label(r)}: wall {r.wall_s:.2f} s vs floor "
+                f"{r.derived['rate_floor_s']:.2f} s (requests / R), "
+                f"{r.rate_limited} of {r.requests_total} requests answered 429."
             )
+        fan_out_case()
         print()
-        rows = targets(startup, runs, rated, memory)
+        rows = targets(startup, runs, rated, memory, scale)
         print_targets(rows)
 
         if args.profile:
@@ -724,14 +900,15 @@ def main(argv: list[str] | None = None) -> int:
                         "args": {k: str(v) for k, v in vars(args).items()},
                         "startup": startup,
                         "runs": [asdict(r) for r in runs],
-                        "rate_limited": asdict(rated) if rated else None,
+                        "rate_limited": [asdict(r) for r in rated],
+                        "scale": [asdict(r) for r in scale],
                         "memory": asdict(memory) if memory else None,
                         "targets": rows,
                     },
                     indent=2,
                 )
             )
-        return 0 if all(r["met"] for r in rows) else 1
+        return 0 if all(r["met"] for r in rows if not r.get("info")) else 1
     finally:
         if args.keep:
             print(f"\nwork directory kept: {workdir}")

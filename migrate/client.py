@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -38,7 +37,7 @@ from migrate.errors import (
     UntrustedJSONError,
     WorkspaceExistsError,
 )
-from migrate.jsontext import JSONLimits, parse_json
+from migrate.jsontext import JSONLimits, dump_json, export_holds_data, parse_json
 from migrate.models import (
     DashboardRef,
     DataAppDashboard,
@@ -190,6 +189,17 @@ class DatabrainClient:
 
     async def export_dashboard(self, workspace: str, dashboard_id: str) -> ExportFile:
         """The export file of one dashboard, raw bytes and parsed."""
+        export = await self.read_back(workspace, dashboard_id, None)
+        assert export is not None  # only an expected `data` text can make it None
+        return export
+
+    async def read_back(
+        self, workspace: str, dashboard_id: str, expected_data: bytes | None
+    ) -> ExportFile | None:
+        """The export file of one dashboard, raw bytes and parsed; None, without parsing, when
+        its `data` is exactly `expected_data` (compact JSON we wrote, e.g. what an import was
+        expected to store): `jsontext.export_holds_data` proves that on the text."""
+        url = self._url("/api/v2/data-app/export-dashboard")
         answer = await self._call(
             "POST",
             "/api/v2/data-app/export-dashboard",
@@ -197,6 +207,15 @@ class DatabrainClient:
             op="export",
             workspace=workspace,
             dashboard_id=dashboard_id,
+            unparsed=True,
+        )
+        source = f"the response of POST {url}"
+        if expected_data is not None and export_holds_data(
+            answer.raw, expected_data, source=source
+        ):
+            return None
+        answer.body = _parsed_body(
+            answer.status, answer.headers, answer.raw, method="POST", url=url, op="export"
         )
         if not isinstance(answer.body, dict) or not isinstance(answer.body.get("data"), dict):
             raise BadResponseError(
@@ -343,17 +362,25 @@ class DatabrainClient:
     async def _paginate(
         self, method: str, path: str, body: JSONObject | None, op: Operation
     ) -> list[JSONObject]:
-        """Every item of a paginated list: request pages until a short or empty one.
+        """Every item of a list: one request without pagination, else pages.
 
-        The API gives no total, so the walk is sequential by nature; after two full pages,
-        later pages are asked for in growing batches (2, 4, 8 at once), read in order, so a
-        large inventory costs a few round trips instead of one per page — at the price of at
+        The API answers a listing without `isPagination` with every item at once (one request
+        for a whole workspace, where pages cost one per 10 items). That answer is taken unless
+        it may be a first page after all (exactly PAGE_SIZE items, from a server that paginates
+        anyway), is too large to read, or is refused: then the pages are walked.
+
+        The page walk: the API gives no total, so it is sequential by nature; after two full
+        pages, later pages are asked for in growing batches (2, 4, 8 at once), read in order, so
+        a large inventory costs a few round trips instead of one per page — at the price of at
         most a few requests for pages past the end, which the API answers with `[]`.
         A server that ignores pagination is tolerated (a page longer than PAGE_SIZE is taken as
         the whole list, and so is a page 2 equal to page 1). A listing that does not end — more
         than `max_list_items` items, or a later page repeating an earlier one — raises
         BadResponseError (exit 5): an inventory cut short is never used.
         """
+        whole = await self._unpaginated(method, path, body, op)
+        if whole is not None:
+            return whole
         items: list[JSONObject] = []
         seen: dict[bytes, int] = {}  # page digest -> page number
         max_pages = self.options.max_list_items // PAGE_SIZE + 1
@@ -385,6 +412,38 @@ class DatabrainClient:
             f"it returned more than {self.options.max_list_items:,} items without a last page",
             page - 1,
         )
+
+    async def _unpaginated(
+        self, method: str, path: str, body: JSONObject | None, op: Operation
+    ) -> list[JSONObject] | None:
+        """Every item from one request without pagination; None when pages must be walked."""
+        workspace = body.get("workspaceName") if body else None
+        try:
+            answer = await self._call(
+                method,
+                path,
+                body if method != "GET" else None,
+                op=op,
+                workspace=workspace if isinstance(workspace, str) else None,
+            )
+        except BadResponseError as exc:
+            if exc.status is not None and 200 <= exc.status < 300:
+                return None  # a success too large to read (or not JSON): pages are smaller
+            raise
+        except RequestRejectedError as exc:
+            if exc.code == "INVALID_REQUEST_BODY":
+                return None  # a server that insists on pagination fields
+            raise
+        data = answer.body.get("data") if isinstance(answer.body, dict) else None
+        if not isinstance(data, list) or len(data) == PAGE_SIZE:
+            return None
+        if len(data) > self.options.max_list_items:
+            raise self._endless(
+                path,
+                f"it returned more than {self.options.max_list_items:,} items in one answer",
+                1,
+            )
+        return [item for item in data if isinstance(item, dict)]
 
     def _endless(self, path: str, why: str, pages: int) -> BadResponseError:
         url = self._url(path)
@@ -436,8 +495,10 @@ class DatabrainClient:
         dashboard_id: str | None = None,
         params: Mapping[str, str] | None = None,
         content: bytes | None = None,
+        unparsed: bool = False,
     ) -> _AnsweredCall:
-        """One logical call with retries; returns the parsed 2xx answer or raises EndpointError."""
+        """One logical call with retries; returns the parsed 2xx answer (its raw bytes only,
+        with `unparsed`) or raises EndpointError."""
         policy = self.options.retry
         started = self._clock()
         attempt = 0
@@ -451,6 +512,7 @@ class DatabrainClient:
                     params=params,
                     content=content,
                     op=op,
+                    unparsed=unparsed,
                 )
                 if 200 <= answer.status < 300:
                     return _AnsweredCall(answer, attempt)
@@ -498,8 +560,10 @@ class DatabrainClient:
         params: Mapping[str, str] | None,
         content: bytes | None,
         op: Operation,
+        unparsed: bool = False,
     ) -> _Answer:
-        """Send one HTTP request; read the body under the size cap; parse JSON."""
+        """Send one HTTP request; read the body under the size cap; parse JSON (a 2xx body is
+        left as raw bytes with `unparsed`: the caller decides whether it needs parsing)."""
         url = self._url(path)
         if content is None and json_body is not None:
             content = _dump(json_body)
@@ -550,20 +614,10 @@ class DatabrainClient:
         finally:
             self._pacer.release(signal)
         body: Any = None
-        if raw:
-            try:
-                body = parse_json(raw, source=f"the response of {method} {url}")
-            except UntrustedJSONError as exc:
-                if 200 <= response.status_code < 300:
-                    kind = _describe_body(response, raw)
-                    raise BadResponseError(
-                        f"{method} {url} answered HTTP {response.status_code} with {kind}, not"
-                        f" the documented JSON: {exc.message}",
-                        url=url,
-                        status=response.status_code,
-                        uncertain=op in WRITES,
-                    ) from exc
-                body = None  # an error status with a non-JSON body is translated by status
+        if raw and not (unparsed and 200 <= response.status_code < 300):
+            body = _parsed_body(
+                response.status_code, response.headers, raw, method=method, url=url, op=op
+            )
         return _Answer(response.status_code, body, response.headers, raw)
 
     async def _read_capped(self, response: httpx.Response, url: str) -> bytes:
@@ -624,17 +678,34 @@ class _AnsweredCall(_Answer):
 
 
 def _dump(value: JSONObject) -> bytes:
-    # A lone surrogate (valid JSON, as in an id a server sent) is not UTF-8: written as its
-    # \uXXXX escape, which is the same JSON string.
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return text.encode("utf-8", "backslashreplace")
+    # Lone surrogates (valid JSON, as in an id a server sent) are written as their \uXXXX
+    # escapes by `dump_json`, which is the same JSON string.
+    return dump_json(value)
 
 
-def _describe_body(response: httpx.Response, raw: bytes) -> str:
-    ctype = response.headers.get("Content-Type", "")
-    if "html" in ctype or raw.lstrip()[:1] == b"<":
-        return "an HTML page"
-    return f"a {ctype or 'non-JSON'} body"
+def _parsed_body(
+    status: int, headers: httpx.Headers, raw: bytes, *, method: str, url: str, op: Operation
+) -> Any:
+    """The parsed JSON of an answer; a 2xx that is not JSON is BadResponseError, an error
+    status with a non-JSON body is None (translated by its status)."""
+    try:
+        return parse_json(raw, source=f"the response of {method} {url}")
+    except UntrustedJSONError as exc:
+        if 200 <= status < 300:
+            ctype = headers.get("Content-Type", "")
+            kind = (
+                "an HTML page"
+                if "html" in ctype or raw.lstrip()[:1] == b"<"
+                else f"a {ctype or 'non-JSON'} body"
+            )
+            raise BadResponseError(
+                f"{method} {url} answered HTTP {status} with {kind}, not"
+                f" the documented JSON: {exc.message}",
+                url=url,
+                status=status,
+                uncertain=op in WRITES,
+            ) from exc
+        return None
 
 
 # ---- data-app calls (docs/databrain-api.md "Changing what is already in a workspace") -------

@@ -61,6 +61,13 @@ class OnConflict(enum.StrEnum):
     REPLACE = "replace"  # delete and re-import through the target's data app (A7)
 
 
+class Verify(enum.StrEnum):
+    """How a created dashboard is confirmed: read back and compared, or not at all."""
+
+    READBACK = "readback"
+    NONE = "none"
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     """Where a run's payloads came from, as reports and saved plans say it (never a credential).
@@ -119,6 +126,9 @@ class Settings:
     # A partial `accessSettings` object laid over each mirrored embed's own (usually per target).
     embed_access: JSONObject = field(default_factory=dict)
     filter_bindings: tuple[FilterBindingRule, ...] = ()
+    # `none` saves one request per created dashboard (a third under a tight rate limit); a copy
+    # created by someone else is still compared, since that decides its result.
+    verify: Verify = Verify.READBACK
 
 
 @dataclass(frozen=True)

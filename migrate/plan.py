@@ -42,6 +42,7 @@ from migrate.models import (
     Plan,
     SchemaPair,
     Settings,
+    Verify,
     WorkspaceBinding,
 )
 from migrate.schema import SchemaProblem, plan_problems
@@ -741,6 +742,7 @@ def _settings(doc: _Document, name: str, raw: Any, where: PathKey) -> Settings:
             FilterBindingRule(_column(rule["from"]), _column(rule["to"]))
             for rule in raw.get("filter_bindings", default.filter_bindings)
         ),
+        verify=Verify(raw.get("verify", default.verify)),
     )
 
 
@@ -892,6 +894,7 @@ def plan_to_document(plan: Plan) -> dict[str, Any]:
             "filter_bindings": [
                 {"from": column(r.source), "to": column(r.target)} for r in s.filter_bindings
             ],
+            "verify": s.verify.value,
         }
 
     doc: dict[str, Any] = {"version": 1}

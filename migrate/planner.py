@@ -366,7 +366,9 @@ class _Exporter:
             self.progress.warn(f"{item.id}: payload fails the dashboard schema")
             return
         # References are found now, while the payload is parsed, so the graph needs no payloads.
-        item.references = tuple(find_references(export.data, self.planned))
+        # Its own id (settings.externalId, say) is no dependency: ignoring it lets most
+        # payloads skip the walk (references.py decides that on the compact text).
+        item.references = tuple(find_references(export.data, self.planned, ignore=item.id))
         self.spool.put(item.id, export)
         item.spool = self.spool
 

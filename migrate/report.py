@@ -48,6 +48,8 @@ def apply_report(report: ApplyReport) -> dict[str, Any]:
         "target": report.migration.target,
         "started_at": _iso(report.started_at),
         "finished_at": _iso(report.finished_at),
+        # How created dashboards were confirmed (settings.verify): readback or none.
+        "verify": report.migration.plan.settings.verify.value,
         "summary": summary,
         "dashboards": [
             {

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from migrate.jsontext import MAX_DEPTH, nesting_error
+from migrate.jsontext import MAX_DEPTH, dump_json, nesting_error
 from migrate.models import SchemaPair
 
 # Keys whose whole string value is a schema name (docs/databrain-api.md: inputFields.schemaName).
@@ -223,3 +223,87 @@ def canonical_schema_table(pairs: Sequence[SchemaPair]) -> dict[str, str]:
         token.setdefault(find(pair.replace), pair.target)
     canonical = {name: token[find(name)] for name in parent}
     return {name: new for name, new in canonical.items() if name != new}
+
+
+# -- the same rewrite on compact JSON text ------------------------------------------------------
+# Characters that can stand outside strings in compact JSON (numbers, literals, punctuation): a
+# name with a character beyond these can only ever occur inside a string token.
+_OUTSIDE_STRINGS: Final = frozenset("0123456789+-.eEtruefalsn{}[],:")
+_UNSAFE_IN_NAME: Final = re.compile(r'["\\\x00-\x1f]')
+_ESCAPED_BACKSLASH: Final = "\x00"  # placeholders: raw control characters never occur in JSON
+_ESCAPED_QUOTE: Final = "\x01"
+
+
+def expected_copy_text(sent: Any, pairs: Sequence[SchemaPair]) -> bytes | None:
+    """The compact JSON text a target copy of `sent` holds when the server applied every pair
+    as expected; None when that cannot be computed on the text (`rewritten_text`)."""
+    return rewritten_text(dump_json(sent), pairs)
+
+
+def rewritten_text(sent: bytes, pairs: Sequence[SchemaPair]) -> bytes | None:
+    """`sent` (compact JSON as `jsontext.dump_json` writes it) with the pairs applied to every
+    string as `SchemaRewriter` applies them to parsed values, computed on the text; None when
+    the text cannot be shown to give the same result (then compare parsed values instead).
+
+    The text and the parsed strings agree when: every name has neither quote, backslash nor
+    control character and has a character that cannot stand outside a string (so each
+    occurrence lies inside one string token); no occurrence is inside an object key (keys are
+    never rewritten); and none has an escape sequence within the characters the matching rule
+    looks at (an escape's text is not the character it stands for). `schemaName`-style values
+    are rewritten whole, in the same single pass as `SchemaRewriter` does.
+    """
+    rewriter = SchemaRewriter(_pair_table(pairs))
+    if rewriter._regex is None:
+        return sent
+    if not rewriter._name_only:
+        return None
+    table = rewriter.table
+    for name, new in table.items():
+        if _UNSAFE_IN_NAME.search(name) or _UNSAFE_IN_NAME.search(new):
+            return None
+        if set(name) <= _OUTSIDE_STRINGS:
+            return None
+        if any(other in new for other in table):
+            return None  # a whole-value rewrite would be rewritten again by the second pass
+    try:
+        text = sent.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    text = text.replace("\\\\", _ESCAPED_BACKSLASH).replace('\\"', _ESCAPED_QUOTE)
+    if _unsafe_occurrence(tuple(table)).search(text):
+        return None
+    out = _schema_value_regex(tuple(table)).sub(
+        lambda m: f'"{m["key"]}":"{table[m["name"]]}"', text
+    )
+    if rewriter._single is not None:
+        out = rewriter._regex.sub(rewriter._single[1], out)
+    else:
+        out = rewriter._regex.sub(lambda m: table[m.group()], out)
+    out = out.replace(_ESCAPED_QUOTE, '\\"').replace(_ESCAPED_BACKSLASH, "\\\\")
+    return out.encode("utf-8")
+
+
+def _unsafe_occurrence(names: tuple[str, ...]) -> re.Pattern[str]:
+    """An occurrence of a name whose text and string readings may differ: inside an object key,
+    or with an escape sequence covering one of the two characters the rule looks at before it
+    (or the name itself), or an escaped quote right after it. Text placeholders as in
+    `rewritten_text`: a backslash left in the text starts an escape of 2 characters, or 6 for
+    `\\uXXXX`. Each branch starts with the name, so the engine skips ahead to them."""
+    quote = _ESCAPED_QUOTE
+    branches = []
+    for name in sorted(names, key=lambda n: (-len(n), n)):
+        e = re.escape(name)
+        branches.append(f'{e}[^"]*":')  # inside a key: the string ends in `":`
+        branches.append(f"{e}(?={quote})")
+        branches.append(f"{e}(?<=[\\\\{quote}]{e})")  # an escape (or its end) right before
+        branches.append(f"{e}(?<=[\\\\{quote}].{e})")
+        branches.append(f"{e}(?<=\\\\..{e})")
+        branches.extend(f"{e}(?<=\\\\u.{{{k}}}{e})" for k in range(2, 6))
+    return re.compile("|".join(branches), re.DOTALL)
+
+
+def _schema_value_regex(names: tuple[str, ...]) -> re.Pattern[str]:
+    """`"schemaName":"NAME"` (and the other schema keys): a whole value the rule rewrites."""
+    keys = "|".join(map(re.escape, sorted(SCHEMA_KEYS)))
+    alternatives = "|".join(map(re.escape, sorted(names, key=lambda n: (-len(n), n))))
+    return re.compile(f'"(?P<key>{keys})":"(?P<name>{alternatives})"')

@@ -10,6 +10,13 @@ cap, and back-off that adapts to 429s.
 - When the server announces its budget (a limit per window; the window from a `w=` policy
   parameter, else the longest reset seen), request starts are spread evenly at just under that
   rate, so a fixed window is never overrun in a burst.
+- When it announces nothing, the budget is learned from how the 429s fall: a 429 with
+  `Retry-After: T` at time t says the server's window (or bucket) admits the next request at
+  t + T, so the requests it admitted since the previous such point (or since the first request)
+  are what it allows per that span. Starts are then spread at just under that rate; each later
+  429 re-learns it (never faster than the pace that earned it), and a learned budget of
+  successes without one speeds up by 3% (additive increase, as AIMD probes; each probe that
+  earns a 429 makes probing 4x rarer). Without `Retry-After`, a 429 doubles the spacing.
 - No server-announced wait or spacing is longer than `max_wait_s` (--max-wait): a longer one is
   not waited at all — the throttle stops the run with `AnnouncedWaitError` (exit 5), which every
   later `acquire` raises and `raise_if_stopped` re-raises for the runner.
@@ -28,6 +35,10 @@ from migrate.errors import AnnouncedWaitError, RunInterruptedError
 from migrate.retry import Pacer, RateSignal, announced_wait_error
 
 DEFAULT_MAX_WAIT_S = 300.0
+# A learned spacing is probed 3% faster after two learned budgets of successes without a 429
+# (about two of the server's windows); each probe that earns a 429 makes probing 4x rarer.
+_PROBE_STEP = 0.97
+_PROBE_BACKOFF = 4
 
 
 class Throttle(Pacer):
@@ -67,6 +78,15 @@ class Throttle(Pacer):
         self._woken: asyncio.Event | None = None
         self._budget_reset_at = 0.0
         self._budget_announced = ""
+        # Learning a limit the server does not announce (module docstring).
+        self._learned_interval = 0.0
+        self._learn_since: float | None = None  # when the span being counted began
+        self._admitted = 0  # successes since `_learn_since`
+        self._since_429 = 0  # successes since the last 429 or probe, for the additive probe
+        self._learned_budget = 0  # successes per span at the last 429
+        self._probe_every = 2  # budgets of successes between probes
+        self._probed = False  # the spacing was probed faster since the last 429
+        self._before_probe = 0.0  # the spacing before that probe
 
     async def acquire(self) -> None:
         """Wait for a free slot, then for the rate cap and any server-requested pause.
@@ -105,7 +125,10 @@ class Throttle(Pacer):
             while True:
                 self._refuse_if_closed()
                 now = self._clock()
-                interval = max(1.0 / self.max_rps if self.max_rps else 0.0, self._server_interval)
+                interval = max(
+                    1.0 / self.max_rps if self.max_rps else 0.0,
+                    self._server_interval or self._learned_interval,
+                )
                 start = max(now, self._paused_until, self._last_start + interval)
                 if start <= now:
                     break
@@ -113,7 +136,13 @@ class Throttle(Pacer):
         except BaseException:
             self._free_slot()
             raise
-        self._last_start = now
+        # The slot this start was spaced for, not the moment the loop woke: waking ~1 ms late
+        # per request would otherwise slow the whole run by that much (5% at 50/s). Only such
+        # a slight delay is made up; after a pause or idle time the spacing starts from now.
+        slot = self._last_start + interval
+        self._last_start = slot if now - slot <= 0.1 * interval else now
+        if self._learn_since is None:
+            self._learn_since = now
 
     async def sleep(self, seconds: float) -> None:
         """Wait `seconds`, or less: `close` and a stop end every wait at once."""
@@ -152,7 +181,10 @@ class Throttle(Pacer):
         now = self._clock()
         if signal.rate_limited:
             self.rate_limited += 1
-            self.limit = max(1.0, self.limit / 2)
+            if now >= self._paused_until:
+                # Once per pause: the other requests of the same burst answer 429 too, and
+                # halving for each would leave one request in flight after one burst.
+                self.limit = max(1.0, self.limit / 2)
             wait = 1.0 if signal.retry_after is None else signal.retry_after
             if wait > self.max_wait_s:
                 self._stop(
@@ -163,7 +195,20 @@ class Throttle(Pacer):
                 return
             self._paused_until = max(self._paused_until, now + wait)
             self._budget = None
+            if not self._server_interval:
+                self._learn_from_429(now, signal.retry_after)
         else:
+            if self._learn_since is None or now >= self._learn_since:
+                self._admitted += 1  # not one admitted before the point a 429 set
+            self._since_429 += 1
+            if (
+                self._learned_interval
+                and self._since_429 > self._probe_every * self._learned_budget
+            ):
+                self._before_probe = self._learned_interval
+                self._learned_interval *= _PROBE_STEP
+                self._since_429 = 0
+                self._probed = True
             self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
             if signal.limit and (signal.window_s or signal.reset_s):
                 window = max(self._window, signal.window_s or signal.reset_s or 0.0)
@@ -190,6 +235,42 @@ class Throttle(Pacer):
                 self._budget = signal.remaining - self.in_flight
                 self._budget_reset_at = now + signal.reset_s
                 self._budget_announced = signal.announced
+
+    def _learn_from_429(self, now: float, retry_after: float | None) -> None:
+        """Spread starts at the rate the 429s imply (module docstring); never faster than the
+        spacing that just earned this 429."""
+        self._since_429 = 0
+        if self._probed:
+            # The last probe overshot: back to the last pace that earned no 429 (a better
+            # figure than a span ending in a whole-second Retry-After), and probe less often.
+            self._probe_every *= _PROBE_BACKOFF
+            self._probed = False
+            self._learned_interval = self._before_probe
+            self._learn_since = now + (retry_after or 0.0)
+            self._admitted = 0
+            return
+        if retry_after is None:
+            # Nothing says when the budget returns: back off multiplicatively instead.
+            self._learned_interval = max(2 * self._learned_interval, 0.01)
+            return
+        admits_at = now + retry_after
+        if self._learn_since is not None and self._admitted > 0:
+            span = admits_at - self._learn_since
+            # 2% under the observed rate absorbs clock skew, as for an announced limit. A 429
+            # while pacing means that pace was too fast: never faster than it, a step slower.
+            estimate = 1.02 * span / self._admitted
+            self._learned_interval = max(estimate, 1.02 * self._learned_interval)
+            self._learned_budget = self._admitted
+        self._learn_since = admits_at
+        self._admitted = 0
+        if self._learned_interval > self.max_wait_s:
+            self._stop(
+                announced_wait_error(
+                    f"by its 429s a rate limit of one request per {self._learned_interval:g} s",
+                    self._learned_interval,
+                    self.max_wait_s,
+                )
+            )
 
     def _free_slot(self) -> None:
         self.in_flight -= 1

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from migrate.cli import app
 from migrate.references import find_references
+from migrate.report import apply_report
 from tests.helpers import actions, apply, plan, results, sandbox_of, write_plan
 
 runner = CliRunner()
@@ -165,3 +166,18 @@ def test_deferred_dependency_on_nothing_is_a_located_plan_error(tmp_path: Path) 
     assert result.exit_code == 3, result.output
     assert str(path) in result.stderr and "'nope'" in result.stderr
     assert sandbox_of(tmp_path).write_count == 0
+
+
+def test_verify_none_skips_the_read_back_and_the_report_says_so(tmp_path: Path) -> None:
+    """With settings.verify: none a created dashboard costs export + import only (no read-back
+    export of the target), and the report's `verify` is `none`; the default reads back."""
+    for verify, exports_per_created in (("none", 1), ("readback", 2)):
+        state = tmp_path / verify
+        state.mkdir()
+        path = write_plan(state, settings=f"  verify: {verify}\n")
+        report = apply(path, state)
+        created = list(results(report).values()).count("created")
+        assert created > 0
+        assert apply_report(report)["verify"] == verify
+        exports = len(sandbox_of(state).requests("export"))
+        assert exports == exports_per_created * created

@@ -89,8 +89,9 @@ async def test_create_returns_the_minted_id_under_both_schemes(scheme: str) -> N
         assert sandbox.get_dashboard("Sales Dev", "region-emea") is None
 
 
-async def test_list_embeds_walks_pages_and_types_records(app: Starlette) -> None:
-    """All embeds over several pages, as Embed records (metric embeds carry their metric id)."""
+async def test_list_embeds_in_one_request_and_types_records(app: Starlette) -> None:
+    """All 13 embeds from one unpaginated request, as Embed records (metric embeds carry their
+    metric id)."""
     async with data_app_client(app) as client:
         for i in range(9):
             await client.create_embed("Sales Dev", "kpi-core", f"K{i}")
@@ -101,7 +102,7 @@ async def test_list_embeds_walks_pages_and_types_records(app: Starlette) -> None
     metric = next(e for e in embeds if e.type == "metric")
     assert metric.dashboard_id == "exec-summary" and metric.metric_id
     assert len(dashboards) == 12 and all(d.embed_id for d in dashboards)
-    assert len(app.state.sandbox.requests("list_embeds")) == 2
+    assert len(app.state.sandbox.requests("list_embeds")) == 1
 
 
 async def test_update_and_rename(app: Starlette) -> None:

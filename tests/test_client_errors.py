@@ -234,22 +234,24 @@ def request_has_bearer(bodies: list[dict[str, Any]]) -> bool:
 
 
 async def test_pagination_walks_every_page_and_stops_on_short_page() -> None:
-    """Listing reads pages of 10 until a short page, sending JSON booleans and numbers."""
+    """Against a server that paginates even when not asked, listing reads pages of 10 until a
+    short page, sending JSON booleans and numbers."""
     ids = [f"d{i}" for i in range(23)]
     pages: list[Any] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
-        pages.append((body["isPagination"], body["pageNumber"]))
-        start = (body["pageNumber"] - 1) * 10
+        pages.append((body.get("isPagination"), body.get("pageNumber")))
+        start = (body.get("pageNumber", 1) - 1) * 10
         chunk = [{"name": i, "externalDashboardId": i} for i in ids[start : start + 10]]
         return httpx.Response(200, json={"data": chunk, "error": None})
 
     async with make_client(handler) as client:
         refs = await client.list_dashboards("W")
     assert [r.id for r in refs] == ids
-    assert sorted(pages)[:3] == [(True, 1), (True, 2), (True, 3)]
-    assert len(pages) <= 4  # batching may ask for one page past the end, never more
+    assert pages[0] == (None, None)  # everything at once first: 10 items may be a first page
+    assert sorted(pages[1:])[:3] == [(True, 1), (True, 2), (True, 3)]
+    assert len(pages) <= 5  # batching may ask for one page past the end, never more
 
 
 async def test_large_listings_take_few_round_trips() -> None:
@@ -266,7 +268,7 @@ async def test_large_listings_take_few_round_trips() -> None:
         await asyncio.sleep(0)
         in_flight -= 1
         body = json.loads(request.content)
-        start = (body["pageNumber"] - 1) * 10
+        start = (body.get("pageNumber", 1) - 1) * 10
         chunk = [
             {"name": str(i), "externalDashboardId": str(i)}
             for i in range(start, min(start + 10, total))
@@ -291,20 +293,64 @@ async def test_pagination_survives_a_server_that_ignores_it() -> None:
     async with make_client(handler) as client:
         refs = await client.list_dashboards("W")
     assert len(refs) == 10
-    assert len(calls) == 2
+    assert len(calls) == 3  # everything (10 items: maybe a page), page 1, page 2 == page 1
 
 
 async def test_workspace_listing_uses_query_strings() -> None:
-    """GET listings paginate with query strings 'true' and page numbers."""
+    """GET listings ask for everything without a query string, and paginate with query strings
+    'true' and page numbers when that answer may be a first page."""
     seen: list[str] = []
+    page = [{"name": f"W{i}"} for i in range(10)]
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(str(request.url.query, "ascii"))
-        return httpx.Response(200, json={"data": [{"name": "A"}], "error": None})
+        data = page if "pageNumber=2" not in seen[-1] else [{"name": "last"}]
+        return httpx.Response(200, json={"data": data, "error": None})
 
     async with make_client(handler) as client:
-        assert await client.list_workspaces() == ["A"]
-    assert seen == ["isPagination=true&pageNumber=1"]
+        assert len(await client.list_workspaces()) == 11
+    assert seen == ["", "isPagination=true&pageNumber=1", "isPagination=true&pageNumber=2"]
+
+
+async def test_listing_is_one_request_when_the_server_answers_everything() -> None:
+    """A workspace of 23 dashboards is listed by one request without `isPagination`."""
+    ids = [f"d{i}" for i in range(23)]
+    bodies: list[Any] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        chunk = [{"name": i, "externalDashboardId": i} for i in ids]
+        return httpx.Response(200, json={"data": chunk, "error": None})
+
+    async with make_client(handler) as client:
+        refs = await client.list_dashboards("W")
+    assert [r.id for r in refs] == ids
+    assert bodies == [{"workspaceName": "W"}]
+
+
+async def test_listing_too_large_for_one_answer_walks_pages() -> None:
+    """An unpaginated answer over the body cap is dropped for pages, which fit."""
+    ids = [f"dash-{i:04d}" for i in range(25)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if "pageNumber" in body:
+            start = (body["pageNumber"] - 1) * 10
+            chunk = ids[start : start + 10]
+        else:
+            chunk = ids
+        data = [{"name": i, "externalDashboardId": i} for i in chunk]
+        return httpx.Response(200, json={"data": data, "error": None})
+
+    client = DatabrainClient(
+        "https://db.example",
+        TOKEN,
+        transport=httpx.MockTransport(handler),
+        options=ClientOptions(max_body_bytes=1200, retry=RetryPolicy(attempts=1)),
+    )
+    async with client:
+        refs = await client.list_dashboards("W")
+    assert [r.id for r in refs] == ids
 
 
 async def test_rate_limit_retry_after_is_honoured_then_capped() -> None:

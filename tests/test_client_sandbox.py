@@ -14,8 +14,11 @@ from migrate.errors import (
     RequestRejectedError,
     WorkspaceNotFoundError,
 )
+from migrate.jsontext import dump_json
+from migrate.models import SchemaPair
 from migrate.retry import RetryPolicy
 from migrate.sandbox import SandboxConfig, create_app
+from migrate.schemapairs import expected_copy_text
 from migrate.transport import asgi_transport
 
 pytestmark = pytest.mark.anyio
@@ -40,13 +43,13 @@ async def client(app) -> AsyncIterator[DatabrainClient]:  # type: ignore[no-unty
         yield c
 
 
-async def test_listing_walks_pages_of_ten(client: DatabrainClient, app) -> None:  # type: ignore[no-untyped-def]
-    """14 dashboards come back whole over two pages (10 + 4), in the server's order."""
+async def test_listing_is_one_request(client: DatabrainClient, app) -> None:  # type: ignore[no-untyped-def]
+    """14 dashboards come back whole from one unpaginated request, in the server's order."""
     refs = await client.list_dashboards("Sales Dev")
     assert len(refs) == 14
     assert [r.id for r in refs] == [i for i, _ in app.state.sandbox.list_dashboards("Sales Dev")]
     pages = [r for r in app.state.sandbox.requests("list_dashboards")]
-    assert len(pages) == 2
+    assert len(pages) == 1
     assert await client.list_workspaces() == [
         "Sales Dev",
         "Sales Staging",
@@ -57,15 +60,18 @@ async def test_listing_walks_pages_of_ten(client: DatabrainClient, app) -> None:
     assert metrics and all(m.id for m in metrics)
 
 
-async def test_twelve_dashboards_give_a_second_page_of_two(app) -> None:  # type: ignore[no-untyped-def]
-    """A workspace of 12 is read as pages of 10 and 2, and nothing more."""
+@pytest.mark.parametrize(("count", "requests"), [(12, 1), (10, 3), (9, 1), (0, 1)])
+async def test_listing_requests_by_workspace_size(app, count: int, requests: int) -> None:  # type: ignore[no-untyped-def]
+    """Any size but exactly one page is one request; 10 items may be a page, so pages 1 and 2
+    are read to be sure."""
     sandbox = app.state.sandbox
-    for n in range(12):
-        sandbox.put_dashboard("Twelve", f"t{n:02d}", f"T{n}", {"layout": []})
+    sandbox.store.add_workspace("Sized")
+    for n in range(count):
+        sandbox.put_dashboard("Sized", f"t{n:02d}", f"T{n}", {"layout": []})
     async with DatabrainClient("http://sandbox", "good-token", transport=asgi_transport(app)) as c:
-        refs = await c.list_dashboards("Twelve")
-    assert [r.id for r in refs] == [f"t{n:02d}" for n in range(12)]
-    assert len(sandbox.requests("list_dashboards")) == 2
+        refs = await c.list_dashboards("Sized")
+    assert [r.id for r in refs] == [f"t{n:02d}" for n in range(count)]
+    assert len(sandbox.requests("list_dashboards")) == requests
 
 
 async def test_export_and_import_round_trip(client: DatabrainClient, app) -> None:  # type: ignore[no-untyped-def]
@@ -117,3 +123,19 @@ async def test_duplicate_import_is_refused_and_creates_nothing(
         await client.import_dashboard("Sales Prod", "kpi-core", export.data)
     ids = [i for i, _ in app.state.sandbox.list_dashboards("Sales Prod")]
     assert ids.count("kpi-core") == 1
+
+
+async def test_read_back_is_proven_on_the_text_or_parsed(client: DatabrainClient) -> None:
+    """After an import with a schema pair, the read-back equals the expected text (None, no
+    parse); expecting anything else gives the parsed export to compare."""
+    export = await client.export_dashboard("Sales Dev", "kpi-core")
+    pairs = (SchemaPair("analytics_dev", "analytics"),)
+    await client.import_dashboard(
+        "Sales Prod", "kpi-copy", export.data, schema_pairs=(("analytics_dev", "analytics"),)
+    )
+    expected = expected_copy_text(export.data, pairs)
+    assert expected is not None and b"analytics_dev" in dump_json(export.data)
+    assert b"analytics_dev" not in expected
+    assert await client.read_back("Sales Prod", "kpi-copy", expected) is None
+    parsed = await client.read_back("Sales Prod", "kpi-copy", dump_json(export.data))
+    assert parsed is not None and parsed.data != export.data

@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrate.errors import UntrustedJSONError
-from migrate.jsontext import JSONLimits, _parse_careful, parse_json
+from migrate.jsontext import (
+    JSONLimits,
+    _parse_careful,
+    dump_json,
+    export_holds_data,
+    parse_json,
+)
 
 
 def refuse(raw: bytes | str, limits: JSONLimits | None = None) -> UntrustedJSONError:
@@ -149,3 +155,60 @@ def test_duplicate_key_next_to_colons_in_strings() -> None:
 def test_malformed_and_deep_reports_depth_first() -> None:
     """Depth is still reported before a later syntax error."""
     assert "deeper" in refuse("[" * 300 + "]" * 299 + "x").message
+
+
+# orjson's fast path must give what the standard library gives: numbers at the edges of 64 bits
+# and of double precision, surrogate escapes, compact and spaced text alike.
+_EDGE_LEAVES = (
+    st.integers(min_value=-(2**70), max_value=2**70).map(str)
+    | st.floats(allow_nan=False, allow_infinity=False).map(repr)
+    | st.sampled_from(
+        ['"\\ud800"', '"\\ud83d\\ude00"', '"\\u0000"', "1e400", "-0", "-0.0", "1E-400", "0.1e1"]
+    )
+    | _SCALARS.map(lambda v: json.dumps(v, ensure_ascii=False))
+)
+
+
+def _compact(text: str) -> str:
+    try:
+        compact = json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+        compact.encode()
+    except ValueError:  # refused, or a lone surrogate that UTF-8 cannot hold
+        return text
+    return compact
+
+
+@settings(max_examples=200, deadline=None)
+@given(_documents(_EDGE_LEAVES), st.booleans())
+def test_orjson_path_agrees_with_standard_library(text: str, compact: bool) -> None:
+    """Same value (and type) or same refusal as the standard library's careful path."""
+    text = _compact(text) if compact else text
+    limits = JSONLimits()
+    fast = _outcome(lambda t, lim: parse_json(t.encode(), source="x", limits=lim), text, limits)
+    careful = _outcome(lambda t, lim: _parse_careful(t, source="x", limits=lim), text, limits)
+    assert fast == careful
+    assert repr(fast) == repr(careful)  # 1 and 1.0, -0.0 and 0.0 are not the same value
+
+
+def test_dump_json_is_compact_utf8() -> None:
+    """dump_json writes what the standard library writes compactly, also past 64 bits."""
+    value = {"a": [1, 2.5, None, True], "é": "x\u2028\\", "big": 2**80}
+    assert dump_json(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8"
+    )
+
+
+def test_export_holds_data_only_for_the_exact_splice() -> None:
+    """An export is shown to hold `data` only when it is `{"_meta":META,"data":DATA}` exactly
+    and META passes the checks (a duplicate key in it does not)."""
+    data = dump_json({"a": [1, "x"]})
+    assert export_holds_data(b'{"_meta":{"id":"d"},"data":' + data + b"}", data, source="x")
+    for raw in [
+        b'{"_meta":{"id":"d","id":"e"},"data":' + data + b"}",
+        b'{"_meta":{"id":"d"}, "data":' + data + b"}",
+        b'{"data":' + data + b',"_meta":{}}',
+        b'{"_meta":[],"data":' + data + b"}",
+        b'{"_meta":{"id":"d"},"data":{"a":[1,"y"]}}',
+        b'{"_meta":{"id":"d"},"x":1,"data":' + data + b"}",
+    ]:
+        assert not export_holds_data(raw, data, source="x"), raw

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from migrate.models import Settings
-from migrate.plan import parse_plan
+from migrate.models import Endpoint, Plan, Settings
+from migrate.plan import parse_plan, plan_to_document
 from migrate.schema import load_schema
 
 DOC = (Path(__file__).parent.parent / "docs" / "plan-reference.md").read_text()
@@ -95,3 +95,10 @@ def test_a_plan_without_settings_gets_the_settings_defaults() -> None:
         environ={},
     )
     assert empty.settings == Settings()
+
+
+def test_plan_to_document_writes_every_setting() -> None:
+    """Every `Settings` field reaches the written plan (saved plans hash it: a field left out
+    would let a changed value pass as fresh)."""
+    document = plan_to_document(Plan(target=Endpoint("sandbox://demo", "W")))
+    assert set(document["settings"]) == {f.name for f in dataclasses.fields(Settings)}

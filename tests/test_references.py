@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migrate.references import find_references, rewrite_references, target_id
+from migrate.references import _collect, find_references, rewrite_references, target_id
 
 IDS = ["kpi-core", "sales", "region-east", "a b", "ü"]
 json_leaf = st.one_of(
@@ -89,3 +89,26 @@ def test_find_references_quotes_odd_keys() -> None:
     assert find_references({"odd key": {'q"': "z"}}, ["z"], root="r") == [
         ('r["odd key"]["q\\""]', "z")
     ]
+
+
+_IDS = ["d1", "kpi-core", "é-dash", "x y", "a.b"]
+_REF_TEXTS = st.sampled_from([*_IDS, "d", '"d1"', "d1\\", "\n", "\\", '"', "k", ""])
+_REF_VALUES = st.recursive(
+    st.lists(_REF_TEXTS, max_size=3).map("".join) | st.integers(-3, 3) | st.none(),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.lists(_REF_TEXTS, max_size=2).map("".join), inner, max_size=3)
+    ),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_REF_VALUES, st.frozensets(st.sampled_from([*_IDS, 'q"uote', "back\\slash"])))
+def test_text_prefilter_never_hides_a_reference(data: Any, ids: frozenset[str]) -> None:
+    """The text prefilter that skips the walk agrees with the walk itself, escapes included."""
+    links: list[Any] = []
+    _collect(data, ids, None, links, 1)
+    assert len(find_references(data, ids)) == len(links)
+    own = sorted(ids)[0] if ids else None
+    assert len(find_references(data, ids, ignore=own)) == len([v for _, v in links if v != own])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -9,13 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrate.diff import normalize_for_compare
+from migrate.jsontext import dump_json
 from migrate.models import SchemaPair
 from migrate.schemapairs import (
+    SCHEMA_KEYS,
     SchemaRewriter,
     _quoted_schema_regex,
     count_schema_occurrences,
     equals_after_schema_pairs,
     merge_schema_pairs,
+    rewritten_text,
 )
 
 
@@ -172,3 +176,67 @@ def test_counts_equal_the_plain_walk(data: Any) -> None:
     rewriter = SchemaRewriter({"ab": "a_b", "a": "é"})
     map_strings(data, rewriter.rewrite)
     assert count_schema_occurrences(data, pairs) == rewriter.counts
+
+
+# -- the text form of the rewrite ---------------------------------------------------------------
+_NAMES = ["dev", "sales_dev", "x", "a.b", "1e5", "é_dev"]
+_CLEAN = [*_NAMES, ".", "`", " ", "FROM ", "é", "w", "$", ":", "prod", "dev.t", " sales_dev.o"]
+_CLEAN += ["`x`.y", "é_dev.c", "a.b.c", "1e5.z", "xdev.q", "\u2028"]
+_ESCAPED = ['"', "\\", "\n", "\x1f", '"dev".t']
+_TEXTS = st.lists(st.sampled_from(_CLEAN), max_size=6).map("".join) | st.lists(
+    st.sampled_from(_CLEAN + _ESCAPED), max_size=6
+).map("".join)
+_KEYS = st.sampled_from(["k", "sql", *sorted(SCHEMA_KEYS)]) | _TEXTS
+_VALUES = st.recursive(
+    _TEXTS | st.integers(-5, 5) | st.none() | st.booleans(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=3),
+    max_leaves=12,
+)
+_PAIRS = st.sampled_from(
+    [(SchemaPair("dev", "prod"),), (SchemaPair("sales_dev", "x"), SchemaPair("dev", "d"))]
+) | st.lists(
+    st.tuples(st.sampled_from(_NAMES), st.sampled_from([*_NAMES, "prod", "a\\b", "q.dev"])),
+    min_size=1,
+    max_size=3,
+).map(lambda pairs: tuple(SchemaPair(a, b) for a, b in pairs if a != b))
+
+
+def _rewrite_all(value: Any, rewriter: SchemaRewriter, key: str | None = None) -> Any:
+    """The reference: every string value rewritten by SchemaRewriter, keys never."""
+    if isinstance(value, dict):
+        return {k: _rewrite_all(v, rewriter, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rewrite_all(v, rewriter) for v in value]
+    return rewriter.rewrite(value, key) if isinstance(value, str) else value
+
+
+@settings(max_examples=300, deadline=None)
+@given(_VALUES, _PAIRS)
+def test_rewritten_text_agrees_with_the_parsed_rewrite(value: Any, pairs: Any) -> None:
+    """Whenever the text form answers, it is exactly the parsed rewrite of every string."""
+    sent = dump_json(value)
+    text = rewritten_text(sent, pairs)
+    if text is not None:
+        table: dict[str, str] = {}
+        for pair in pairs:
+            table.setdefault(pair.replace, pair.target)
+        assert json.loads(text) == _rewrite_all(value, SchemaRewriter(table))
+
+
+def test_rewritten_text_handles_a_real_payload_and_refuses_keys() -> None:
+    """SQL, filters and schemaName values are rewritten on the text; a name in a key is not
+    attempted (None), and neither is one right after an escape."""
+    pairs = (SchemaPair("analytics_dev", "analytics"),)
+    value = {
+        "sql": "SELECT 1 FROM analytics_dev.orders o JOIN `analytics_dev`.x",
+        "filters": [{"tableName": "analytics_dev.orders", "schemaName": "analytics_dev"}],
+        "note": "analytics_devx.y and xanalytics_dev.z stay",
+    }
+    expected = {
+        "sql": "SELECT 1 FROM analytics.orders o JOIN `analytics`.x",
+        "filters": [{"tableName": "analytics.orders", "schemaName": "analytics"}],
+        "note": "analytics_devx.y and xanalytics_dev.z stay",
+    }
+    assert rewritten_text(dump_json(value), pairs) == dump_json(expected)
+    assert rewritten_text(dump_json({"analytics_dev.t": 1}), pairs) is None
+    assert rewritten_text(dump_json({"q": "\nanalytics_dev.t"}), pairs) is None

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+import pytest
+
 from migrate.retry import RateSignal
+from migrate.sandbox.faults import RateLimiter, RateMode
 from migrate.throttle import Throttle
 
 
@@ -94,3 +97,126 @@ def test_in_flight_never_exceeds_the_ceiling() -> None:
         return throttle.peak_in_flight
 
     assert asyncio.run(run()) == 8
+
+
+# --- a limit the server never announces --------------------------------------------------------
+
+
+def _run_against_limiter(
+    mode: RateMode, limit: int, window: float, successes: int
+) -> tuple[int, float]:
+    """Sequential requests (1 ms each, so the limit binds) through a throttle against the
+    sandbox's limiter with no rate headers, on one fake clock: (429s answered, seconds until
+    `successes` succeeded)."""
+    fake = FakeTime()
+    limiter = RateLimiter(clock=fake.clock)
+
+    async def run() -> int:
+        throttle = Throttle(16, clock=fake.clock, sleep=fake.sleep)
+        done = refused = 0
+        while done < successes:
+            await throttle.acquire()
+            decision = limiter.check(
+                "client", limit, window, http_date=False, mode=mode, headers="none"
+            )
+            fake.now += 0.001
+            status = 200 if decision.allowed else 429
+            throttle.release(RateSignal.from_response(status, decision.headers))
+            done += decision.allowed
+            refused += not decision.allowed
+        return refused
+
+    refused = asyncio.run(run())
+    return refused, fake.now
+
+
+@pytest.mark.parametrize("mode", ["window", "bucket"])
+@pytest.mark.parametrize(("limit", "window"), [(50, 1.0), (20, 2.0), (500, 120.0)])
+def test_unannounced_limit_is_learned_from_429s(mode: RateMode, limit: int, window: float) -> None:
+    """With only Retry-After on 429s, at most 5% of requests are refused and the run takes at
+    most 1.15x the time the limit itself imposes (requests / R), for a fixed window and a token
+    bucket."""
+    successes = 6 * limit
+    refused, elapsed = _run_against_limiter(mode, limit, window, successes)
+    floor = successes / (limit / window)
+    assert refused <= 0.05 * (successes + refused), refused
+    assert elapsed <= 1.15 * floor, (elapsed, floor)
+
+
+def test_429_without_retry_after_doubles_the_spacing() -> None:
+    """A bare 429 (no Retry-After) backs off multiplicatively: the spacing doubles."""
+    fake = FakeTime()
+
+    async def run() -> Throttle:
+        throttle = Throttle(4, clock=fake.clock, sleep=fake.sleep)
+        for _ in range(2):
+            await throttle.acquire()
+            throttle.release(RateSignal(rate_limited=True))
+        return throttle
+
+    throttle = asyncio.run(run())
+    assert throttle._learned_interval == 0.02
+
+
+def test_late_wakeups_do_not_slow_the_announced_rate() -> None:
+    """A sleep that wakes 1 ms late every time still yields starts at the announced rate on
+    average (the slot, not the late wake-up, is the next start's reference)."""
+    fake = FakeTime()
+
+    async def late_sleep(seconds: float) -> None:
+        await fake.sleep(seconds + 0.001)
+
+    async def run() -> list[float]:
+        throttle = Throttle(16, clock=fake.clock, sleep=late_sleep)
+        await throttle.acquire()
+        throttle.release(RateSignal(limit=50, reset_s=1.0, remaining=49, window_s=1.0))
+        starts = []
+        for _ in range(101):
+            await throttle.acquire()
+            starts.append(fake.now)
+            throttle.release(RateSignal())
+        return starts
+
+    starts = asyncio.run(run())
+    assert (starts[-1] - starts[0]) / 100 < 0.0204 * 1.01
+
+
+def test_a_probe_that_earns_a_429_returns_to_the_last_good_pace() -> None:
+    """After a learned pace, probing 3% faster and getting a 429 goes back to the pace that
+    earned none (not to a slower estimate), and probing becomes 4x rarer."""
+    fake = FakeTime()
+
+    async def run() -> Throttle:
+        throttle = Throttle(1, clock=fake.clock, sleep=fake.sleep)
+        for _ in range(10):
+            await throttle.acquire()
+            throttle.release(RateSignal())
+        await throttle.acquire()
+        throttle.release(RateSignal(rate_limited=True, retry_after=1.0))
+        learned = throttle._learned_interval
+        while throttle._learned_interval == learned:
+            await throttle.acquire()
+            throttle.release(RateSignal())
+        assert throttle._learned_interval == learned * 0.97
+        await throttle.acquire()
+        throttle.release(RateSignal(rate_limited=True, retry_after=1.0))
+        assert throttle._learned_interval == learned
+        return throttle
+
+    assert asyncio.run(run())._probe_every == 8
+
+
+def test_a_burst_of_429s_halves_the_limit_once() -> None:
+    """Eight requests in flight all answered 429 (one burst) halve the limit once, not eight
+    times: the pause they share is one signal."""
+    fake = FakeTime()
+
+    async def run() -> Throttle:
+        throttle = Throttle(16, clock=fake.clock, sleep=fake.sleep)
+        for _ in range(8):
+            await throttle.acquire()
+        for _ in range(8):
+            throttle.release(RateSignal(rate_limited=True, retry_after=1.0))
+        return throttle
+
+    assert asyncio.run(run()).limit == 8.0

@@ -5,6 +5,7 @@ check switching itself off without a word."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import inspect
 from pathlib import Path
@@ -14,7 +15,12 @@ import httpcore
 import httpx
 
 from migrate.sandbox import SandboxConfig, running_server
-from migrate.transport import _CheapReadableBackend, _CheapReadableStream, pooled_transport
+from migrate.transport import (
+    _CheapReadableBackend,
+    _CheapReadableStream,
+    _LinearPool,
+    pooled_transport,
+)
 
 VERSIONS = f"httpx {httpx.__version__}, httpcore {httpcore.__version__}"
 FIX = (
@@ -69,6 +75,40 @@ def test_patched_streams_find_their_socket_and_serve_requests(tmp_path: Path) ->
         async with httpx.AsyncClient(transport=transport, base_url=url, headers=headers) as client:
             for _ in range(2):  # the second request reuses the pooled connection
                 assert (await client.get("/api/v2/workspace")).status_code == 200
+
+    with running_server(config) as url:
+        asyncio.run(check(url))
+
+
+# The sha256 of httpcore 1.0.9's `AsyncConnectionPool._assign_requests_to_connections`, the
+# method `_LinearPool` re-implements in linear time with the same decisions.
+ASSIGN_SHA256 = "ea1547e78a655633653bde5257e611ee458cfd46b8ab4543de13c5bae095b0ae"
+
+
+def test_linear_pool_replaces_the_method_it_was_written_against() -> None:
+    """pooled_transport's pool is a _LinearPool, and httpcore's own assignment method is still
+    the one _LinearPool copies; a new httpcore fails here rather than diverging silently."""
+    transport = pooled_transport(True, httpx.Limits())
+    assert isinstance(transport._pool, _LinearPool)  # type: ignore[attr-defined]
+    source = inspect.getsource(httpcore.AsyncConnectionPool._assign_requests_to_connections)
+    assert hashlib.sha256(source.encode()).hexdigest() == ASSIGN_SHA256, (
+        f"{VERSIONS}: httpcore changed _assign_requests_to_connections; re-derive"
+        f" migrate.transport._LinearPool from it and update ASSIGN_SHA256. {FIX}"
+    )
+
+
+def test_linear_pool_serves_more_requests_than_connections(tmp_path: Path) -> None:
+    """Through a real loopback server, 12 concurrent requests over a pool of 3 connections all
+    succeed, and the pool never holds more than 3 connections."""
+    config = SandboxConfig(db_path=tmp_path / "t.db", seed="demo", token="tk-transport")
+
+    async def check(url: str) -> None:
+        transport = pooled_transport(True, httpx.Limits(max_connections=3))
+        headers = {"Authorization": "Bearer tk-transport"}
+        async with httpx.AsyncClient(transport=transport, base_url=url, headers=headers) as client:
+            answers = await asyncio.gather(*(client.get("/api/v2/workspace") for _ in range(12)))
+            assert [a.status_code for a in answers] == [200] * 12
+            assert len(transport._pool.connections) <= 3  # type: ignore[attr-defined]
 
     with running_server(config) as url:
         asyncio.run(check(url))
