@@ -265,7 +265,7 @@ async def run_apply(
                         journal=journal,
                         run_id=secrets.token_hex(4),
                     )
-                if shared is None:  # one target: its serving steps are this run's own
+                if shared is None and _needs_serving(plan):  # one target: its own steps
                     serving = await _serving(plan, options, endpoints.throttle)
                 executor = Importer(
                     migration,
@@ -415,6 +415,18 @@ class Interrupts:
         self.close()
         if self.executor is not None:
             self.executor.stop_reason = "interrupted before it started"
+
+
+def _needs_serving(plan: Plan) -> bool:
+    """True when an imported dashboard may need serving steps: embeds to mirror, or filters
+    that a schema pair or a filter rule may leave bound to the source's columns."""
+    settings = plan.settings
+    return (
+        settings.embeds is EmbedsMode.MIRROR
+        or bool(settings.filter_bindings)
+        or bool(settings.schema_pairs)
+        or any(spec.schema_pairs for spec in plan.dashboards)
+    )
 
 
 async def _serving(plan: Plan, options: RunOptions, throttle: Throttle) -> Serving:

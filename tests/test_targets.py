@@ -340,3 +340,23 @@ def test_a_bad_data_app_key_creates_no_workspace(
     with pytest.raises(EndpointError):
         run(tmp_path, names=["prod-us"])
     assert not sandbox_of(tmp_path / "state").store.has_workspace("Sales Prod US")
+
+
+def test_verify_none_still_serves_what_it_imports(tmp_path: Path) -> None:
+    """`verify: none` skips the comparison read-back, not the serving: filters a SQL-only
+    server left on the source schema are rebound, embeds mirrored."""
+    prepare(tmp_path)
+    path = tmp_path / "plan.yaml"
+    path.write_text(ONE_TARGET.replace("  embeds: mirror\n", "  embeds: mirror\n  verify: none\n"))
+    options = RunOptions(policy=ConnectionPolicy(state_dir=tmp_path / "state"))
+    report = asyncio.run(run_apply(load_plan(path), options))
+    assert {o.result.value for o in report.outcomes} == {"created"}
+    sandbox = sandbox_of(tmp_path / "state")
+    for outcome in report.outcomes:
+        data = sandbox.get_dashboard("Sales Prod", outcome.target_id)
+        assert data is not None
+        columns = [
+            column_of(entry) for item in filter_objects(data) for entry in item["applyOnTables"]
+        ]
+        assert all(c is not None and c.schema == "analytics" for c in columns)
+    assert len({o.id: o for o in report.outcomes}["sales-overview"].embeds) == 2
