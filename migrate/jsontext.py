@@ -174,9 +174,11 @@ def dump_json(value: Any) -> bytes:
     try:
         return orjson.dumps(value)
     except TypeError:
-        # An integer beyond 64 bits, a non-string key, or about 250 levels of nesting: the
-        # standard library writes those.
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        # An integer beyond 64 bits, a non-string key, about 250 levels of nesting, or a lone
+        # surrogate (valid JSON, as in an id a server sent): the standard library writes
+        # those, a lone surrogate as its \uXXXX escape, which is the same JSON string.
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return text.encode("utf-8", "backslashreplace")
 
 
 def _parse_stdlib(raw: bytes | str, *, source: str, limits: JSONLimits) -> Any:
