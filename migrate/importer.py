@@ -24,6 +24,7 @@ from migrate.errors import (
     AuthError,
     DashboardNotFoundError,
     EndpointError,
+    MigrateError,
     RequestRejectedError,
     RunInterruptedError,
     WorkspaceNotFoundError,
@@ -33,6 +34,7 @@ from migrate.journal import Held, Journal
 from migrate.models import Action, EmbedChange, ExportFile, Result
 from migrate.planner import MigrationPlan, PlannedDashboard, compare_with_target, payload_to_send
 from migrate.replace import Replacer
+from migrate.snapshots import SnapshotStore
 
 _PLANNED_RESULT = {
     Action.UPDATE: Result.SKIPPED,  # only without a data app, which the plan loader refuses
@@ -66,8 +68,10 @@ class Importer:
         max_active: int = 32,
         replacer: Replacer | None = None,
         after_import: AfterImport | None = None,
+        snapshots: SnapshotStore | None = None,
     ) -> None:
         self.migration = migration
+        self.snapshots = snapshots  # each created copy read back is kept (docs/contract.md A9)
         self.replacer = replacer
         self.after_import = after_import
         # Bounds the payloads held parsed at once: a dashboard loads its payload only when it
@@ -173,7 +177,7 @@ class Importer:
             self.done[item.id].set()
 
         done = await self.replacer.replace(item, data, imported)
-        return self._outcome(
+        outcome = self._outcome(
             item,
             done.result,
             started,
@@ -181,6 +185,9 @@ class Importer:
             error=done.error,
             changes=done.changes or None,
             embeds=done.embeds,
+        )
+        return dataclasses.replace(
+            outcome, snapshot=done.snapshot, snapshot_before=done.snapshot_before
         )
 
     async def _import(self, item: PlannedDashboard, started: float) -> Outcome:
@@ -271,6 +278,7 @@ class Importer:
         )
         if not changes:
             result = Result.CREATED if created else Result.UNCHANGED
+            snapshot = await self._snapshot(copy) if created else None
             if created and self.after_import is not None:
                 embeds, error = await self.after_import(item, copy.data)
                 if error is not None:
@@ -278,8 +286,9 @@ class Importer:
                         item, Result.FAILED, started, attempts=attempts, error=error
                     )
                 outcome = self._outcome(item, result, started, attempts=attempts)
-                return dataclasses.replace(outcome, embeds=embeds)
-            return self._outcome(item, result, started, attempts=attempts)
+                return dataclasses.replace(outcome, embeds=embeds, snapshot=snapshot)
+            outcome = self._outcome(item, result, started, attempts=attempts)
+            return dataclasses.replace(outcome, snapshot=snapshot)
         if created:
             self._holds[item.id] = {"held": "readback_differs"}
         verb = "the imported copy" if created else "a dashboard created by someone else"
@@ -295,6 +304,16 @@ class Importer:
             ),
             changes=tuple(changes),
         )
+
+    async def _snapshot(self, copy: ExportFile) -> str | None:
+        """Keep the copy read back after an import as a snapshot; None when there is no
+        history to keep it in, or it cannot be written (the deploy record then says so)."""
+        if self.snapshots is None:
+            return None
+        try:
+            return await asyncio.to_thread(self.snapshots.put, copy.raw)
+        except (OSError, MigrateError):
+            return None
 
     def _refused(
         self, item: PlannedDashboard, started: float, attempts: int, exc: EndpointError

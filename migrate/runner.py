@@ -32,6 +32,7 @@ from migrate.errors import (
     Violation,
 )
 from migrate.events import Outcome, Progress
+from migrate.history import History, record_run
 from migrate.importer import AfterImport, Importer
 from migrate.journal import Journal, journal_key
 from migrate.lock import TargetLock
@@ -40,7 +41,7 @@ from migrate.planner import MigrationPlan, make_plan
 from migrate.replace import Replacer
 from migrate.savedplan import SavedPlan, check_saved_plan, check_saved_plan_header
 from migrate.schema import PayloadValidator, format_violations
-from migrate.snapshots import SnapshotStore, default_history_dir
+from migrate.snapshots import default_history_dir
 from migrate.source import LiveSource, PayloadSource
 from migrate.spool import DEFAULT_MEMORY_BUDGET, PayloadSpool
 from migrate.storage import check_state_dir
@@ -59,6 +60,13 @@ class RunOptions:
     spool_budget: int = DEFAULT_MEMORY_BUDGET  # bytes of payloads kept parsed in memory
     policy: ConnectionPolicy = field(default_factory=ConnectionPolicy)
     history_dir: Path | None = None  # snapshots and deploys; default <state-dir>/history/
+    note: str | None = None  # the deploy's commit (`--note`), else GITHUB_SHA / CI_COMMIT_SHA
+    rollback_of: str | None = None  # the deploy a rollback goes back to (docs/contract.md A9)
+
+    def history_of(self, plan: Plan) -> History:
+        """The history (deploys, snapshots) of `plan`'s target."""
+        folder = self.history_dir or default_history_dir(self.policy.state_dir)
+        return History(folder, target_key(plan.target))
 
 
 @dataclass
@@ -252,14 +260,14 @@ async def run_apply(
                     f"importing {to_create} dashboards"
                     + (f", replacing {to_update}" if to_update else "")
                 )
+                history = options.history_of(plan)
                 replacer = None
                 if endpoints.data_app is not None:
-                    history = options.history_dir or default_history_dir(state_dir)
                     replacer = Replacer(
                         migration,
                         target,
                         endpoints.data_app,
-                        SnapshotStore(history, lock_key),
+                        history.snapshots,
                         journal=journal,
                         run_id=secrets.token_hex(4),
                     )
@@ -271,9 +279,20 @@ async def run_apply(
                     max_active=2 * endpoints.throttle.ceiling,
                     replacer=replacer,
                     after_import=shared.after_import if shared is not None else None,
+                    snapshots=history.snapshots,
                 )
                 interrupts.executor = executor
                 outcomes = await executor.run(progress)
+                # Under the lock, so two runs cannot interleave records (docs/contract.md A9).
+                await asyncio.to_thread(
+                    record_run,
+                    history,
+                    migration,
+                    outcomes,
+                    started=started,
+                    note=options.note,
+                    rollback_of=options.rollback_of,
+                )
                 endpoints.throttle.raise_if_stopped()
         finally:
             interrupts.remove()

@@ -211,6 +211,20 @@ def _run_targets(plan: Any, options: Any, *, names: list[str] | None, dry_run: b
     )
 
 
+def _history_option() -> Any:
+    return typer.Option(
+        "--history",
+        help="Deploy history folder (docs/contract.md A9); default <state-dir>/history/.",
+    )
+
+
+def _note_option() -> Any:
+    return typer.Option(
+        "--note",
+        help="The deploy's commit in the history (default: GITHUB_SHA, else CI_COMMIT_SHA).",
+    )
+
+
 def _select_option() -> Any:
     return typer.Option(
         "--select",
@@ -230,6 +244,7 @@ def plan(
     ] = False,
     select: Annotated[list[str] | None, _select_option()] = None,
     target: Annotated[list[str] | None, _target_option()] = None,
+    history: Annotated[Path | None, _history_option()] = None,
 ) -> None:
     """Show what apply would do per dashboard; reads source and target, writes nothing."""
     from migrate.runner import RunOptions, run_plan  # noqa: PLC0415
@@ -237,7 +252,7 @@ def plan(
     _check_outputs({"--out": out_file})
     loaded = _load(plan_file)
     started = time.time()
-    options = RunOptions(selectors=tuple(select or ()), policy=STATE.policy)
+    options = RunOptions(selectors=tuple(select or ()), policy=STATE.policy, history_dir=history)
     if loaded.targets or target:
         if out_file is not None:
             raise UsageError("--out (a saved plan) is for a plan with one `target:`")
@@ -282,6 +297,8 @@ def apply(
         typer.Option("--bundle", help="Read payloads from this bundle, not the source API."),
     ] = None,
     target: Annotated[list[str] | None, _target_option()] = None,
+    history: Annotated[Path | None, _history_option()] = None,
+    note: Annotated[str | None, _note_option()] = None,
 ) -> None:
     """Apply the plan: import what is missing, in dependency order."""
     from migrate.runner import RunOptions, run_apply, run_plan  # noqa: PLC0415
@@ -295,6 +312,8 @@ def apply(
         fail_fast=not keep_going,
         bundle=bundle,
         policy=STATE.policy,
+        history_dir=history,
+        note=note,
     )
     if loaded.targets or target:
         if saved_plan is not None:
@@ -387,7 +406,9 @@ def graph(
 @app.command()
 @handled
 def schema(
-    name: Annotated[SchemaName, typer.Argument(help="plan, dashboard, bundle or saved-plan")],
+    name: Annotated[
+        SchemaName, typer.Argument(help="plan, dashboard, bundle, saved-plan or deploy")
+    ],
 ) -> None:
     """Print a JSON Schema: the plan, the dashboard payload, a bundle manifest or a saved plan."""
     from migrate.schema import load_schema  # noqa: PLC0415

@@ -120,6 +120,7 @@ class SchemaName(StrEnum):
     DASHBOARD = "dashboard"
     BUNDLE = "bundle"
     SAVED_PLAN = "saved-plan"
+    DEPLOY = "deploy"
 
 
 _SYMBOL = {
