@@ -18,7 +18,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,6 +193,17 @@ class Deploy:
         )
 
 
+@dataclass(frozen=True)
+class Deployed:
+    """What the history says a deploy left in the target for one dashboard (for drift)."""
+
+    deploy_id: str
+    data: Any
+
+
+DeployedLookup = Callable[[str], "Deployed | None"]  # target id -> the last deployed copy
+
+
 def wrote(results: Iterable[tuple[Result, int]]) -> bool:
     """True when a run with these (result, attempts) wrote to the target: something was
     created or replaced, or an import that failed was sent (it may have landed)."""
@@ -276,13 +287,28 @@ class History:
             " if CI keeps the history elsewhere",
         )
 
-    def last_deployed(self) -> dict[str, DeployedDashboard]:
-        """target id → the newest record of a copy of it that a deploy left in the target."""
-        latest: dict[str, DeployedDashboard] = {}
+    def last_deployed(self) -> dict[str, tuple[str, DeployedDashboard]]:
+        """target id → (deploy id, record) of the newest copy of it a deploy left in the
+        target."""
+        latest: dict[str, tuple[str, DeployedDashboard]] = {}
         for deploy in self.deploys():
             for dashboard in deploy.touched:
-                latest[dashboard.target_id] = dashboard
+                latest[dashboard.target_id] = (deploy.deploy_id, dashboard)
         return latest
+
+    def lookup(self) -> DeployedLookup:
+        """The planner's view of this history: target id → the copy the last deploy of it
+        left (None without one, or when its snapshot is missing)."""
+        latest = self.last_deployed()
+
+        def deployed(target_id: str) -> Deployed | None:
+            entry = latest.get(target_id)
+            if entry is None or entry[1].snapshot is None:
+                return None
+            data = self.deployed_data(entry[1].snapshot)
+            return None if data is None else Deployed(entry[0], data)
+
+        return deployed
 
     def deployed_data(self, digest: str) -> Any:
         """The `data` of snapshot `digest`, or None when it is missing or unreadable."""

@@ -36,7 +36,7 @@ from migrate.history import History, record_run
 from migrate.importer import AfterImport, Importer
 from migrate.journal import Journal, journal_key
 from migrate.lock import TargetLock
-from migrate.models import Action, OnConflict, Plan
+from migrate.models import Action, OnConflict, OnDrift, Plan
 from migrate.planner import MigrationPlan, make_plan
 from migrate.replace import Replacer
 from migrate.savedplan import SavedPlan, check_saved_plan, check_saved_plan_header
@@ -102,6 +102,7 @@ class _Endpoints:
         *,
         need_target: bool = True,
         shared: SharedResources | None = None,
+        payloads: PayloadSource | None = None,
     ) -> None:
         settings = plan.settings
         concurrency = options.concurrency or settings.concurrency
@@ -119,7 +120,9 @@ class _Endpoints:
         client_options = ClientOptions(max_connections=concurrency)
         self._clients: list[DatabrainClient] = []
         self.source: PayloadSource
-        if shared is not None:
+        if payloads is not None:
+            self.source = payloads  # a rollback's snapshots (docs/contract.md A9)
+        elif shared is not None:
             self.source = shared.source  # read once for every target (docs/contract.md A8)
         elif options.bundle is not None:
             self.source = BundleSource(options.bundle)
@@ -143,7 +146,11 @@ class _Endpoints:
             self._clients.append(self.target)
         # The target's data app, for `on_conflict: replace` (docs/contract.md A7).
         self.data_app: DataAppClient | None = None
-        if need_target and plan.target.data_app and settings.on_conflict is OnConflict.REPLACE:
+        # `on_drift: overwrite` replaces edited dashboards the same way (A9).
+        replacing = (
+            settings.on_conflict is OnConflict.REPLACE or settings.on_drift is OnDrift.OVERWRITE
+        )
+        if need_target and plan.target.data_app and replacing:
             self.data_app = open_data_app(
                 plan.target, policy=options.policy, options=client_options, pacer=self.throttle
             )
@@ -179,9 +186,11 @@ async def run_plan(
     *,
     read_target: bool = True,
     shared: SharedResources | None = None,
+    payloads: PayloadSource | None = None,
 ) -> MigrationPlan:
-    """Plan only: read source (and target, unless `read_target` is False), write nothing."""
-    endpoints = _Endpoints(plan, options, need_target=read_target, shared=shared)
+    """Plan only: read source (and target, unless `read_target` is False), write nothing.
+    `payloads` stands in for the plan's source (a rollback's snapshots)."""
+    endpoints = _Endpoints(plan, options, need_target=read_target, shared=shared, payloads=payloads)
     try:
         migration = await make_plan(
             plan,
@@ -194,6 +203,7 @@ async def run_plan(
             validator=_validator(plan, shared),
             progress=progress,
             data_app=endpoints.data_app,
+            deployed=options.history_of(plan).lookup() if read_target else None,
         )
         # A wait the server announced beyond --max-wait stops the run (exit 5), even where
         # it first surfaced as one dashboard's failed export.
@@ -210,6 +220,7 @@ async def run_apply(
     *,
     saved: SavedPlan | None = None,
     shared: SharedResources | None = None,
+    payloads: PayloadSource | None = None,
 ) -> ApplyReport:
     """Plan, then import every `create` in dependency order; never raises for one dashboard.
 
@@ -231,7 +242,7 @@ async def run_apply(
         selectors = check_saved_plan_header(saved, plan)
     check_state_dir(state_dir)  # before the lock, the plan and any request
     with TargetLock(state_dir, lock_key, warn=progress.warn) as lock:
-        endpoints = _Endpoints(plan, options, shared=shared)
+        endpoints = _Endpoints(plan, options, shared=shared, payloads=payloads)
         interrupts = _Interrupts(endpoints.throttle, progress)
         spool = PayloadSpool(state_dir / "spool", memory_budget=options.spool_budget)
         try:
@@ -247,6 +258,7 @@ async def run_apply(
                 validator=_validator(plan, shared),
                 progress=progress,
                 data_app=endpoints.data_app,
+                deployed=options.history_of(plan).lookup(),
             )
             endpoints.throttle.raise_if_stopped()
             if saved is not None:
