@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migrate.diff import normalize_for_compare
-from migrate.errors import LocalFileError, PlanError, UntrustedJSONError
+from migrate.errors import LocalFileError, MigrateError, PlanError, UntrustedJSONError
 from migrate.filters import canonical_filters
 from migrate.jsontext import parse_json
-from migrate.models import Result
+from migrate.models import Action, Result
 from migrate.redaction import redact
 from migrate.schema import format_problems
 from migrate.snapshots import SnapshotStore, default_history_dir, target_folder
@@ -342,20 +342,39 @@ def record_run(
     rollback_of: str | None = None,
 ) -> Deploy | None:
     """Append the deploy record of an apply that wrote to the target (also when it failed
-    part-way); a run that wrote nothing appends nothing and returns None."""
+    part-way), and returns it. A run that wrote nothing appends nothing and returns None,
+    unless it found `unchanged` dashboards (equal to the source) whose target copy differs
+    from the one the history last recorded (an interrupted run of ours wrote them): the record
+    then adopts those copies, so they are not taken for edits made in the target later.
+    Every record adopts the unchanged copies the history does not know yet."""
+    observed = {
+        d.id: d.observed
+        for d in migration.dashboards
+        if d.observed is not None and d.action is Action.UNCHANGED
+    }
     if not wrote((o.result, o.attempts) for o in outcomes):
-        return None
+        # Adopting a copy the history has never recorded is no reason to append on its own.
+        known = history.last_deployed()
+        by_id = {d.id: d.target_id for d in migration.dashboards}
+        if not any(by_id[dash_id] in known for dash_id in observed):
+            return None
     commit, actor = provenance(note)
     dashboards = []
     for outcome in outcomes:
-        data = history.deployed_data(outcome.snapshot) if outcome.snapshot else None
+        snapshot = outcome.snapshot
+        if snapshot is None and outcome.result is Result.UNCHANGED and outcome.id in observed:
+            try:
+                snapshot = history.snapshots.put(observed[outcome.id])
+            except (OSError, MigrateError):
+                snapshot = None
+        data = history.deployed_data(snapshot) if snapshot else None
         dashboards.append(
             DeployedDashboard(
                 id=outcome.id,
                 target_id=outcome.target_id,
                 result=outcome.result.value,
                 sha256=content_sha256(data) if data is not None else None,
-                snapshot=outcome.snapshot if data is not None else None,
+                snapshot=snapshot if data is not None else None,
                 snapshot_before=outcome.snapshot_before,
                 embeds=tuple(e.as_dict() for e in outcome.embeds),
             )

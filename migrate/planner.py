@@ -82,6 +82,9 @@ class PlannedDashboard:
     drift_changes: list[Change] = field(default_factory=list)
     source_changes: list[Change] = field(default_factory=list)
     deployed_by: str | None = None  # the deploy whose copy the target's now differs from
+    # `unchanged`, but not as the history last recorded it (an interrupted run of ours wrote
+    # it, or it predates the history): the target's copy, for the next deploy record to adopt.
+    observed: bytes | None = field(default=None, repr=False)
 
     @property
     def exported(self) -> bool:
@@ -454,30 +457,18 @@ async def _compare_one(
     changes = compare_with_target(item, plan, id_map, sent, copy.data)
     if not changes:
         item.action = Action.UNCHANGED
+        if deployed is not None:
+            known = deployed(item.target_id)
+            if known is None or _normalized(item, plan, id_map, known.data) != _normalized(
+                item, plan, id_map, copy.data
+            ):
+                item.observed = copy.raw
         return
     item.changes = changes
     base = deployed(item.target_id) if deployed is not None else None
     replace = plan.settings.on_conflict is OnConflict.REPLACE
     if base is not None and _drift(item, plan, id_map, base, sent=sent, now=copy.data):
-        if plan.settings.on_drift is OnDrift.FAIL:
-            item.action = Action.CONFLICT
-            item.error = ErrorInfo(
-                "DRIFTED",
-                f"target {item.target_id} was edited since deploy {base.deploy_id}"
-                f" ({len(item.drift_changes)} changes); on_drift is fail",
-            )
-            return
-        if plan.settings.on_drift is OnDrift.SKIP:
-            item.action = Action.SKIP
-            return
-        if data_app is None:
-            item.action = Action.CONFLICT
-            item.error = ErrorInfo(
-                "DRIFTED",
-                f"target {item.target_id} was edited since deploy {base.deploy_id};"
-                " on_drift: overwrite replaces it through the target's data app, and the"
-                " plan names none (add target.data_app)",
-            )
+        if not _overwrite(item, plan, base, data_app=data_app):
             return
         replace = True
     if replace:
@@ -506,21 +497,52 @@ async def _compare_one(
         item.action = Action.SKIP
 
 
+def _overwrite(
+    item: PlannedDashboard, plan: Plan, base: Deployed, *, data_app: DataAppClient | None
+) -> bool:
+    """`on_drift` for a drifted dashboard: True when it is to be replaced (overwrite), else
+    its action (conflict or skip) is set here."""
+    if plan.settings.on_drift is OnDrift.SKIP:
+        item.action = Action.SKIP
+        return False
+    if plan.settings.on_drift is OnDrift.FAIL:
+        item.action = Action.CONFLICT
+        item.error = ErrorInfo(
+            "DRIFTED",
+            f"target {item.target_id} was edited since deploy {base.deploy_id}"
+            f" ({len(item.drift_changes)} changes); on_drift is fail",
+        )
+        return False
+    if data_app is None:
+        item.action = Action.CONFLICT
+        item.error = ErrorInfo(
+            "DRIFTED",
+            f"target {item.target_id} was edited since deploy {base.deploy_id};"
+            " on_drift: overwrite replaces it through the target's data app, and the"
+            " plan names none (add target.data_app)",
+        )
+        return False
+    return True
+
+
+def _normalized(item: PlannedDashboard, plan: Plan, id_map: TargetIds, data: Any) -> Any:
+    """`data` normalized for drift: both sides are target copies or what was sent to one."""
+    return normalize_for_compare(
+        canonical_filters(data),
+        schema_pairs=item.schema_pairs,
+        ignore=plan.settings.compare_ignore,
+        keep=id_map.targets,
+    )
+
+
 def _drift(
     item: PlannedDashboard, plan: Plan, id_map: TargetIds, base: Deployed, *, sent: Any, now: Any
 ) -> bool:
     """True (and the two diffs set on `item`) when the target's copy `now` differs from what
     the last deploy left (`base`), normalized as every comparison is."""
-
-    def normalized(data: Any) -> Any:
-        return normalize_for_compare(
-            canonical_filters(data),
-            schema_pairs=item.schema_pairs,
-            ignore=plan.settings.compare_ignore,
-            keep=id_map.targets,
-        )
-
-    deployed, target, source = normalized(base.data), normalized(now), normalized(sent)
+    deployed, target, source = (
+        _normalized(item, plan, id_map, data) for data in (base.data, now, sent)
+    )
     if deployed == target:
         return False
     item.drifted = True

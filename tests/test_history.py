@@ -261,3 +261,26 @@ def test_history_text_lists_deploys_newest_first(tmp_path: Path) -> None:
     result = cli.invoke(app, ["--state-dir", str(tmp_path / "s"), "history", str(plan)])
     assert result.exit_code == 0, result.output
     assert "no deploy recorded" in result.stdout
+
+
+def test_a_run_that_writes_nothing_appends_nothing(tmp_path: Path) -> None:
+    """The second apply of the same plan writes nothing and leaves deploys.jsonl as it was;
+    a torn last line is skipped on reading and the next record starts on a line of its own."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "version: 1\nsource: {url: 'sandbox://demo', workspace: 'Sales Dev'}\n"
+        "target: {url: 'sandbox://demo', workspace: 'Sales Prod'}\n"
+        "dashboards:\n  - id: kpi-core\n"
+    )
+    state = tmp_path / "s"
+    assert cli.invoke(app, ["--state-dir", str(state), "apply", str(plan)]).exit_code == 0
+    (log,) = state.rglob("deploys.jsonl")
+    first = log.read_bytes()
+    assert cli.invoke(app, ["--state-dir", str(state), "apply", str(plan)]).exit_code == 0
+    assert log.read_bytes() == first
+    log.write_bytes(first + b'{"deploy_id": "torn')
+    plan.write_text(plan.read_text() + "  - id: data-quality\n")
+    assert cli.invoke(app, ["--state-dir", str(state), "apply", str(plan)]).exit_code == 0
+    shown = cli.invoke(app, ["--state-dir", str(state), "history", str(plan), "-f", "json"])
+    listed = json.loads(shown.stdout)["deploys"]
+    assert [d["counts"] for d in listed] == [{"created": 1, "unchanged": 1}, {"created": 1}]
