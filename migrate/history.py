@@ -345,19 +345,14 @@ def record_run(
     part-way), and returns it. A run that wrote nothing appends nothing and returns None,
     unless it found `unchanged` dashboards (equal to the source) whose target copy differs
     from the one the history last recorded (an interrupted run of ours wrote them): the record
-    then adopts those copies, so they are not taken for edits made in the target later.
-    Every record adopts the unchanged copies the history does not know yet."""
+    then adopts those copies, so they are not taken for edits made in the target later."""
     observed = {
         d.id: d.observed
         for d in migration.dashboards
         if d.observed is not None and d.action is Action.UNCHANGED
     }
-    if not wrote((o.result, o.attempts) for o in outcomes):
-        # Adopting a copy the history has never recorded is no reason to append on its own.
-        known = history.last_deployed()
-        by_id = {d.id: d.target_id for d in migration.dashboards}
-        if not any(by_id[dash_id] in known for dash_id in observed):
-            return None
+    if not wrote((o.result, o.attempts) for o in outcomes) and not observed:
+        return None
     commit, actor = provenance(note)
     dashboards = []
     for outcome in outcomes:

@@ -83,7 +83,7 @@ class PlannedDashboard:
     source_changes: list[Change] = field(default_factory=list)
     deployed_by: str | None = None  # the deploy whose copy the target's now differs from
     # `unchanged`, but not as the history last recorded it (an interrupted run of ours wrote
-    # it, or it predates the history): the target's copy, for the next deploy record to adopt.
+    # it): the target's copy, for the next deploy record to adopt.
     observed: bytes | None = field(default=None, repr=False)
 
     @property
@@ -459,7 +459,7 @@ async def _compare_one(
         item.action = Action.UNCHANGED
         if deployed is not None:
             known = deployed(item.target_id)
-            if known is None or _normalized(item, plan, id_map, known.data) != _normalized(
+            if known is not None and _normalized(item, plan, id_map, known.data) != _normalized(
                 item, plan, id_map, copy.data
             ):
                 item.observed = copy.raw
