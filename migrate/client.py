@@ -190,15 +190,16 @@ class DatabrainClient:
     async def export_dashboard(self, workspace: str, dashboard_id: str) -> ExportFile:
         """The export file of one dashboard, raw bytes and parsed."""
         export = await self.read_back(workspace, dashboard_id, None)
-        assert export is not None  # only an expected `data` text can make it None
+        assert isinstance(export, ExportFile)  # only an expected `data` text leaves it raw
         return export
 
     async def read_back(
         self, workspace: str, dashboard_id: str, expected_data: bytes | None
-    ) -> ExportFile | None:
-        """The export file of one dashboard, raw bytes and parsed; None, without parsing, when
-        its `data` is exactly `expected_data` (compact JSON we wrote, e.g. what an import was
-        expected to store): `jsontext.export_holds_data` proves that on the text."""
+    ) -> ExportFile | bytes:
+        """The export file of one dashboard, raw bytes and parsed; only its raw bytes, never
+        parsed, when its `data` is exactly `expected_data` (compact JSON we wrote, e.g. what an
+        import was expected to store): `jsontext.export_holds_data` proves that on the text.
+        CredentialEchoError either way when the answer holds a credential this run sent."""
         url = self._url("/api/v2/data-app/export-dashboard")
         answer = await self._call(
             "POST",
@@ -210,10 +211,11 @@ class DatabrainClient:
             unparsed=True,
         )
         source = f"the response of POST {url}"
+        self._refuse_echo(answer.raw, dashboard_id)
         if expected_data is not None and export_holds_data(
             answer.raw, expected_data, source=source
         ):
-            return None
+            return answer.raw
         answer.body = _parsed_body(
             answer.status, answer.headers, answer.raw, method="POST", url=url, op="export"
         )
@@ -224,15 +226,17 @@ class DatabrainClient:
                 url=self._url("/api/v2/data-app/export-dashboard"),
                 status=answer.status,
             )
-        if holds_secret(answer.raw):
-            # Written to a bundle or sent to a target, the credential would leak: refuse it.
+        return ExportFile(raw=answer.raw, document=answer.body)
+
+    def _refuse_echo(self, raw: bytes, dashboard_id: str) -> None:
+        """CredentialEchoError when an export holds a credential this run sent: written to a
+        bundle or a snapshot, or sent to a target, it would leak."""
+        if holds_secret(raw):
             raise CredentialEchoError(
                 f"the export of {dashboard_id!r} holds a credential this run sent (echoed back"
                 " by the server); it is neither kept nor imported",
                 url=self._url("/api/v2/data-app/export-dashboard"),
-                status=answer.status,
             )
-        return ExportFile(raw=answer.raw, document=answer.body)
 
     async def import_dashboard(
         self,

@@ -38,6 +38,10 @@ class Outcome:
     changes: tuple[Change, ...] = field(default=())  # where the content differs, when it does
     name: str = ""
     embeds: tuple[EmbedChange, ...] = ()  # a replaced dashboard's embeds (docs/contract.md A7)
+    # The snapshots (docs/contract.md A9) of the target's copy right after the import, and of
+    # what a replace removed: digests in the target's history, for its deploy record.
+    snapshot: str | None = None
+    snapshot_before: str | None = None
 
 
 class Progress:

@@ -13,6 +13,7 @@ again until the user acts.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from migrate.errors import (
     AuthError,
     DashboardNotFoundError,
     EndpointError,
+    MigrateError,
     RequestRejectedError,
     RunInterruptedError,
     WorkspaceNotFoundError,
@@ -34,6 +36,7 @@ from migrate.models import Action, EmbedChange, ExportFile, Result, Verify
 from migrate.planner import MigrationPlan, PlannedDashboard, compare_with_target, payload_to_send
 from migrate.replace import Replacer
 from migrate.schemapairs import expected_copy_text
+from migrate.snapshots import SnapshotStore
 
 _PLANNED_RESULT = {
     Action.UPDATE: Result.SKIPPED,  # only without a data app, which the plan loader refuses
@@ -68,8 +71,10 @@ class Importer:
         max_active: int = 32,
         replacer: Replacer | None = None,
         after_import: AfterImport | None = None,
+        snapshots: SnapshotStore | None = None,
     ) -> None:
         self.migration = migration
+        self.snapshots = snapshots  # each created copy read back is kept (docs/contract.md A9)
         self.replacer = replacer
         self.after_import = after_import
         # Bounds the payloads held parsed at once: a dashboard loads its payload only when it
@@ -186,7 +191,7 @@ class Importer:
                 result = Result.FAILED
             kept = {embed.embed_id for embed in embeds}
             embeds = embeds + tuple(e for e in mirrored if e.embed_id not in kept)
-        return self._outcome(
+        outcome = self._outcome(
             item,
             result,
             started,
@@ -194,6 +199,9 @@ class Importer:
             error=error,
             changes=done.changes or None,
             embeds=embeds,
+        )
+        return dataclasses.replace(
+            outcome, snapshot=done.snapshot, snapshot_before=done.snapshot_before
         )
 
     async def _import(self, item: PlannedDashboard, started: float) -> Outcome:
@@ -260,7 +268,7 @@ class Importer:
         if self.migration.plan.settings.verify is Verify.NONE and read is None:
             # No comparison read-back: serving (filters, embeds) works from what was sent and
             # confirms its own steps.
-            return await self._equal(item, started, attempts, created=True, copy=data)
+            return await self._equal(item, started, attempts, created=True, copy=data, raw=None)
         return await self._verify(item, started, attempts, data, created=True, copy=read)
 
     def _unserved(self, item: PlannedDashboard) -> bool:
@@ -307,20 +315,25 @@ class Importer:
                 # Proven equal on the text when the server stored exactly what we expect: the
                 # body is then never parsed (most of a read-back's CPU); else compared parsed.
                 expected = expected_copy_text(sent, item.schema_pairs)
-                copy = await self.target.read_back(self.workspace, item.target_id, expected)
+                answer = await self.target.read_back(self.workspace, item.target_id, expected)
+                if isinstance(answer, bytes):  # equal on the text: `expected` is the copy
+                    assert expected is not None
+                    return await self._equal(
+                        item, started, attempts, created=created, copy=expected, raw=answer
+                    )
+                copy = answer
         except RunInterruptedError:
             # The import is confirmed; only its read-back was cut short. A rerun compares it.
             return self._outcome(item, Result.CREATED, started, attempts=attempts)
         except EndpointError as exc:
             return self._failed(item, started, attempts, exc, what="read-back failed: ")
-        if copy is None:  # equal on the text: `expected` is the copy
-            assert expected is not None
-            return await self._equal(item, started, attempts, created=created, copy=expected)
         changes = compare_with_target(
             item, self.migration.plan, self.migration.id_map, sent, copy.data
         )
         if not changes:
-            return await self._equal(item, started, attempts, created=created, copy=copy.data)
+            return await self._equal(
+                item, started, attempts, created=created, copy=copy.data, raw=copy.raw
+            )
         if created:
             self._holds[item.id] = {"held": "readback_differs"}
         verb = "the imported copy" if created else "a dashboard created by someone else"
@@ -338,19 +351,42 @@ class Importer:
         )
 
     async def _equal(
-        self, item: PlannedDashboard, started: float, attempts: int, *, created: bool, copy: Any
+        self,
+        item: PlannedDashboard,
+        started: float,
+        attempts: int,
+        *,
+        created: bool,
+        copy: Any,
+        raw: bytes | None,
     ) -> Outcome:
-        """The outcome of a read-back equal to what was sent; a created dashboard is then
-        served (filters, embeds). `copy` is the copy's `data`, or its compact JSON text."""
+        """The outcome of a read-back equal to what was sent: a created dashboard's copy is
+        kept as a snapshot (`raw`, the export file as read back, when there was a read-back)
+        and the dashboard is served (filters, embeds). `copy` is the copy's `data`, or its
+        compact JSON text."""
         result = Result.CREATED if created else Result.UNCHANGED
-        if not created or self.after_import is None:
+        if not created:
             return self._outcome(item, result, started, attempts=attempts)
-        if isinstance(copy, bytes):
-            copy = parse_json(copy, source=f"the expected copy of {item.target_id}")
-        embeds, error = await self.after_import(item, copy, False)
-        if error is not None:
-            return self._outcome(item, Result.FAILED, started, attempts=attempts, error=error)
-        return self._outcome(item, result, started, attempts=attempts, embeds=embeds)
+        snapshot = await self._snapshot(raw) if raw is not None else None
+        outcome = self._outcome(item, result, started, attempts=attempts)
+        if self.after_import is not None:
+            if isinstance(copy, bytes):
+                copy = parse_json(copy, source=f"the expected copy of {item.target_id}")
+            embeds, error = await self.after_import(item, copy, False)
+            if error is not None:
+                return self._outcome(item, Result.FAILED, started, attempts=attempts, error=error)
+            outcome = dataclasses.replace(outcome, embeds=embeds)
+        return dataclasses.replace(outcome, snapshot=snapshot)
+
+    async def _snapshot(self, raw: bytes) -> str | None:
+        """Keep the copy read back after an import as a snapshot; None when there is no
+        history to keep it in, or it cannot be written (the deploy record then says so)."""
+        if self.snapshots is None:
+            return None
+        try:
+            return await asyncio.to_thread(self.snapshots.put, raw)
+        except (OSError, MigrateError):
+            return None
 
     def _refused(
         self, item: PlannedDashboard, started: float, attempts: int, exc: EndpointError

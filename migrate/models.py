@@ -68,6 +68,14 @@ class Verify(enum.StrEnum):
     NONE = "none"
 
 
+class OnDrift(enum.StrEnum):
+    """What to do when the target's copy was edited since the last deploy the history knows (A9)."""
+
+    FAIL = "fail"  # plan and apply say `conflict`
+    OVERWRITE = "overwrite"  # replace it anyway; the replace's snapshot keeps the edit
+    SKIP = "skip"  # leave it
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     """Where a run's payloads came from, as reports and saved plans say it (never a credential).
@@ -115,6 +123,7 @@ class Settings:
 
     concurrency: int = 8
     on_conflict: OnConflict = OnConflict.SKIP
+    on_drift: OnDrift = OnDrift.FAIL
     id_prefix: str = ""
     id_suffix: str = ""
     schema_pairs: tuple[SchemaPair, ...] = ()

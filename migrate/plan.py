@@ -39,6 +39,7 @@ from migrate.models import (
     FilterBindingRule,
     NamedTarget,
     OnConflict,
+    OnDrift,
     Plan,
     SchemaPair,
     Settings,
@@ -729,6 +730,7 @@ def _settings(doc: _Document, name: str, raw: Any, where: PathKey) -> Settings:
     return Settings(
         concurrency=int(raw.get("concurrency", default.concurrency)),
         on_conflict=OnConflict(raw.get("on_conflict", default.on_conflict)),
+        on_drift=OnDrift(raw.get("on_drift", default.on_drift)),
         id_prefix=raw.get("id_prefix", default.id_prefix),
         id_suffix=raw.get("id_suffix", default.id_suffix),
         schema_pairs=_pairs(raw.get("schema_pairs", default.schema_pairs)),
@@ -882,6 +884,7 @@ def plan_to_document(plan: Plan) -> dict[str, Any]:
         return {
             "concurrency": s.concurrency,
             "on_conflict": s.on_conflict.value,
+            "on_drift": s.on_drift.value,
             "id_prefix": esc(s.id_prefix),
             "id_suffix": esc(s.id_suffix),
             "schema_pairs": pairs(s.schema_pairs),

@@ -31,6 +31,7 @@ from migrate.errors import (
 from migrate.events import ErrorInfo, Progress
 from migrate.filters import canonical_filters
 from migrate.graph import DependencyGraph, build_graph, select
+from migrate.history import Deployed, DeployedLookup
 from migrate.models import (
     Action,
     DashboardRef,
@@ -38,6 +39,7 @@ from migrate.models import (
     Embed,
     ExportFile,
     OnConflict,
+    OnDrift,
     Plan,
     SchemaPair,
     SourceInfo,
@@ -74,6 +76,15 @@ class PlannedDashboard:
     references: tuple[tuple[str, str], ...] = ()  # (JSON path, planned id) found in the payload
     spool: PayloadSpool | None = field(default=None, repr=False)  # holds the valid export
     embeds: tuple[RecordedEmbed, ...] = ()  # `update`: the embeds that will be re-created
+    # Edited in the target since the last deploy the history knows (docs/contract.md A9): the
+    # edit (deployed → target) and the change to bring (deployed → source).
+    drifted: bool = False
+    drift_changes: list[Change] = field(default_factory=list)
+    source_changes: list[Change] = field(default_factory=list)
+    deployed_by: str | None = None  # the deploy whose copy the target's now differs from
+    # `unchanged`, but not as the history last recorded it (an interrupted run of ours wrote
+    # it): the target's copy, for the next deploy record to adopt.
+    observed: bytes | None = field(default=None, repr=False)
 
     @property
     def exported(self) -> bool:
@@ -188,6 +199,7 @@ async def make_plan(
     progress: Progress | None = None,
     spool: PayloadSpool | None = None,
     data_app: DataAppClient | None = None,
+    deployed: DeployedLookup | None = None,
 ) -> MigrationPlan:
     """Classify every selected dashboard per A3. Reads only; raises EndpointError (exit 5) when
     source or target is unusable, PlanError (exit 3) for an unusable plan (cycle, bad select).
@@ -195,7 +207,9 @@ async def make_plan(
     With `target=None` (graph, export) the target is not read: every dashboard is `create`.
     With `data_app` (the target's, for `on_conflict: replace`) its embeds are listed beside the
     first listings, so a bad data-app key stops the run (AuthError, exit 5) before any work,
-    and each `update` names the embeds it will re-create.
+    and each `update` names the embeds it will re-create. With `deployed` (the target's
+    deploy history), a dashboard whose target copy differs from what was last deployed there is
+    `drifted`, and `on_drift` decides its action (A9).
     """
     progress = progress or Progress()
     validator = validator or PayloadValidator()
@@ -265,7 +279,15 @@ async def make_plan(
     if target is not None:
         await asyncio.gather(
             *(
-                _compare_one(item, plan, target, id_map, data_app=data_app, app_embeds=app_embeds)
+                _compare_one(
+                    item,
+                    plan,
+                    target,
+                    id_map,
+                    data_app=data_app,
+                    app_embeds=app_embeds,
+                    deployed=deployed,
+                )
                 for item in existing
             )
         )
@@ -416,6 +438,7 @@ async def _compare_one(
     *,
     data_app: DataAppClient | None = None,
     app_embeds: Sequence[Embed] = (),
+    deployed: DeployedLookup | None = None,
 ) -> None:
     """Classify a dashboard the target already holds: unchanged, skip, conflict or update."""
     if not item.exported:
@@ -436,9 +459,21 @@ async def _compare_one(
     changes = compare_with_target(item, plan, id_map, sent, copy.data)
     if not changes:
         item.action = Action.UNCHANGED
+        if deployed is not None:
+            known = deployed(item.target_id)
+            if known is not None and _normalized(item, plan, id_map, known.data) != _normalized(
+                item, plan, id_map, copy.data
+            ):
+                item.observed = copy.raw
         return
     item.changes = changes
-    if plan.settings.on_conflict is OnConflict.REPLACE:
+    base = deployed(item.target_id) if deployed is not None else None
+    replace = plan.settings.on_conflict is OnConflict.REPLACE
+    if base is not None and _drift(item, plan, id_map, base, sent=sent, now=copy.data):
+        if not _overwrite(item, plan, base, data_app=data_app):
+            return
+        replace = True
+    if replace:
         item.action = Action.UPDATE
         if data_app is not None:
             try:
@@ -462,6 +497,63 @@ async def _compare_one(
         )
     else:
         item.action = Action.SKIP
+
+
+def _overwrite(
+    item: PlannedDashboard, plan: Plan, base: Deployed, *, data_app: DataAppClient | None
+) -> bool:
+    """`on_drift` for a drifted dashboard: True when it is to be replaced (overwrite), else
+    its action (conflict or skip) is set here."""
+    if plan.settings.on_drift is OnDrift.SKIP:
+        item.action = Action.SKIP
+        return False
+    if plan.settings.on_drift is OnDrift.FAIL:
+        item.action = Action.CONFLICT
+        item.error = ErrorInfo(
+            "DRIFTED",
+            f"target {item.target_id} was edited since deploy {base.deploy_id}"
+            f" ({len(item.drift_changes)} changes); on_drift is fail",
+        )
+        return False
+    if data_app is None:
+        item.action = Action.CONFLICT
+        item.error = ErrorInfo(
+            "DRIFTED",
+            f"target {item.target_id} was edited since deploy {base.deploy_id};"
+            " on_drift: overwrite replaces it through the target's data app, and the"
+            " plan names none (add target.data_app)",
+        )
+        return False
+    return True
+
+
+def _normalized(item: PlannedDashboard, plan: Plan, id_map: TargetIds, data: Any) -> Any:
+    """`data` normalized for drift: both sides are target copies or what was sent to one."""
+    return normalize_for_compare(
+        canonical_filters(data),
+        schema_pairs=item.schema_pairs,
+        ignore=plan.settings.compare_ignore,
+        keep=id_map.targets,
+    )
+
+
+def _drift(
+    item: PlannedDashboard, plan: Plan, id_map: TargetIds, base: Deployed, *, sent: Any, now: Any
+) -> bool:
+    """True (and the two diffs set on `item`) when the target's copy `now` differs from what
+    the last deploy left (`base`), normalized as every comparison is."""
+    deployed, target, source = (
+        _normalized(item, plan, id_map, data) for data in (base.data, now, sent)
+    )
+    if deployed == target:
+        return False
+    item.drifted = True
+    item.deployed_by = base.deploy_id
+    item.drift_changes = diff_payloads(deployed, target, limit=MAX_CHANGES) or [
+        Change("data", "changed", "(deployed)", "(target)")
+    ]
+    item.source_changes = diff_payloads(deployed, source, limit=MAX_CHANGES)
+    return True
 
 
 def _block(

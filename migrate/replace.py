@@ -59,6 +59,8 @@ class ReplaceResult:
     changes: tuple[Change, ...] = ()
     imported: bool = False  # the new version is in the target (dependents may start)
     data: Any = None  # `updated`: the target copy's `data` as read back
+    snapshot: str | None = None  # the copy read back after the import (docs/contract.md A9)
+    snapshot_before: str | None = None  # what the replace removed
 
 
 class ReplaceFailed(Exception):
@@ -174,7 +176,13 @@ class Replacer:
         except (EndpointError, PlanError) as exc:
             code = exc.error_code if isinstance(exc, EndpointError) else "SNAPSHOT"
             error = ErrorInfo(code, exc.message)
-        return ReplaceResult(Result.FAILED, run.attempts, error, embeds=run.embed_changes())
+        return ReplaceResult(
+            Result.FAILED,
+            run.attempts,
+            error,
+            embeds=run.embed_changes(),
+            snapshot_before=run.state.snapshot,
+        )
 
 
 class _Run:
@@ -400,8 +408,10 @@ class _Run:
         error: ErrorInfo | None = None
         result = Result.UPDATED
         copy: ExportFile | None = None
+        after: str | None = None
         if restored:
             result = Result.FAILED
+            after = state.snapshot  # the target holds the snapshot again
             error = ErrorInfo(
                 "REFUSED_RESTORED",
                 f"the new version was refused for good ({state.refused}); the previous version"
@@ -409,6 +419,8 @@ class _Run:
             )
         else:
             copy = await self.observe()
+            if copy is not None:
+                after = await asyncio.to_thread(self.o.snapshots.put, copy.raw)
             found = (
                 compare_with_target(
                     self.item,
@@ -437,6 +449,8 @@ class _Run:
             changes=changes,
             imported=not restored,
             data=copy.data if not restored and copy is not None else None,
+            snapshot=after,
+            snapshot_before=state.snapshot,
         )
 
     def known_ids(self) -> set[str]:

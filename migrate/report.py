@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,8 +18,9 @@ from migrate.diff import Change
 from migrate.events import Outcome
 from migrate.fleet import FleetReport
 from migrate.formats import count_actions, count_results, format_change, format_counts
+from migrate.history import Deploy
 from migrate.models import Result
-from migrate.planner import MigrationPlan
+from migrate.planner import MigrationPlan, PlannedDashboard
 from migrate.runner import ApplyReport
 
 REPORT_VERSION = 1
@@ -105,10 +106,50 @@ def plan_report(
                 "blocked_by": list(d.blocked_by),
                 "changes": _changes(d.changes),
                 "embeds": [{"name": e.name, "embed_id": e.id} for e in d.embeds],
+                "drifted": d.drifted,
+                "drift": _drift(d),
             }
             for d in migration.dashboards
         ],
     }
+
+
+def _drift(d: PlannedDashboard) -> dict[str, Any] | None:
+    """A drifted dashboard's two diffs (docs/contract.md A9), else None."""
+    if not d.drifted:
+        return None
+    return {
+        "deploy_id": d.deployed_by,
+        "deployed_to_target": _changes(d.drift_changes),
+        "deployed_to_source": _changes(d.source_changes),
+    }
+
+
+def markdown_drift(migration: MigrationPlan) -> str:
+    """The drift section of a plan: per dashboard edited in the target since its last deploy,
+    the edit and the change; empty when nothing drifted."""
+    drifted = [d for d in migration.dashboards if d.drifted]
+    if not drifted:
+        return ""
+    lines = [
+        f"#### Drift: {len(drifted)} dashboards edited in the target since their last deploy",
+        "",
+    ]
+    for d in drifted:
+        by = _md_cell(d.deployed_by or "")
+        lines.append(f"- **{_md_cell(d.id)}** ({d.action.value}; deployed by {by})")
+        for title, changes in (
+            ("edited in the target (deployed → target)", d.drift_changes),
+            ("changed in the source (deployed → source)", d.source_changes),
+        ):
+            lines.append(f"  - {title}: {len(changes)} changes")
+            lines.extend(f"    - `{_md_cell(c.path)}` {c.kind}" for c in changes[:_MD_DRIFT_LINES])
+            if len(changes) > _MD_DRIFT_LINES:
+                lines.append(f"    - … and {len(changes) - _MD_DRIFT_LINES} more")
+    return "\n".join(lines) + "\n"
+
+
+_MD_DRIFT_LINES = 10
 
 
 def to_json(document: dict[str, Any]) -> str:
@@ -248,6 +289,9 @@ def markdown_plan(migration: MigrationPlan) -> str:
         )
     for warning in migration.warnings:
         lines.append(f"\n> ⚠️ {_md_cell(warning, in_table=False)}")
+    drift = markdown_drift(migration)
+    if drift:
+        lines.extend(["", drift.rstrip()])
     return "\n".join(lines) + "\n"
 
 
@@ -413,3 +457,27 @@ def fleet_plan_report(report: FleetReport) -> dict[str, Any]:
         "waves": [list(w) for w in report.waves],
         "targets": targets,
     }
+
+
+# ---- deploy history (docs/contract.md A9) ----------------------------------------------------
+
+
+def history_report(
+    histories: Sequence[tuple[str | None, dict[str, str], Sequence[Deploy]]],
+) -> dict[str, Any]:
+    """`history --format json`: per target its deploys newest first, each a deploy record with
+    `counts` per result. With one `target:`, `deploys` is also at the top."""
+    targets = [
+        {
+            "name": name,
+            "target": dict(target),
+            "deploys": [
+                {**deploy.as_record(), "counts": deploy.counts()} for deploy in reversed(deploys)
+            ],
+        }
+        for name, target, deploys in histories
+    ]
+    document: dict[str, Any] = {"version": REPORT_VERSION, "targets": targets}
+    if len(targets) == 1 and targets[0]["name"] is None:
+        document["deploys"] = targets[0]["deploys"]
+    return document

@@ -32,16 +32,17 @@ from migrate.errors import (
     Violation,
 )
 from migrate.events import Outcome, Progress
+from migrate.history import History, record_run
 from migrate.importer import AfterImport, Importer
 from migrate.journal import Journal, journal_key
 from migrate.lock import TargetLock
-from migrate.models import Action, EmbedsMode, OnConflict, Plan
+from migrate.models import Action, EmbedsMode, OnConflict, OnDrift, Plan
 from migrate.planner import MigrationPlan, make_plan
 from migrate.replace import Replacer
 from migrate.savedplan import SavedPlan, check_saved_plan, check_saved_plan_header
 from migrate.schema import PayloadValidator, format_violations
 from migrate.serving import Serving, SourceEmbeds
-from migrate.snapshots import SnapshotStore, default_history_dir
+from migrate.snapshots import default_history_dir
 from migrate.source import LiveSource, PayloadSource
 from migrate.spool import DEFAULT_MEMORY_BUDGET, PayloadSpool
 from migrate.storage import check_state_dir
@@ -60,6 +61,13 @@ class RunOptions:
     spool_budget: int = DEFAULT_MEMORY_BUDGET  # bytes of payloads kept parsed in memory
     policy: ConnectionPolicy = field(default_factory=ConnectionPolicy)
     history_dir: Path | None = None  # snapshots and deploys; default <state-dir>/history/
+    note: str | None = None  # the deploy's commit (`--note`), else GITHUB_SHA / CI_COMMIT_SHA
+    rollback_of: str | None = None  # the deploy a rollback goes back to (docs/contract.md A9)
+
+    def history_of(self, plan: Plan) -> History:
+        """The history (deploys, snapshots) of `plan`'s target."""
+        folder = self.history_dir or default_history_dir(self.policy.state_dir)
+        return History(folder, target_key(plan.target))
 
 
 @dataclass
@@ -95,6 +103,7 @@ class _Endpoints:
         *,
         need_target: bool = True,
         shared: SharedResources | None = None,
+        payloads: PayloadSource | None = None,
     ) -> None:
         settings = plan.settings
         concurrency = options.concurrency or settings.concurrency
@@ -112,7 +121,9 @@ class _Endpoints:
         client_options = ClientOptions(max_connections=concurrency)
         self._clients: list[DatabrainClient] = []
         self.source: PayloadSource
-        if shared is not None:
+        if payloads is not None:
+            self.source = payloads  # a rollback's snapshots (docs/contract.md A9)
+        elif shared is not None:
             self.source = shared.source  # read once for every target (docs/contract.md A8)
         elif options.bundle is not None:
             self.source = BundleSource(options.bundle)
@@ -136,7 +147,11 @@ class _Endpoints:
             self._clients.append(self.target)
         # The target's data app, for `on_conflict: replace` (docs/contract.md A7).
         self.data_app: DataAppClient | None = None
-        if need_target and plan.target.data_app and settings.on_conflict is OnConflict.REPLACE:
+        # `on_drift: overwrite` replaces edited dashboards the same way (A9).
+        replacing = (
+            settings.on_conflict is OnConflict.REPLACE or settings.on_drift is OnDrift.OVERWRITE
+        )
+        if need_target and plan.target.data_app and replacing:
             self.data_app = open_data_app(
                 plan.target, policy=options.policy, options=client_options, pacer=self.throttle
             )
@@ -172,9 +187,11 @@ async def run_plan(
     *,
     read_target: bool = True,
     shared: SharedResources | None = None,
+    payloads: PayloadSource | None = None,
 ) -> MigrationPlan:
-    """Plan only: read source (and target, unless `read_target` is False), write nothing."""
-    endpoints = _Endpoints(plan, options, need_target=read_target, shared=shared)
+    """Plan only: read source (and target, unless `read_target` is False), write nothing.
+    `payloads` stands in for the plan's source (a rollback's snapshots)."""
+    endpoints = _Endpoints(plan, options, need_target=read_target, shared=shared, payloads=payloads)
     try:
         migration = await make_plan(
             plan,
@@ -187,6 +204,7 @@ async def run_plan(
             validator=_validator(plan, shared),
             progress=progress,
             data_app=endpoints.data_app,
+            deployed=options.history_of(plan).lookup() if read_target else None,
         )
         # A wait the server announced beyond --max-wait stops the run (exit 5), even where
         # it first surfaced as one dashboard's failed export.
@@ -203,6 +221,7 @@ async def run_apply(
     *,
     saved: SavedPlan | None = None,
     shared: SharedResources | None = None,
+    payloads: PayloadSource | None = None,
 ) -> ApplyReport:
     """Plan, then import every `create` in dependency order; never raises for one dashboard.
 
@@ -224,7 +243,7 @@ async def run_apply(
         selectors = check_saved_plan_header(saved, plan)
     check_state_dir(state_dir)  # before the lock, the plan and any request
     with TargetLock(state_dir, lock_key, warn=progress.warn) as lock:
-        endpoints = _Endpoints(plan, options, shared=shared)
+        endpoints = _Endpoints(plan, options, shared=shared, payloads=payloads)
         interrupts = Interrupts(endpoints.throttle.close, progress)
         serving: Serving | None = None
         spool = PayloadSpool(state_dir / "spool", memory_budget=options.spool_budget)
@@ -241,6 +260,7 @@ async def run_apply(
                 validator=_validator(plan, shared),
                 progress=progress,
                 data_app=endpoints.data_app,
+                deployed=options.history_of(plan).lookup(),
             )
             endpoints.throttle.raise_if_stopped()
             if saved is not None:
@@ -254,14 +274,14 @@ async def run_apply(
                     f"importing {to_create} dashboards"
                     + (f", replacing {to_update}" if to_update else "")
                 )
+                history = options.history_of(plan)
                 replacer = None
                 if endpoints.data_app is not None:
-                    history = options.history_dir or default_history_dir(state_dir)
                     replacer = Replacer(
                         migration,
                         target,
                         endpoints.data_app,
-                        SnapshotStore(history, lock_key),
+                        history.snapshots,
                         journal=journal,
                         run_id=secrets.token_hex(4),
                     )
@@ -281,9 +301,20 @@ async def run_apply(
                         if serving is not None
                         else None
                     ),
+                    snapshots=history.snapshots,
                 )
                 interrupts.executor = executor
                 outcomes = await executor.run(progress)
+                # Under the lock, so two runs cannot interleave records (docs/contract.md A9).
+                await asyncio.to_thread(
+                    record_run,
+                    history,
+                    migration,
+                    outcomes,
+                    started=started,
+                    note=options.note,
+                    rollback_of=options.rollback_of,
+                )
                 endpoints.throttle.raise_if_stopped()
         finally:
             interrupts.remove()

@@ -28,8 +28,8 @@ from migrate.jsonpath import PathPart, format_path
 from migrate.jsontext import parse_json
 from migrate.storage import read_input
 
-SchemaName = Literal["plan", "dashboard", "bundle", "saved-plan"]
-FileFormat = Literal["bundle", "saved-plan"]  # files `migrate` writes and reads back
+SchemaName = Literal["plan", "dashboard", "bundle", "saved-plan", "deploy"]
+FileFormat = Literal["bundle", "saved-plan", "deploy"]  # files `migrate` writes and reads back
 
 _MESSAGE_CAP = 200
 

@@ -56,7 +56,11 @@ def test_broken_layout_reference_is_drift(tmp_path: Path) -> None:
     assert data is not None
     data["layout"][0]["i"] = "00000000-0000-4000-8000-000000000000"
     sandbox.update_dashboard("Sales Prod", "kpi-core", data)
-    assert actions(plan(path, tmp_path))["kpi-core"] == "skip"
+    # Without history of the deploy, today's rules: the difference is skipped.
+    assert actions(plan(path, tmp_path, history_dir=tmp_path / "none"))["kpi-core"] == "skip"
+    # With it, the edit since the deploy is drift: a conflict (on_drift: fail).
+    drifted = next(d for d in plan(path, tmp_path).dashboards if d.id == "kpi-core")
+    assert drifted.action.value == "conflict" and drifted.drifted
 
 
 def test_company_unique_ids_conflict_with_fix_and_no_retry(tmp_path: Path) -> None:
@@ -103,8 +107,9 @@ def test_id_prefix_rewrites_every_dashboard_reference(tmp_path: Path) -> None:
 
 
 def test_edited_target_is_skip_with_diff_or_conflict(tmp_path: Path) -> None:
-    """Editing a target copy makes plan say skip with a diff (others unchanged); with
-    on_conflict: fail it is conflict, plan exits 6 and apply exits 6."""
+    """Editing a target copy makes plan say skip with a diff (others unchanged) when no deploy
+    history knows it, conflict (drift) when one does; with on_conflict: fail it is conflict,
+    plan exits 6 and apply exits 6."""
     sandbox = sandbox_of(tmp_path)
     path = write_plan(tmp_path)
     assert apply(path, tmp_path).ok
@@ -112,7 +117,13 @@ def test_edited_target_is_skip_with_diff_or_conflict(tmp_path: Path) -> None:
     assert data is not None
     data["metrics"][0]["name"] = "Edited in the UI"
     sandbox.update_dashboard("Sales Prod", "sales-overview", data)
-    migration = plan(path, tmp_path)
+    # The deploy history sees the edit: drift, a conflict by default (docs/contract.md A9).
+    assert actions(plan(path, tmp_path))["sales-overview"] == "conflict"
+    # Without that history, or with on_drift: skip, the difference is skipped.
+    migration = plan(path, tmp_path, history_dir=tmp_path / "no-history")
+    lenient = write_plan(tmp_path, settings="  on_drift: skip\n")
+    assert actions(plan(lenient, tmp_path))["sales-overview"] == "skip"
+    path = write_plan(tmp_path)
     acts = actions(migration)
     assert acts.pop("sales-overview") == "skip"
     assert set(acts.values()) == {"unchanged"}

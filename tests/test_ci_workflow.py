@@ -68,7 +68,7 @@ def test_workflow_is_valid_yaml_with_the_promotion_shape() -> None:
         assert any(s.strip() == "python -m pip install ." for s in scripts), name
         for step in job["steps"]:
             if "uses" in step:
-                assert re.fullmatch(r"actions/[a-z-]+@v\d+", step["uses"]), step["uses"]
+                assert re.fullmatch(r"actions/[a-z-]+(/[a-z-]+)?@v\d+", step["uses"]), step["uses"]
 
 
 def test_pull_request_plan_goes_to_the_step_summary_and_tolerates_exit_10() -> None:
@@ -93,7 +93,7 @@ def test_bundle_moves_through_an_artifact() -> None:
     for hop in ("staging", "prod"):
         (download,) = [s for s in jobs[hop]["steps"] if "download-artifact" in s.get("uses", "")]
         assert download["with"] == {"name": name, "path": "bundle"}
-        (line,) = [ln for s in _scripts(jobs[hop]) for ln in _migrate_lines(s)]
+        (line,) = [ln for s in _scripts(jobs[hop]) for ln in _migrate_lines(s) if " apply " in ln]
         for flag in (
             "--bundle bundle",
             "--report ",
@@ -244,3 +244,27 @@ def test_every_migrate_command_in_the_workflow_runs_against_the_sandbox(tmp_path
         report = json.loads((work / f"report-{hop}.json").read_text())
         digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
         assert digest in json.dumps(report)  # the report proves which bundle reached the target
+        assert "### Deploy history" in summaries[hop] and "14 created" in summaries[hop]
+
+
+def test_history_is_kept_per_target_between_runs() -> None:
+    """Each applying job restores its target's history before applying and saves it after,
+    even when the apply failed, under its own key prefix; the PR plan restores staging's."""
+    jobs = _workflow()["jobs"]
+    prefixes = set()
+    for hop in ("staging", "prod"):
+        steps = jobs[hop]["steps"]
+        uses = [s.get("uses", "") for s in steps]
+        restore = uses.index("actions/cache/restore@v4")
+        save = uses.index("actions/cache/save@v4")
+        apply_at = next(i for i, s in enumerate(steps) if "migrate apply" in s.get("run", ""))
+        assert restore < apply_at < save
+        assert steps[save]["if"] == "always()"
+        assert steps[restore]["with"]["path"] == steps[save]["with"]["path"] == ".migrate/history"
+        prefix = steps[restore]["with"]["restore-keys"]
+        assert steps[save]["with"]["key"].startswith(prefix)
+        prefixes.add(prefix)
+    assert len(prefixes) == 2
+    plan_steps = jobs["plan"]["steps"]
+    (restore_step,) = [s for s in plan_steps if s.get("uses") == "actions/cache/restore@v4"]
+    assert restore_step["with"]["restore-keys"] == "migrate-history-staging-"

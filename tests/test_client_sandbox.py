@@ -15,7 +15,7 @@ from migrate.errors import (
     WorkspaceNotFoundError,
 )
 from migrate.jsontext import dump_json
-from migrate.models import SchemaPair
+from migrate.models import ExportFile, SchemaPair
 from migrate.retry import RetryPolicy
 from migrate.sandbox import SandboxConfig, create_app
 from migrate.schemapairs import expected_copy_text
@@ -126,8 +126,8 @@ async def test_duplicate_import_is_refused_and_creates_nothing(
 
 
 async def test_read_back_is_proven_on_the_text_or_parsed(client: DatabrainClient) -> None:
-    """After an import with a schema pair, the read-back equals the expected text (None, no
-    parse); expecting anything else gives the parsed export to compare."""
+    """After an import with a schema pair, the read-back equals the expected text (raw bytes,
+    no parse); expecting anything else gives the parsed export to compare."""
     export = await client.export_dashboard("Sales Dev", "kpi-core")
     pairs = (SchemaPair("analytics_dev", "analytics"),)
     await client.import_dashboard(
@@ -136,6 +136,6 @@ async def test_read_back_is_proven_on_the_text_or_parsed(client: DatabrainClient
     expected = expected_copy_text(export.data, pairs)
     assert expected is not None and b"analytics_dev" in dump_json(export.data)
     assert b"analytics_dev" not in expected
-    assert await client.read_back("Sales Prod", "kpi-copy", expected) is None
+    assert isinstance(await client.read_back("Sales Prod", "kpi-copy", expected), bytes)
     parsed = await client.read_back("Sales Prod", "kpi-copy", dump_json(export.data))
-    assert parsed is not None and parsed.data != export.data
+    assert isinstance(parsed, ExportFile) and parsed.data != export.data

@@ -164,7 +164,7 @@ def test_corrupted_import_stays_failed_until_equal(tmp_path: Path) -> None:
     edited["name"] = "edited in the UI"
     sandbox.update_dashboard(TARGET, failed[0], edited)
     code, later, _ = apply_cli(path, tmp_path)
-    assert code == 0 and later[failed[0]]["result"] == "skipped"  # a user's edit, not ours
+    assert code == 0 and later[failed[0]]["result"] == "skipped", later  # a user's edit, not ours
     assert set(copies(sandbox).values()) == {1}
 
 

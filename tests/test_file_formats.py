@@ -128,7 +128,7 @@ def test_saved_plan_actions_are_the_planner_actions() -> None:
     assert action["enum"] == [a.value for a in Action]
 
 
-@pytest.mark.parametrize("name", ["bundle", "saved-plan"])
+@pytest.mark.parametrize("name", ["bundle", "saved-plan", "deploy"])
 def test_schema_command_prints_the_file_formats(name: str) -> None:
     """`migrate schema bundle|saved-plan` prints the schema the files are checked against."""
     result = cli.invoke(app, ["schema", name])

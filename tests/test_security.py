@@ -94,6 +94,8 @@ def test_canary_token_never_reaches_output_or_files(tmp_path: Path) -> None:
             ["--debug", "apply", "wrongws.yaml"],
             ["--debug", "export", "plan.yaml", "--out", "bundle"],
             ["--debug", "apply", "plan.yaml", "--bundle", "bundle", "--report", "b.json"],
+            ["--debug", "history", "plan.yaml", "--format", "json"],
+            ["--debug", "rollback", "plan.yaml", "--to", "20200101T000000.000Z-abcdef"],
             [
                 "--debug",
                 "inventory",

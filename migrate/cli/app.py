@@ -25,6 +25,7 @@ from migrate.cli.render import (
     INTERRUPTED,
     ConsoleProgress,
     GraphFormat,
+    HistoryFormat,
     PlanFormat,
     ReportFiles,
     SchemaName,
@@ -39,6 +40,7 @@ from migrate.cli.render import (
     render_apply,
     render_fleet_apply,
     render_fleet_plan,
+    render_history,
     render_plan,
     render_validation,
     shown,
@@ -218,6 +220,20 @@ def _run_targets(
     )
 
 
+def _history_option() -> Any:
+    return typer.Option(
+        "--history",
+        help="Deploy history folder (docs/contract.md A9); default <state-dir>/history/.",
+    )
+
+
+def _note_option() -> Any:
+    return typer.Option(
+        "--note",
+        help="The deploy's commit in the history (default: GITHUB_SHA, else CI_COMMIT_SHA).",
+    )
+
+
 def _select_option() -> Any:
     return typer.Option(
         "--select",
@@ -237,6 +253,7 @@ def plan(
     ] = False,
     select: Annotated[list[str] | None, _select_option()] = None,
     target: Annotated[list[str] | None, _target_option()] = None,
+    history: Annotated[Path | None, _history_option()] = None,
 ) -> None:
     """Show what apply would do per dashboard; reads source and target, writes nothing."""
     from migrate.runner import RunOptions, run_plan  # noqa: PLC0415
@@ -244,7 +261,7 @@ def plan(
     _check_outputs({"--out": out_file})
     loaded = _load(plan_file)
     started = time.time()
-    options = RunOptions(selectors=tuple(select or ()), policy=STATE.policy)
+    options = RunOptions(selectors=tuple(select or ()), policy=STATE.policy, history_dir=history)
     if loaded.targets or target:
         if out_file is not None:
             raise UsageError("--out (a saved plan) is for a plan with one `target:`")
@@ -289,6 +306,8 @@ def apply(
         typer.Option("--bundle", help="Read payloads from this bundle, not the source API."),
     ] = None,
     target: Annotated[list[str] | None, _target_option()] = None,
+    history: Annotated[Path | None, _history_option()] = None,
+    note: Annotated[str | None, _note_option()] = None,
 ) -> None:
     """Apply the plan: import what is missing, in dependency order."""
     from migrate.runner import RunOptions, run_apply, run_plan  # noqa: PLC0415
@@ -302,6 +321,8 @@ def apply(
         fail_fast=not keep_going,
         bundle=bundle,
         policy=STATE.policy,
+        history_dir=history,
+        note=note,
     )
     if loaded.targets or target:
         if saved_plan is not None:
@@ -394,7 +415,9 @@ def graph(
 @app.command()
 @handled
 def schema(
-    name: Annotated[SchemaName, typer.Argument(help="plan, dashboard, bundle or saved-plan")],
+    name: Annotated[
+        SchemaName, typer.Argument(help="plan, dashboard, bundle, saved-plan or deploy")
+    ],
 ) -> None:
     """Print a JSON Schema: the plan, the dashboard payload, a bundle manifest or a saved plan."""
     from migrate.schema import load_schema  # noqa: PLC0415
@@ -620,6 +643,95 @@ def sandbox(
     except ValueError as exc:
         raise UsageError(f"sandbox: {exc}") from None
     serve(config, host=host, port=port)
+
+
+def _views(loaded: Plan, names: list[str] | None) -> list[tuple[str | None, Plan]]:
+    """(target name, single-target plan) for each selected target; (None, plan) with one
+    `target:`."""
+    from migrate.fleet import select_targets  # noqa: PLC0415
+
+    if loaded.targets or names:
+        return [(t.name, t.plan) for t in select_targets(loaded, names or ())]
+    return [(None, loaded)]
+
+
+@app.command()
+@handled
+def history(
+    plan_file: Annotated[Path, typer.Argument(help="The migration plan (YAML or JSON).")],
+    fmt: Annotated[HistoryFormat, typer.Option("--format", "-f")] = HistoryFormat.TEXT,
+    target: Annotated[list[str] | None, _target_option()] = None,
+    history_dir: Annotated[Path | None, _history_option()] = None,
+) -> None:
+    """The deploys recorded for each target, newest first; reads local files only."""
+    from migrate.runner import RunOptions  # noqa: PLC0415
+
+    loaded = _load(plan_file)
+    options = RunOptions(policy=STATE.policy, history_dir=history_dir)
+    histories = [
+        (name, view.target.describe(), options.history_of(view).deploys())
+        for name, view in _views(loaded, target)
+    ]
+    render_history(histories, fmt)
+
+
+@app.command()
+@handled
+def rollback(
+    plan_file: Annotated[Path, typer.Argument(help="The migration plan (YAML or JSON).")],
+    to: Annotated[
+        str, typer.Option("--to", help="The deploy id to go back to (see `migrate history`).")
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; zero writes.")] = False,
+    target: Annotated[list[str] | None, _target_option()] = None,
+    history_dir: Annotated[Path | None, _history_option()] = None,
+    note: Annotated[str | None, _note_option()] = None,
+    report_file: Annotated[Path | None, typer.Option("--report", help="A5 JSON report.")] = None,
+    junit_file: Annotated[Path | None, typer.Option("--junit", help="JUnit XML.")] = None,
+    summary_file: Annotated[
+        Path | None, typer.Option("--summary", help="Markdown summary.")
+    ] = None,
+) -> None:
+    """Bring every dashboard a deploy touched back to what it left, through the replace path."""
+    from migrate.rollback import (  # noqa: PLC0415
+        prepare_rollback,
+        run_rollback,
+        run_rollback_plan,
+    )
+    from migrate.runner import RunOptions  # noqa: PLC0415
+
+    _check_outputs({"--report": report_file, "--junit": junit_file, "--summary": summary_file})
+    loaded = _load(plan_file)
+    options = RunOptions(policy=STATE.policy, history_dir=history_dir, note=note)
+    views = _views(loaded, target)
+    holding = [
+        (name, view)
+        for name, view in views
+        if any(d.deploy_id == to for d in options.history_of(view).deploys())
+    ]
+    # Every check (deploy id, snapshots, data app) before the first request of any target.
+    prepared = [
+        (name, prepare_rollback(view, options, to)) for name, view in (holding or views[:1])
+    ]
+    code = 0
+    for name, rolled in prepared:
+        if name is not None:
+            out(f"== {name}")
+        if dry_run:
+            started = time.time()
+            progress = make_progress(quiet=STATE.quiet)
+            migration = _run(run_rollback_plan(rolled, options, progress), progress)
+            render_plan(migration, PlanFormat.TEXT, started)
+            code = max(code, plan_exit_code(migration, False))
+            continue
+        progress = make_progress(quiet=STATE.quiet)
+        report = _run(run_rollback(rolled, options, progress), progress)
+        files = ReportFiles(report=report_file, junit=junit_file, summary=summary_file)
+        render_apply(
+            report, files, quiet=STATE.quiet, rerun=f"migrate rollback {plan_file} --to {to}"
+        )
+        code = max(code, apply_exit_code(report))
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -33,7 +33,8 @@ from migrate.models import Action
 
 if TYPE_CHECKING:
     from migrate.fleet import FleetReport
-    from migrate.planner import MigrationPlan
+    from migrate.history import Deploy
+    from migrate.planner import MigrationPlan, PlannedDashboard
     from migrate.runner import ApplyReport
     from migrate.validation import FileReport, ValidationReport
 
@@ -120,6 +121,7 @@ class SchemaName(StrEnum):
     DASHBOARD = "dashboard"
     BUNDLE = "bundle"
     SAVED_PLAN = "saved-plan"
+    DEPLOY = "deploy"
 
 
 _SYMBOL = {
@@ -393,6 +395,7 @@ def render_plan(migration: MigrationPlan, fmt: PlanFormat, started: float) -> No
             out(f"      … and {len(d.changes) - 10} more changes")
         for embed in d.embeds:
             out(f"      embed {embed.name!r} ({embed.id}) will be re-created; its id may change")
+        _render_drift(d)
     preview = migration.schema_pair_preview()
     if preview:
         out("\nSchema pairs (in the dashboards to create):")
@@ -400,6 +403,22 @@ def render_plan(migration: MigrationPlan, fmt: PlanFormat, started: float) -> No
             out(f"  {old} → {new}: {places} places in {boards} dashboards")
     summary = format_counts(count_actions(migration.dashboards))
     out(f"\nPlan: {summary or 'nothing selected'}.")
+
+
+def _render_drift(d: PlannedDashboard) -> None:
+    """A drifted dashboard's two diffs (docs/contract.md A9): the edit and the change."""
+    if not d.drifted:
+        return
+    out(f"      drifted: edited in the target since deploy {shown(d.deployed_by or '')}")
+    for title, changes in (
+        ("edited in the target (deployed → target)", d.drift_changes),
+        ("changed in the source (deployed → source)", d.source_changes),
+    ):
+        out(f"      {title}:")
+        for change in changes[:10]:
+            out(f"        {printable(format_change(change), lines=False)}")
+        if len(changes) > 10:
+            out(f"        … and {len(changes) - 10} more changes")
 
 
 # ---- many targets (docs/contract.md A8) ------------------------------------------------------
@@ -434,6 +453,7 @@ def render_fleet_plan(report: FleetReport, fmt: PlanFormat) -> None:
             if d.error:
                 line += f"  ({d.error.message})"
             out(line)
+            _render_drift(d)
             if d.id in run.rebinds:
                 out(f"      filters to rebind: {', '.join(run.rebinds[d.id])}")
             if d.id in run.embeds:
@@ -499,3 +519,48 @@ def fleet_apply_exit_code(report: FleetReport) -> int:
     if report.interrupted:
         return RunInterruptedError.exit_code
     return SUCCESS if report.ok else PartialError.exit_code
+
+
+# ---- deploy history (docs/contract.md A9) ----------------------------------------------------
+
+
+class HistoryFormat(StrEnum):
+    """`migrate history --format`."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+def render_history(
+    histories: list[tuple[str | None, dict[str, str], list[Deploy]]], fmt: HistoryFormat
+) -> None:
+    """Per target (name, url and workspace, deploys oldest first): its deploys newest first,
+    with id, time, commit, actor, counts per result and bundle hash."""
+    from migrate.report import history_report, to_json  # noqa: PLC0415
+
+    if fmt is HistoryFormat.JSON:
+        out(to_json(history_report(histories)).rstrip())
+        return
+    for name, target, deploys in histories:
+        head = (
+            f"== {name} → {target.get('workspace', '')}"
+            if name
+            else f"== {target.get('workspace', '')}"
+        )
+        out(printable(head, lines=False))
+        if not deploys:
+            out("  no deploy recorded")
+        for deploy in reversed(deploys):
+            counts = ", ".join(f"{n} {r}" for r, n in deploy.counts().items()) or "nothing"
+            parts = [
+                deploy.deploy_id,
+                deploy.finished_at,
+                f"commit {deploy.commit or '-'}",
+                f"by {deploy.actor or '-'}",
+                counts,
+            ]
+            if deploy.bundle_manifest_sha256:
+                parts.append(f"bundle {deploy.bundle_manifest_sha256[:12]}")
+            if deploy.rollback_of:
+                parts.append(f"rollback to {deploy.rollback_of}")
+            out("  " + printable("  ".join(parts), lines=False))
