@@ -31,7 +31,6 @@ from migrate.errors import (
 )
 from migrate.events import ErrorInfo, Outcome, Progress
 from migrate.journal import Held, Journal
-from migrate.jsontext import parse_json
 from migrate.models import Action, EmbedChange, ExportFile, Result, Verify
 from migrate.planner import MigrationPlan, PlannedDashboard, compare_with_target, payload_to_send
 from migrate.replace import Replacer
@@ -369,9 +368,7 @@ class Importer:
             return self._outcome(item, result, started, attempts=attempts)
         snapshot = await self._snapshot(raw) if raw is not None else None
         outcome = self._outcome(item, result, started, attempts=attempts)
-        if self.after_import is not None:
-            if isinstance(copy, bytes):
-                copy = parse_json(copy, source=f"the expected copy of {item.target_id}")
+        if self.after_import is not None:  # `copy` may be text: parsed only if a step needs it
             embeds, error = await self.after_import(item, copy, False)
             if error is not None:
                 return self._outcome(item, Result.FAILED, started, attempts=attempts, error=error)

@@ -19,6 +19,7 @@ from migrate.embeds import embeds_of
 from migrate.errors import EndpointError
 from migrate.events import ErrorInfo
 from migrate.filters import plan_rebindings, unapplied
+from migrate.jsontext import parse_json
 from migrate.models import ConnectionPolicy, Embed, EmbedChange, EmbedsMode, Plan
 from migrate.planner import PlannedDashboard
 from migrate.redaction import holds_secret
@@ -107,15 +108,26 @@ class Serving:
         self, item: PlannedDashboard, data: Any, replaced: bool = False
     ) -> tuple[EmbedList, ErrorInfo | None]:
         """Rebind the filters of the dashboard just imported, then mirror its embeds (`replaced`:
-        its embeds were just re-created, so the data app is listed again)."""
+        its embeds were just re-created, so the data app is listed again). `data` is the copy's
+        `data`, or its compact JSON text, parsed only when a step needs it."""
         try:
-            data = await self._rebind(item, data)
+            if isinstance(data, bytes) and not self._may_rebind(item, data):
+                data = _LazyData(data, item.target_id)
+            else:
+                data = await self._rebind(item, _parsed(data, item.target_id))
             embeds = await self._mirror(item, data, fresh=replaced)
         except EndpointError as exc:
             return (), ErrorInfo(exc.error_code, f"imported, but not served: {exc.message}")
         except _NotServed as exc:
             return (), exc.info
         return embeds, None
+
+    def _may_rebind(self, item: PlannedDashboard, text: bytes) -> bool:
+        """False when no filter of the copy can need rebinding: no rule names a column, and no
+        `replace` schema of its pairs appears anywhere in its text."""
+        if self.plan.settings.filter_bindings:
+            return True
+        return any(pair.replace.encode("utf-8") in text for pair in item.schema_pairs)
 
     async def _rebind(self, item: PlannedDashboard, data: Any) -> Any:
         """Rebind what needs it; returns the workspace's copy (`data`) as it is now."""
@@ -154,7 +166,8 @@ class Serving:
         candidates = [e for e in existing if e.dashboard_id == item.target_id]
         mine: set[str] = set()
         if candidates:
-            shown = await embeds_of(self.target_app, candidates, item.target_id, data)
+            copy = data.value() if isinstance(data, _LazyData) else data
+            shown = await embeds_of(self.target_app, candidates, item.target_id, copy)
             mine = {embed.id for embed in shown}
         override = self.plan.settings.embed_access
         made: list[EmbedChange] = []
@@ -203,3 +216,24 @@ class _NotServed(Exception):
     def __init__(self, info: ErrorInfo) -> None:
         super().__init__(info.message)
         self.info = info
+
+
+class _LazyData:
+    """A copy's compact JSON text, parsed the first time a step asks for its `data`."""
+
+    def __init__(self, text: bytes, target_id: str) -> None:
+        self.text = text
+        self.target_id = target_id
+        self._value: Any = None
+
+    def value(self) -> Any:
+        if self._value is None:
+            self._value = _parsed(self.text, self.target_id)
+        return self._value
+
+
+def _parsed(data: Any, target_id: str) -> Any:
+    """`data` itself, or parsed when it is a copy's JSON text (text the tool wrote itself)."""
+    if isinstance(data, bytes):
+        return parse_json(data, source=f"the expected copy of {target_id}")
+    return data
