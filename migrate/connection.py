@@ -263,11 +263,7 @@ def open_client(
             pacer=pacer,
         )
     token = read_token(endpoint)
-    verify: str | bool = True
-    if policy.ca_bundle:
-        verify = _ca_file(str(policy.ca_bundle), "--ca-bundle", endpoint.url)
-    elif os.environ.get("SSL_CERT_FILE"):
-        verify = _ca_file(os.environ["SSL_CERT_FILE"], "SSL_CERT_FILE", endpoint.url)
+    verify = _verify(policy, endpoint.url)
     return DatabrainClient(
         endpoint.url,
         token.value,
@@ -275,6 +271,15 @@ def open_client(
         options=dataclasses.replace(options, verify=verify),
         pacer=pacer,
     )
+
+
+def _verify(policy: ConnectionPolicy, url: str) -> str | bool:
+    """What TLS verification trusts: `--ca-bundle`, else `SSL_CERT_FILE`, else the defaults."""
+    if policy.ca_bundle:
+        return _ca_file(str(policy.ca_bundle), "--ca-bundle", url)
+    if os.environ.get("SSL_CERT_FILE"):
+        return _ca_file(os.environ["SSL_CERT_FILE"], "SSL_CERT_FILE", url)
+    return True
 
 
 def open_data_app(
@@ -318,11 +323,7 @@ def open_data_app(
             pacer=pacer,
         )
     key = _data_app_key(endpoint)
-    verify: str | bool = True
-    if policy.ca_bundle:
-        verify = _ca_file(str(policy.ca_bundle), "--ca-bundle", endpoint.url)
-    elif os.environ.get("SSL_CERT_FILE"):
-        verify = _ca_file(os.environ["SSL_CERT_FILE"], "SSL_CERT_FILE", endpoint.url)
+    verify = _verify(policy, endpoint.url)
     return DataAppClient(
         endpoint.url,
         key.value,

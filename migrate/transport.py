@@ -4,12 +4,14 @@ sandbox. Part of the HTTP boundary with `client.py`; nothing above them sees htt
 
 from __future__ import annotations
 
+import functools
 import select
 import socket
 import ssl
 from collections.abc import Iterable
 from typing import Any
 
+import certifi
 import httpcore
 import httpx
 
@@ -127,13 +129,19 @@ class _LinearPool(httpcore.AsyncConnectionPool):
         return closing
 
 
+@functools.cache
+def _ssl_context(verify: str | bool) -> ssl.SSLContext:
+    """One verifying TLS context per CA choice for the whole process: building one loads the
+    CA file (~25 ms of CPU), and a run opens several clients. `verify` is a CA file or True."""
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 def pooled_transport(verify: str | bool, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
     """httpx's own transport, with the cheap idle check and the linear request assignment
     where httpcore's layout allows them."""
-    context: ssl.SSLContext | bool = (
-        ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
-    )
-    transport = httpx.AsyncHTTPTransport(verify=context, limits=limits)
+    transport = httpx.AsyncHTTPTransport(verify=_ssl_context(verify), limits=limits)
     pool = getattr(transport, "_pool", None)
     backend = getattr(pool, "_network_backend", None)
     if isinstance(backend, httpcore.AsyncNetworkBackend) and hasattr(select, "poll"):
