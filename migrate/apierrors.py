@@ -22,7 +22,8 @@ from migrate.errors import (
     ServerError,
     WorkspaceNotFoundError,
 )
-from migrate.retry import WRITES, Operation, parse_retry_after
+from migrate.models import Operation
+from migrate.retry import WRITES, parse_retry_after
 
 AUTH_CODES = frozenset(
     {"AUTH_ERROR", "AUTHENTICATION_ERROR", "INVALID_SERVICE_TOKEN", "INVALID_DATA_APP_API_KEY"}

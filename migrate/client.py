@@ -48,12 +48,12 @@ from migrate.models import (
     ImportResult,
     JSONObject,
     MetricRef,
+    Operation,
     WorkspaceBinding,
 )
 from migrate.redaction import holds_secret
 from migrate.retry import (
     WRITES,
-    Operation,
     Pacer,
     RateSignal,
     RetryPolicy,

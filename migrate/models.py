@@ -8,11 +8,31 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 JSONObject = dict[str, Any]
 
 SANDBOX_SCHEME = "sandbox://"
+
+Operation = Literal[
+    "list_workspaces",
+    "list_dashboards",
+    "list_metrics",
+    "export",
+    "import",
+    "list_embeds",
+    "create_embed",
+    "export_embed",
+    "update_embed",
+    "rename_embed",
+    "delete_embed",
+    "list_app_dashboards",
+    "create_workspace",
+    "list_datasources",
+    "rebind_filters",
+]
+"""The documented calls, by the names the client's retry policy and the sandbox's request log
+both use."""
 
 
 @dataclass(frozen=True)
@@ -287,19 +307,11 @@ class Embed:
 
 
 @dataclass(frozen=True)
-class EmbedExport:
-    """An embed export as the API returned it: the embed (with its access settings) and the
-    dashboard payload (`data`, as in a dashboard export)."""
+class EmbedExport(ExportFile):
+    """An embed export as the API returned it: the embed (with its access settings) besides
+    the file (`data`, as in a dashboard export)."""
 
-    embed: Embed
-    raw: bytes
-    document: JSONObject
-
-    @property
-    def data(self) -> JSONObject:
-        """The dashboard's `data` object."""
-        value = self.document.get("data")
-        return value if isinstance(value, dict) else {}
+    embed: Embed = field(kw_only=True)
 
 
 @dataclass(frozen=True)

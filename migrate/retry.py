@@ -18,7 +18,6 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 from migrate.errors import (
     AnnouncedWaitError,
@@ -27,6 +26,7 @@ from migrate.errors import (
     ServerError,
     TransportError,
 )
+from migrate.models import Operation
 
 MAX_HEADER_NUMBER = 1e12  # larger is no count or duration a server means: ignored
 EPOCH_THRESHOLD = 1_000_000_000  # a reset beyond this (2001-09-09) is an epoch time
@@ -42,23 +42,6 @@ _RATE_HEADERS = (
     "X-RateLimit-Reset",
 )
 
-Operation = Literal[
-    "list_workspaces",
-    "list_dashboards",
-    "list_metrics",
-    "export",
-    "import",
-    "list_embeds",
-    "create_embed",
-    "export_embed",
-    "update_embed",
-    "rename_embed",
-    "delete_embed",
-    "list_app_dashboards",
-    "create_workspace",
-    "list_datasources",
-    "rebind_filters",
-]
 # Writes whose repetition could do something twice (a second embed, a second delete that now
 # fails, a taken name): repeated only when they certainly never reached the server.
 UNREPEATABLE_WRITES: frozenset[Operation] = frozenset(

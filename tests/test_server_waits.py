@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -210,44 +208,20 @@ def test_close_ends_a_pending_pause_at_once() -> None:
     assert isinstance(error, RunInterruptedError) and error.exit_code == 6
 
 
-def test_first_sigterm_ends_a_retry_after_wait_and_exits_6(tmp_path: Path) -> None:
-    """A real apply paused by Retry-After 600 (within --max-wait 900) exits 6 on one SIGTERM."""
-    app = create_app(SandboxConfig(tmp_path / "srv.db", seed="demo", token="tk-wait"))
-    sandbox = app.state.sandbox
-    sandbox.faults.rate_limit = (1, 3600)
-    sandbox.faults.rate_headers = "none"
-    sandbox.faults.retry_after_s = 600
-    with running_server(app) as url:
-        plan = tmp_path / "plan.yaml"
-        plan.write_text(
-            "version: 1\n"
-            f"source: {{url: '{url}', workspace: Sales Dev, token_env: WTOK}}\n"
-            f"target: {{url: '{url}', workspace: Sales Prod, token_env: WTOK}}\n"
-            "dashboards:\n  - match: '*'\n"
-        )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "migrate", "--max-wait", "900", "--state-dir",
-             str(tmp_path / "state"), "apply", str(plan)],
-            env={**os.environ, "PYTHONPATH": str(ROOT), "WTOK": "tk-wait"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        try:
-            wait_until(lambda: any(r.status == 429 for r in sandbox.requests()), proc)
-            proc.send_signal(signal.SIGTERM)
-            _out, errs = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    assert proc.returncode == 6, errs
-    assert "interrupt" in errs
+ONE_TARGET = "target: {{url: '{url}', workspace: Sales Prod, token_env: WTOK}}\n"
+TWO_WAVES = (
+    "targets:\n"
+    "  staging: {{url: '{url}', workspace: Sales Staging, token_env: WTOK}}\n"
+    "  prod: {{url: '{url}', workspace: Sales Prod, token_env: WTOK}}\n"
+    "waves: [[staging], [prod]]\n"
+)
 
 
-def test_first_sigterm_stops_a_run_over_several_targets(tmp_path: Path) -> None:
-    """A run over `targets:` paused by a server's Retry-After ends on one SIGTERM: exit 6, the
-    resume command printed, nothing imported, the later wave blocked."""
+@pytest.mark.parametrize("targets", [ONE_TARGET, TWO_WAVES], ids=["target", "targets"])
+def test_first_sigterm_ends_a_retry_after_wait_and_exits_6(tmp_path: Path, targets: str) -> None:
+    """A real apply (one target, or targets in waves) paused by Retry-After 600 (within
+    --max-wait 900) exits 6 on one SIGTERM, naming the command that finishes it, importing
+    nothing."""
     app = create_app(SandboxConfig(tmp_path / "srv.db", seed="demo", token="tk-wait"))
     sandbox = app.state.sandbox
     sandbox.faults.rate_limit = (3, 3600)
@@ -258,11 +232,8 @@ def test_first_sigterm_stops_a_run_over_several_targets(tmp_path: Path) -> None:
         plan.write_text(
             "version: 1\n"
             f"source: {{url: '{url}', workspace: Sales Dev, token_env: WTOK}}\n"
-            "targets:\n"
-            f"  staging: {{url: '{url}', workspace: Sales Staging, token_env: WTOK}}\n"
-            f"  prod: {{url: '{url}', workspace: Sales Prod, token_env: WTOK}}\n"
-            "waves: [[staging], [prod]]\n"
-            "dashboards:\n  - match: '*'\n"
+            + targets.format(url=url)
+            + "dashboards:\n  - match: '*'\n"
         )
         proc = start_migrate(
             "--max-wait", "900", "--state-dir", str(tmp_path / "state"), "apply", str(plan),
@@ -271,7 +242,7 @@ def test_first_sigterm_stops_a_run_over_several_targets(tmp_path: Path) -> None:
         try:
             wait_until(lambda: any(r.status == 429 for r in sandbox.requests()), proc)
             proc.send_signal(signal.SIGTERM)
-            out, errs = proc.communicate(timeout=60)
+            _out, errs = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -279,7 +250,6 @@ def test_first_sigterm_stops_a_run_over_several_targets(tmp_path: Path) -> None:
     assert proc.returncode == 6, errs
     assert "to finish, run again: migrate apply" in errs
     assert sandbox.write_count == 0
-    assert "blocked" in out
 
 
 def wait_until(condition: Callable[[], bool], proc: subprocess.Popen[str]) -> None:

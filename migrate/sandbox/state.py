@@ -16,29 +16,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from migrate.models import JSONObject
+from migrate.models import JSONObject, Operation
 from migrate.sandbox.config import SandboxConfig
 from migrate.sandbox.faults import Faults, RateLimiter
 from migrate.sandbox.store import Store
 
-RequestKind = Literal[
-    "list_workspaces",
-    "list_dashboards",
-    "list_metrics",
-    "export",
-    "import",
-    "list_embeds",
-    "create_embed",
-    "export_embed",
-    "update_embed",
-    "rename_embed",
-    "delete_embed",
-    "list_app_dashboards",
-    "create_workspace",
-    "list_datasources",
-    "rebind_filters",
-    "unknown",
-]
+RequestKind = Operation | Literal["unknown"]
 EmbedIdScheme = Literal["suffix", "uuid"]
 _ID_ALPHABET = string.ascii_letters + string.digits
 
