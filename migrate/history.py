@@ -298,15 +298,27 @@ class History:
 
     def lookup(self) -> DeployedLookup:
         """The planner's view of this history: target id → the copy the last deploy of it
-        left (None without one, or when its snapshot is missing)."""
+        left (None without one, or when its snapshot is missing). A snapshot that is there
+        but altered, not a regular file or not an export file is PlanError (exit 3): read as
+        "no deploy known", it would silently turn drift detection off for that dashboard."""
         latest = self.last_deployed()
 
         def deployed(target_id: str) -> Deployed | None:
             entry = latest.get(target_id)
             if entry is None or entry[1].snapshot is None:
                 return None
-            data = self.deployed_data(entry[1].snapshot)
-            return None if data is None else Deployed(entry[0], data)
+            digest = entry[1].snapshot
+            if not os.path.lexists(self.snapshots.path(digest)):
+                return None
+            raw = self.snapshots.get(digest)  # PlanError when altered or not a regular file
+            document = parse_json(raw, source=f"snapshot {digest[:12]}")  # PlanError if not JSON
+            if not isinstance(document, dict) or "data" not in document:
+                raise PlanError(
+                    f"snapshot {digest[:12]} of {target_id} is not an export file",
+                    file=str(self.snapshots.path(digest)),
+                    hint="restore the history folder from where CI keeps it",
+                )
+            return Deployed(entry[0], document["data"])
 
         return deployed
 
