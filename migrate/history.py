@@ -30,7 +30,7 @@ from migrate.jsontext import parse_json
 from migrate.models import Action, Result
 from migrate.redaction import redact
 from migrate.schema import format_problems
-from migrate.snapshots import SnapshotStore, default_history_dir, target_folder
+from migrate.snapshots import SnapshotStore, default_history_dir, refuse_links, target_folder
 from migrate.storage import (
     FileTooLargeError,
     ensure_private_dir,
@@ -228,6 +228,7 @@ class History:
         problems = format_problems("deploy", record)
         assert not problems, problems  # built here from typed fields: a failure is a bug
         line = redact(json.dumps(record, ensure_ascii=True, separators=(",", ":"))) + "\n"
+        refuse_links(self.folder)
         try:
             ensure_private_dir(self.folder)
             fd = os.open(self.log, os.O_RDWR | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o600)
@@ -251,6 +252,7 @@ class History:
 
     def deploys(self) -> list[Deploy]:
         """Every readable record, oldest first; a torn or corrupt line is skipped."""
+        refuse_links(self.folder)
         try:
             raw = read_regular(self.log, limit=LOG_CAP, follow_symlinks=False)
         except FileNotFoundError:

@@ -260,3 +260,25 @@ def test_history_never_prints_a_token_of_the_plan(tmp_path: Path) -> None:
         assert "abcdef" in shown.stdout
         for value in canaries.values():
             assert value not in shown.output, (fmt, value)
+
+
+def test_a_symlinked_history_folder_is_refused(tmp_path: Path) -> None:
+    """A target folder or its snapshots/ swapped for a symlink to elsewhere is exit 3: the
+    history is never read from (nor written to) outside the history folder."""
+    state, plan, record = _deployed(tmp_path)
+    (log,) = state.rglob("deploys.jsonl")
+    snapshots = log.parent / "snapshots"
+    outside = tmp_path / "outside-snapshots"
+    snapshots.rename(outside)
+    snapshots.symlink_to(outside)
+    done = run(state, "rollback", str(plan), "--to", record["deploy_id"], "--dry-run")
+    assert done.exit_code == 3 and "symlink" in done.stderr, done.output
+    snapshots.unlink()
+    outside.rename(snapshots)
+    folder = log.parent
+    moved = tmp_path / "outside-target"
+    folder.rename(moved)
+    folder.symlink_to(moved)
+    shown = run(state, "history", str(plan))
+    assert shown.exit_code == 3 and "symlink" in shown.stderr, shown.output
+    assert "Traceback" not in done.output + shown.output
