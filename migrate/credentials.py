@@ -8,9 +8,10 @@ value: its `repr` and `str` name where it came from.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ __all__ = [
     "read_data_app_key",
     "read_token",
     "redact",
+    "register_configured",
     "register_secret",
 ]
 
@@ -169,3 +171,25 @@ def read_data_app_key(
         url=url,
         hint="add key_env: VAR_NAME (or key_file: PATH) to the data_app in the plan",
     )
+
+
+def register_configured(
+    endpoints: Iterable[Endpoint], *, environ: Mapping[str, str] | None = None
+) -> None:
+    """Register for redaction every token and data-app key `endpoints` name that can be read
+    now, and nothing more: a command that only reads local files it did not write alone (the
+    deploy history) still never prints them. One that cannot be read is skipped, not an error.
+    """
+    for endpoint in endpoints:
+        with contextlib.suppress(AuthError):
+            read_token(endpoint, environ=environ)
+        app = endpoint.data_app
+        if app is not None:
+            with contextlib.suppress(AuthError):
+                read_data_app_key(
+                    app.name,
+                    key_env=app.key_env,
+                    key_file=app.key_file,
+                    url=endpoint.url,
+                    environ=environ,
+                )

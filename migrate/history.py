@@ -30,7 +30,7 @@ from migrate.jsontext import parse_json
 from migrate.models import Action, Result
 from migrate.redaction import redact
 from migrate.schema import format_problems
-from migrate.snapshots import SnapshotStore, default_history_dir, target_folder
+from migrate.snapshots import SnapshotStore, default_history_dir, refuse_links, target_folder
 from migrate.storage import (
     FileTooLargeError,
     ensure_private_dir,
@@ -228,6 +228,7 @@ class History:
         problems = format_problems("deploy", record)
         assert not problems, problems  # built here from typed fields: a failure is a bug
         line = redact(json.dumps(record, ensure_ascii=True, separators=(",", ":"))) + "\n"
+        refuse_links(self.folder)
         try:
             ensure_private_dir(self.folder)
             fd = os.open(self.log, os.O_RDWR | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o600)
@@ -251,6 +252,7 @@ class History:
 
     def deploys(self) -> list[Deploy]:
         """Every readable record, oldest first; a torn or corrupt line is skipped."""
+        refuse_links(self.folder)
         try:
             raw = read_regular(self.log, limit=LOG_CAP, follow_symlinks=False)
         except FileNotFoundError:
@@ -298,15 +300,27 @@ class History:
 
     def lookup(self) -> DeployedLookup:
         """The planner's view of this history: target id → the copy the last deploy of it
-        left (None without one, or when its snapshot is missing)."""
+        left (None without one, or when its snapshot is missing). A snapshot that is there
+        but altered, not a regular file or not an export file is PlanError (exit 3): read as
+        "no deploy known", it would silently turn drift detection off for that dashboard."""
         latest = self.last_deployed()
 
         def deployed(target_id: str) -> Deployed | None:
             entry = latest.get(target_id)
             if entry is None or entry[1].snapshot is None:
                 return None
-            data = self.deployed_data(entry[1].snapshot)
-            return None if data is None else Deployed(entry[0], data)
+            digest = entry[1].snapshot
+            if not os.path.lexists(self.snapshots.path(digest)):
+                return None
+            raw = self.snapshots.get(digest)  # PlanError when altered or not a regular file
+            document = parse_json(raw, source=f"snapshot {digest[:12]}")  # PlanError if not JSON
+            if not isinstance(document, dict) or "data" not in document:
+                raise PlanError(
+                    f"snapshot {digest[:12]} of {target_id} is not an export file",
+                    file=str(self.snapshots.path(digest)),
+                    hint="restore the history folder from where CI keeps it",
+                )
+            return Deployed(entry[0], document["data"])
 
         return deployed
 

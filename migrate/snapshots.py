@@ -13,7 +13,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from migrate.errors import PlanError
+from migrate.errors import LocalFileError, PlanError
 from migrate.storage import FileTooLargeError, ensure_private_dir, read_regular, write_private
 
 SNAPSHOT_CAP = 64 * 1024 * 1024  # the JSON size cap: no export the client accepts is larger
@@ -34,6 +34,19 @@ def target_folder(history_dir: Path, target: str) -> Path:
     return history_dir / f"{readable}-{digest}"
 
 
+def refuse_links(*folders: Path) -> None:
+    """LocalFileError (exit 3) when one of `folders` (a target folder, its snapshots/) is a
+    symlink: the history is read and written inside the history folder only, whatever a
+    restored cache or a committed folder holds."""
+    for folder in folders:
+        if folder.is_symlink():
+            raise LocalFileError(
+                f"the history folder {folder.name} is a symlink: refused",
+                file=str(folder),
+                hint="restore the history folder from where CI keeps it, as plain folders",
+            )
+
+
 class SnapshotStore:
     """The snapshots of one target."""
 
@@ -50,6 +63,7 @@ class SnapshotStore:
         """Store `raw` durably (unless already stored) and return its sha256."""
         digest = hashlib.sha256(raw).hexdigest()
         path = self.path(digest)
+        refuse_links(self.folder.parent, self.folder)
         if not self._holds(path, digest):
             ensure_private_dir(self.folder)
             write_private(path, raw)
@@ -58,6 +72,7 @@ class SnapshotStore:
     def get(self, digest: str) -> bytes:
         """The bytes of snapshot `digest`; PlanError (exit 3) when it is missing or altered."""
         path = self.path(digest)
+        refuse_links(self.folder.parent, self.folder)
         try:
             raw = read_regular(path, limit=SNAPSHOT_CAP, follow_symlinks=False)
         except (OSError, FileTooLargeError) as exc:

@@ -647,9 +647,13 @@ def sandbox(
 
 def _views(loaded: Plan, names: list[str] | None) -> list[tuple[str | None, Plan]]:
     """(target name, single-target plan) for each selected target; (None, plan) with one
-    `target:`."""
+    `target:`. Every token and key the plan names that is set is registered for redaction
+    first: the history these commands print is a file anyone with the folder could edit."""
+    from migrate.credentials import register_configured  # noqa: PLC0415
     from migrate.fleet import select_targets  # noqa: PLC0415
 
+    sides = [loaded.target, *(t.plan.target for t in loaded.targets)]
+    register_configured([*sides, *([loaded.source] if loaded.source else [])])
     if loaded.targets or names:
         return [(t.name, t.plan) for t in select_targets(loaded, names or ())]
     return [(None, loaded)]
