@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from migrate.diff import normalize_for_compare
 from migrate.errors import LocalFileError, MigrateError, PlanError, UntrustedJSONError
 from migrate.filters import canonical_filters
-from migrate.jsontext import parse_json
+from migrate.jsontext import dump_json_canonical, parse_json
 from migrate.models import Action, Result
 from migrate.redaction import redact
 from migrate.schema import format_problems
@@ -76,8 +76,7 @@ def content_sha256(data: Any) -> str:
     """sha256 of a dashboard's `data` normalized as every comparison does (minted ids aliased,
     filters canonical, keys sorted): two copies that compare equal have the same digest."""
     normalized = normalize_for_compare(canonical_filters(data))
-    text = json.dumps(normalized, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return hashlib.sha256(dump_json_canonical(normalized)).hexdigest()
 
 
 def provenance(note: str | None, env: Mapping[str, str] | None = None) -> tuple[str | None, str]:

@@ -181,6 +181,16 @@ def dump_json(value: Any) -> bytes:
         return text.encode("utf-8", "backslashreplace")
 
 
+def dump_json_canonical(value: Any) -> bytes:
+    """`value` as compact UTF-8 JSON with every object's keys sorted: one text per value, for
+    content hashes."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # as in `dump_json`: what orjson does not write, the standard library does
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        return text.encode("utf-8", "backslashreplace")
+
+
 def _parse_stdlib(raw: bytes | str, *, source: str, limits: JSONLimits) -> Any:
     """The standard library's parse with the same checks, for what orjson does not take."""
     text = _decode(raw, source)
