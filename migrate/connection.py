@@ -16,6 +16,7 @@ import re
 import socket
 import ssl
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -26,7 +27,7 @@ from migrate.errors import EndpointError, InsecureURLError, PlanError, UsageErro
 from migrate.models import SANDBOX_SCHEME, ConnectionPolicy, Endpoint
 from migrate.retry import Pacer
 from migrate.storage import PRIVATE_FILE, NotRegularFileError, ensure_private_dir, file_kind
-from migrate.transport import asgi_transport
+from migrate.transport import Transport, asgi_transport
 
 __all__ = [
     "ConnectionPolicy",
@@ -237,6 +238,32 @@ def _ca_file(path: str, origin: str, url: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _Route:
+    """Where a client of `endpoint` sends its requests, and how."""
+
+    base_url: str
+    options: ClientOptions
+    transport: Transport | None  # the embedded sandbox's; None: the network, TLS verified
+    sandbox: bool
+
+
+def _route(endpoint: Endpoint, policy: ConnectionPolicy, options: ClientOptions | None) -> _Route:
+    """The URL policy checked (PlanError when refused), server-announced waits capped at
+    --max-wait, and either the embedded sandbox or the network with what TLS trusts."""
+    check_url(endpoint.url, allow_insecure_http=policy.allow_insecure_http)
+    options = options or ClientOptions()
+    options = dataclasses.replace(
+        options, retry=dataclasses.replace(options.retry, retry_after_cap_s=policy.max_wait_s)
+    )
+    if endpoint.is_sandbox:
+        name = sandbox_name(endpoint.url)
+        transport = asgi_transport(embedded_app(policy.state_dir, name))
+        return _Route(f"http://{name}.sandbox.invalid", options, transport, sandbox=True)
+    verify = _verify(policy, endpoint.url)
+    return _Route(endpoint.url, dataclasses.replace(options, verify=verify), None, sandbox=False)
+
+
 def open_client(
     endpoint: Endpoint,
     *,
@@ -245,30 +272,19 @@ def open_client(
     pacer: Pacer | None = None,
 ) -> DatabrainClient:
     """A client for `endpoint`; raises PlanError for a refused URL, AuthError for no token."""
-    check_url(endpoint.url, allow_insecure_http=policy.allow_insecure_http)
-    options = options or ClientOptions()
-    options = dataclasses.replace(
-        options, retry=dataclasses.replace(options.retry, retry_after_cap_s=policy.max_wait_s)
-    )
-    if endpoint.is_sandbox:
+    route = _route(endpoint, policy, options)
+    if route.sandbox:
         from migrate.sandbox import DEFAULT_TOKEN  # noqa: PLC0415  # only sandbox:// runs need it
 
-        name = sandbox_name(endpoint.url)
-        return DatabrainClient(
-            f"http://{name}.sandbox.invalid",
-            DEFAULT_TOKEN,
-            token_source="the embedded sandbox",  # noqa: S106  # a description, not a token
-            transport=asgi_transport(embedded_app(policy.state_dir, name)),
-            options=options,
-            pacer=pacer,
-        )
-    token = read_token(endpoint)
-    verify = _verify(policy, endpoint.url)
+        token = Token(DEFAULT_TOKEN, "the embedded sandbox")
+    else:
+        token = read_token(endpoint)
     return DatabrainClient(
-        endpoint.url,
+        route.base_url,
         token.value,
         token_source=token.source,
-        options=dataclasses.replace(options, verify=verify),
+        transport=route.transport,
+        options=route.options,
         pacer=pacer,
     )
 
@@ -297,39 +313,23 @@ def open_data_app(
     """
     app = endpoint.data_app
     assert app is not None
-    check_url(endpoint.url, allow_insecure_http=policy.allow_insecure_http)
-    options = options or ClientOptions()
-    options = dataclasses.replace(
-        options, retry=dataclasses.replace(options.retry, retry_after_cap_s=policy.max_wait_s)
-    )
-    if endpoint.is_sandbox:
+    route = _route(endpoint, policy, options)
+    given = (app.key_env and os.environ.get(app.key_env, "").strip()) or app.key_file
+    if route.sandbox and not given:
         from migrate.sandbox.seed import DEMO_DATA_APPS  # noqa: PLC0415  # only sandbox:// runs
 
-        name = sandbox_name(endpoint.url)
-        given = (app.key_env and os.environ.get(app.key_env, "").strip()) or app.key_file
-        if given:
-            key = _data_app_key(endpoint)
-        else:
-            demo = {app_name: value for app_name, _, value in DEMO_DATA_APPS}
-            # An unknown name gets a key no data app holds: the sandbox answers 401, as it should.
-            key = Token(demo.get(app.name, "no-such-data-app"), "the embedded sandbox")
-        return DataAppClient(
-            f"http://{name}.sandbox.invalid",
-            key.value,
-            data_app=app.name,
-            key_source=key.source,
-            transport=asgi_transport(embedded_app(policy.state_dir, name)),
-            options=options,
-            pacer=pacer,
-        )
-    key = _data_app_key(endpoint)
-    verify = _verify(policy, endpoint.url)
+        demo = {app_name: value for app_name, _, value in DEMO_DATA_APPS}
+        # An unknown name gets a key no data app holds: the sandbox answers 401, as it should.
+        key = Token(demo.get(app.name, "no-such-data-app"), "the embedded sandbox")
+    else:
+        key = _data_app_key(endpoint)
     return DataAppClient(
-        endpoint.url,
+        route.base_url,
         key.value,
         data_app=app.name,
         key_source=key.source,
-        options=dataclasses.replace(options, verify=verify),
+        transport=route.transport,
+        options=route.options,
         pacer=pacer,
     )
 

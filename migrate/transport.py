@@ -170,6 +170,10 @@ class _DroppedConnectionTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def asgi_transport(app: Any) -> httpx.AsyncBaseTransport:
+Transport = httpx.AsyncBaseTransport
+"""What a client sends its requests through (the name other modules use, so httpx stays here)."""
+
+
+def asgi_transport(app: Any) -> Transport:
     """An in-process transport to an ASGI app; an app crash reads as a lost connection."""
     return _DroppedConnectionTransport(httpx.ASGITransport(app=app))

@@ -129,7 +129,8 @@ def test_changed_datasource_and_filter_ids_are_not_equal(tmp_path: Path) -> None
     assert code == 6
     failed = [d for d in results.values() if d["result"] == "failed"]
     assert failed and all(d["error"]["code"] == "READBACK_MISMATCH" for d in failed)
-    assert any("datasourceId" in json.dumps(d) or ".id" in json.dumps(d) for d in failed)
+    paths = [c["path"] for d in failed for c in d["changes"]]
+    assert paths and all(p.endswith((".datasourceId", ".id")) for p in paths), paths
     assert "unchanged" not in actions(plan(path, tmp_path)).values()
 
 

@@ -127,6 +127,7 @@ def test_deploy_drift_overwrite_and_rollback(tmp_path: Path) -> None:
             assert kpi_now is not None and kpi_now["name"] != "Edited in prod"
 
             first_id = str(listed[-1]["deploy_id"])
+            writes, before_dry = sandbox.write_count, prod(sandbox)
             dry = run_migrate(
                 "--state-dir",
                 str(two),
@@ -139,7 +140,7 @@ def test_deploy_drift_overwrite_and_rollback(tmp_path: Path) -> None:
                 env=ENV,
             )
             assert dry.returncode == 0, dry.stderr
-            assert sandbox.write_count > writes and prod(sandbox) != after_first
+            assert sandbox.write_count == writes and prod(sandbox) == before_dry != after_first
             done = run_migrate(
                 "--state-dir", str(two), "rollback", str(update), "--to", first_id, *base, env=ENV
             )
@@ -251,16 +252,27 @@ def test_sigkill_during_rollback_then_rerun_finishes_it_once(tmp_path: Path) -> 
 
 
 def test_history_text_lists_deploys_newest_first(tmp_path: Path) -> None:
-    """`migrate history` on a plan with no deploys says so; the schema command prints the
-    deploy schema."""
+    """`migrate history` on a plan with no deploys says so, then lists two deploys newest
+    first with their commits; `migrate schema deploy` prints the deploy record's schema."""
     plan = tmp_path / "plan.yaml"
-    plan.write_text(
+    head = (
         "version: 1\nsource: {url: 'sandbox://demo', workspace: 'Sales Dev'}\n"
-        "target: {url: 'sandbox://demo', workspace: 'Sales Prod'}\ndashboards:\n  - id: kpi-core\n"
+        "target: {url: 'sandbox://demo', workspace: 'Sales Prod'}\ndashboards:\n"
     )
-    result = cli.invoke(app, ["--state-dir", str(tmp_path / "s"), "history", str(plan)])
+    plan.write_text(head + "  - id: kpi-core\n")
+    state = ["--state-dir", str(tmp_path / "s")]
+    result = cli.invoke(app, [*state, "history", str(plan)])
     assert result.exit_code == 0, result.output
     assert "no deploy recorded" in result.stdout
+    for dashboard, commit in (("kpi-core", "c-first"), ("sales-overview", "c-second")):
+        plan.write_text(head + f"  - id: {dashboard}\n")
+        applied = cli.invoke(app, [*state, "apply", str(plan), "--note", commit])
+        assert applied.exit_code == 0, applied.output
+    listed = cli.invoke(app, [*state, "history", str(plan)])
+    assert listed.exit_code == 0, listed.output
+    assert 0 <= listed.stdout.index("c-second") < listed.stdout.index("c-first")
+    schema = cli.invoke(app, ["schema", "deploy"])
+    assert schema.exit_code == 0 and "deploy_id" in json.loads(schema.stdout)["required"]
 
 
 def test_a_run_that_writes_nothing_appends_nothing(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ def test_saved_plan_is_stale_when_an_env_value_in_the_plan_changed(tmp_path: Pat
         env={"PROD_SCHEMA": "prod_a"},
     )
     assert same.exit_code == 0, same.output
-    assert json.loads(saved.read_text())["plan"]["expanded_sha256"]
+    assert re.fullmatch(r"[0-9a-f]{64}", json.loads(saved.read_text())["plan"]["expanded_sha256"])
 
 
 # --- a server whose ids and names are hostile --------------------------------------------------

@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from migrate.errors import EndpointError, UsageError
+from migrate.events import Outcome
 from migrate.filters import column_of, filter_objects
 from migrate.fleet import FleetReport, run_targets, select_targets
 from migrate.models import ConnectionPolicy
 from migrate.plan import load_plan
 from migrate.report import fleet_junit_xml, fleet_markdown, fleet_report
 from migrate.runner import RunOptions, run_apply
+from migrate.sandbox import Sandbox
 from tests.helpers import sandbox_of
 
 PLAN = """\
@@ -264,13 +267,7 @@ def test_a_one_target_plan_is_served_too(tmp_path: Path) -> None:
     report = asyncio.run(run_apply(load_plan(path), options))
     assert {o.result.value for o in report.outcomes} == {"created"}
     sandbox = sandbox_of(tmp_path / "state")
-    for outcome in report.outcomes:
-        data = sandbox.get_dashboard("Sales Prod", outcome.target_id)
-        assert data is not None
-        columns = [
-            column_of(entry) for item in filter_objects(data) for entry in item["applyOnTables"]
-        ]
-        assert all(c is not None and c.schema == "analytics" for c in columns)
+    assert_filters_on(sandbox, report.outcomes, "analytics")
     by_id = {o.id: o for o in report.outcomes}
     assert len(by_id["sales-overview"].embeds) == 2
     for embed in by_id["sales-overview"].embeds:
@@ -352,11 +349,17 @@ def test_verify_none_still_serves_what_it_imports(tmp_path: Path) -> None:
     report = asyncio.run(run_apply(load_plan(path), options))
     assert {o.result.value for o in report.outcomes} == {"created"}
     sandbox = sandbox_of(tmp_path / "state")
-    for outcome in report.outcomes:
+    assert_filters_on(sandbox, report.outcomes, "analytics")
+    assert len({o.id: o for o in report.outcomes}["sales-overview"].embeds) == 2
+
+
+def assert_filters_on(sandbox: Sandbox, outcomes: Sequence[Outcome], schema: str) -> None:
+    """Every filter binding of the imported dashboards names `schema`, and there are some."""
+    columns = []
+    for outcome in outcomes:
         data = sandbox.get_dashboard("Sales Prod", outcome.target_id)
         assert data is not None
-        columns = [
+        columns += [
             column_of(entry) for item in filter_objects(data) for entry in item["applyOnTables"]
         ]
-        assert all(c is not None and c.schema == "analytics" for c in columns)
-    assert len({o.id: o for o in report.outcomes}["sales-overview"].embeds) == 2
+    assert columns and all(c is not None and c.schema == schema for c in columns)
