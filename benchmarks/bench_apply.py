@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER = Path(__file__).resolve().parent / "_server.py"
 SOURCE_WS = "Bench Source"
 TARGET_WS = "Bench Target"
+# The fan-out case applies to all of these at once (`targets:`); the other runs to the first.
+TARGET_WORKSPACES = (TARGET_WS, "Bench Target 2", "Bench Target 3")
 TOKEN_ENV = "MIGRATE_BENCH_TOKEN"  # the NAME of an env var
 
 # The performance targets (README, "Performance").
@@ -223,7 +225,8 @@ def seed_database(path: Path, n: int, payload_kb: int, max_depth: int) -> float:
     store = Store(path)
     try:
         generate_workspace(store, SOURCE_WS, n, payload_kb=payload_kb, max_depth=max_depth)
-        store.add_workspace(TARGET_WS)
+        for name in TARGET_WORKSPACES:
+            store.add_workspace(name)
     finally:
         store.close()
     for suffix in ("-wal", "-shm"):
@@ -232,13 +235,21 @@ def seed_database(path: Path, n: int, payload_kb: int, max_depth: int) -> float:
     return time.perf_counter() - started
 
 
-def write_plan(path: Path, url: str, *, concurrency: int = 8) -> None:
-    """A plan migrating every source dashboard, with a schema pair so rewrites run too."""
+def write_plan(path: Path, url: str, *, concurrency: int = 8, targets: int = 1) -> None:
+    """A plan migrating every source dashboard, with a schema pair so rewrites run too; with
+    `targets` > 1, to that many workspaces at once (`targets:`, one wave)."""
+    if targets == 1:
+        where = f"target: {{url: '{url}', token_env: {TOKEN_ENV}, workspace: {TARGET_WS}}}\n"
+    else:
+        where = "targets:\n" + "".join(
+            f"  t{i}: {{url: '{url}', token_env: {TOKEN_ENV}, workspace: '{name}'}}\n"
+            for i, name in enumerate(TARGET_WORKSPACES[:targets], start=1)
+        )
     path.write_text(
         "version: 1\n"
         f"source: {{url: '{url}', token_env: {TOKEN_ENV}, workspace: {SOURCE_WS}}}\n"
-        f"target: {{url: '{url}', token_env: {TOKEN_ENV}, workspace: {TARGET_WS}}}\n"
-        "settings:\n"
+        + where
+        + "settings:\n"
         f"  concurrency: {concurrency}\n"
         "  schema_pairs: [{replace: analytics_dev, target: analytics}]\n"
         "dashboards:\n"
@@ -319,6 +330,7 @@ def run_apply(
     rate_headers: str = "draft6",
     rate_mode: str = "window",
     command: str = "apply",
+    targets: int = 1,
 ) -> Run:
     """One `migrate apply` (or `plan`) against a fresh copy of the seeded database."""
     rundir = workdir / label
@@ -336,7 +348,7 @@ def run_apply(
     )
     try:
         plan = rundir / "plan.yaml"
-        write_plan(plan, server.url, concurrency=concurrency)
+        write_plan(plan, server.url, concurrency=concurrency, targets=targets)
         report = rundir / "report.json"
         if command == "plan":
             argv = _migrate("--quiet", "--state-dir", str(rundir / "state"), "plan", str(plan))
@@ -361,7 +373,7 @@ def run_apply(
     if report.exists():
         summary = json.loads(report.read_text()).get("summary", {})
         results = {k: v for k, v in summary.items() if k != "total" and v}
-    failed = proc.exit_code != 0 if command == "plan" else results.get("created", 0) != n
+    failed = proc.exit_code != 0 if command == "plan" else results.get("created", 0) != n * targets
     if failed or proc.exit_code not in (0, 6):
         print(f"!! {label}: exit {proc.exit_code}, results {results}", file=sys.stderr)
         print(proc.output[-3000:], file=sys.stderr)
@@ -633,11 +645,19 @@ def targets(
     return rows
 
 
-def fan_out_case() -> None:
-    """HOOK(targets): the fan-out target, N + K x (per-target requests) and never N x K
-    exports, is measured here once plans can name several targets (`targets:`, built on
-    another branch). Until then it prints that it was not measured; no figure is made up."""
-    print("fan-out (N + K x per-target requests): not measured, `targets:` is not on this branch")
+def fan_out_case(fan: Run, one: Run, k: int) -> dict[str, Any]:
+    """The fan-out target: K targets cost N exports + K x (what one target costs besides its
+    exports), never N x K exports. `one` is the one-target run at the same concurrency."""
+    n = one.n
+    exports = fan.by_kind.get("export", 0) - k * one.by_kind.get("export", 0) + k * n
+    per_target = one.requests_total - n  # listings, imports, read-backs of one target
+    bound = n + k * per_target
+    print(
+        f"fan-out K={k}: {fan.requests_total} requests ({exports} source exports for N={n})"
+        f" vs N + K x per-target = {n} + {k} x {per_target} = {bound}; wall {fan.wall_s:.2f} s"
+        f" vs {one.wall_s:.2f} s for one target ({fan.wall_s / one.wall_s:.2f}x)"
+    )
+    return {"requests": fan.requests_total, "bound": bound, "source_exports": exports}
 
 
 def print_targets(rows: list[dict[str, Any]]) -> None:
@@ -808,6 +828,12 @@ def main(argv: list[str] | None = None) -> int:
             derive(run, startup_s, startup_cpu, runs[0] if runs else None)
             runs.append(run)
         top_c = concurrencies[-1]
+        fan = bench(
+            label=f"fan{len(TARGET_WORKSPACES)}",
+            concurrency=top_c,
+            rate_limit=None,
+            targets=len(TARGET_WORKSPACES),
+        )
         rated: list[Run] = []
         if rate_limit:
             for mode in args.rate_modes.split(","):
@@ -872,9 +898,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r.derived['rate_floor_s']:.2f} s (requests / R), "
                 f"{r.rate_limited} of {r.requests_total} requests answered 429."
             )
-        fan_out_case()
+        fan_figures = fan_out_case(fan, runs[-1], len(TARGET_WORKSPACES))
         print()
         rows = targets(startup, runs, rated, memory, scale)
+        rows.append(
+            {
+                "target": f"fan-out K={len(TARGET_WORKSPACES)}: requests vs N + K x per-target",
+                "measured": fan_figures["requests"],
+                "shown": f"{fan_figures['requests']} / {fan_figures['bound']}",
+                "goal": "<= 1.00x",
+                "met": fan_figures["requests"] <= fan_figures["bound"],
+            }
+        )
         print_targets(rows)
 
         if args.profile:
@@ -903,6 +938,7 @@ def main(argv: list[str] | None = None) -> int:
                         "rate_limited": [asdict(r) for r in rated],
                         "scale": [asdict(r) for r in scale],
                         "memory": asdict(memory) if memory else None,
+                        "fan_out": fan_figures,
                         "targets": rows,
                     },
                     indent=2,
