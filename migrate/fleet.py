@@ -15,12 +15,11 @@ import fnmatch
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from migrate.bundle import BundleSource
 from migrate.client import ClientOptions
-from migrate.connection import canonical_url, open_client, open_data_app
+from migrate.connection import canonical_url, open_client
 from migrate.errors import (
     AuthError,
     EndpointError,
@@ -49,6 +48,8 @@ from migrate.runner import (
     Interrupts,
     RunOptions,
     SharedResources,
+    new_throttle,
+    payload_schema,
     run_apply,
     run_plan,
 )
@@ -245,17 +246,12 @@ class _Fleet:
             )
             inner = LiveSource(self._client, plan.source.workspace, plan.source.url)
         self.source = SharedSource(inner, self.spool)
-        self.validator = OnceValidator(PayloadValidator(_payload_schema(plan)))
+        self.validator = OnceValidator(PayloadValidator(payload_schema(plan)))
         self.embeds: SourceEmbeds | None = None
         mirror = any(t.plan.settings.embeds is EmbedsMode.MIRROR for t in plan.targets)
-        if mirror and plan.source is not None and plan.source.data_app is not None:
-            self.embeds = SourceEmbeds(
-                open_data_app(
-                    plan.source,
-                    policy=options.policy,
-                    pacer=self.throttle_for(plan.source.url),
-                )
-            )
+        if mirror and plan.source is not None:
+            pacer = self.throttle_for(plan.source.url)
+            self.embeds = SourceEmbeds.of_source(plan, options.policy, pacer)
 
     @property
     def concurrency(self) -> int:
@@ -265,11 +261,7 @@ class _Fleet:
         """The throttle of `url`'s host, shared by every client talking to it."""
         host = _host(url)
         if host not in self.throttles:
-            self.throttles[host] = Throttle(
-                self.concurrency,
-                max_rps=self.options.max_rps or self.plan.settings.max_rps,
-                max_wait_s=self.options.policy.max_wait_s,
-            )
+            self.throttles[host] = new_throttle(self.plan, self.options)
         throttle = self.throttles[host]
         if self.interrupted:
             throttle.close()  # a host first met after the interrupt starts nothing either
@@ -292,13 +284,6 @@ class _Fleet:
         if self._client is not None:
             await self._client.aclose()
         self.spool.close()
-
-
-def _payload_schema(plan: Plan) -> Path | None:
-    if plan.settings.payload_schema is None:
-        return None
-    path = Path(plan.settings.payload_schema)
-    return path if path.is_absolute() else Path(plan.path).parent / path
 
 
 async def run_targets(

@@ -105,17 +105,9 @@ class _Endpoints:
         shared: SharedResources | None = None,
         payloads: PayloadSource | None = None,
     ) -> None:
-        settings = plan.settings
-        concurrency = options.concurrency or settings.concurrency
-        if options.max_rps is not None and not (
-            math.isfinite(options.max_rps) and options.max_rps > 0
-        ):
-            raise UsageError(f"--max-rps must be a finite number above 0, not {options.max_rps}")
-        max_rps = options.max_rps or settings.max_rps
+        concurrency = options.concurrency or plan.settings.concurrency
         self.throttle = (
-            shared.target_throttle
-            if shared is not None
-            else Throttle(concurrency, max_rps=max_rps, max_wait_s=options.policy.max_wait_s)
+            shared.target_throttle if shared is not None else new_throttle(plan, options)
         )
         # A pool no larger than the requests in flight: httpx scans the whole pool per request.
         client_options = ClientOptions(max_connections=concurrency)
@@ -149,7 +141,8 @@ class _Endpoints:
         self.data_app: DataAppClient | None = None
         # `on_drift: overwrite` replaces edited dashboards the same way (A9).
         replacing = (
-            settings.on_conflict is OnConflict.REPLACE or settings.on_drift is OnDrift.OVERWRITE
+            plan.settings.on_conflict is OnConflict.REPLACE
+            or plan.settings.on_drift is OnDrift.OVERWRITE
         )
         if need_target and plan.target.data_app and replacing:
             self.data_app = open_data_app(
@@ -460,18 +453,24 @@ def _needs_serving(plan: Plan) -> bool:
     )
 
 
+def new_throttle(plan: Plan, options: RunOptions) -> Throttle:
+    """The pacing of one API host: `--concurrency` in flight, `--max-rps` (UsageError unless a
+    finite number above 0) or the plan's `max_rps`, server-announced waits capped at
+    --max-wait."""
+    if options.max_rps is not None and not (math.isfinite(options.max_rps) and options.max_rps > 0):
+        raise UsageError(f"--max-rps must be a finite number above 0, not {options.max_rps}")
+    return Throttle(
+        options.concurrency or plan.settings.concurrency,
+        max_rps=options.max_rps or plan.settings.max_rps,
+        max_wait_s=options.policy.max_wait_s,
+    )
+
+
 async def _serving(plan: Plan, options: RunOptions, throttle: Throttle) -> Serving:
     """The post-import steps of a one-target plan (filters rebound, embeds mirrored when
     `embeds: mirror`), as a run over several targets gives each of its targets."""
-    source_embeds = None
-    if (
-        plan.settings.embeds is EmbedsMode.MIRROR
-        and plan.source is not None
-        and plan.source.data_app is not None
-    ):
-        source_embeds = SourceEmbeds(
-            open_data_app(plan.source, policy=options.policy, pacer=throttle)
-        )
+    mirror = plan.settings.embeds is EmbedsMode.MIRROR
+    source_embeds = SourceEmbeds.of_source(plan, options.policy, throttle) if mirror else None
     try:
         return await Serving.for_target(plan, options.policy, throttle, source_embeds)
     except BaseException:
@@ -484,10 +483,11 @@ def _validator(plan: Plan, shared: SharedResources | None) -> PayloadValidator:
     """The shared validator of a run over several targets, else this plan's own."""
     if shared is not None and shared.validator is not None:
         return shared.validator
-    return PayloadValidator(_payload_schema(plan))
+    return PayloadValidator(payload_schema(plan))
 
 
-def _payload_schema(plan: Plan) -> Path | None:
+def payload_schema(plan: Plan) -> Path | None:
+    """The plan's `payload_schema` file, if it names one."""
     if plan.settings.payload_schema is None:
         return None
     path = Path(plan.settings.payload_schema)

@@ -37,6 +37,13 @@ class SourceEmbeds:
         self._listing: asyncio.Future[list[Embed]] | None = None
         self._exports: dict[str, asyncio.Future[Embed]] = {}
 
+    @classmethod
+    def of_source(cls, plan: Plan, policy: ConnectionPolicy, pacer: Pacer) -> SourceEmbeds | None:
+        """The embeds of the plan's source data app; None when the source names none."""
+        if plan.source is None or plan.source.data_app is None:
+            return None
+        return cls(open_data_app(plan.source, policy=policy, pacer=pacer))
+
     async def of(self, dashboard_id: str) -> list[Embed]:
         """The embeds of source dashboard `dashboard_id`, with their access settings."""
         if self._listing is None:
