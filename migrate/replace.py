@@ -57,7 +57,6 @@ class ReplaceResult:
     error: ErrorInfo | None = None
     embeds: tuple[EmbedChange, ...] = ()
     changes: tuple[Change, ...] = ()
-    imported: bool = False  # the new version is in the target (dependents may start)
     data: Any = None  # `updated`: the target copy's `data` as read back
     snapshot: str | None = None  # the copy read back after the import (docs/contract.md A9)
     snapshot_before: str | None = None  # what the replace removed
@@ -231,7 +230,7 @@ class _Run:
         if copy is not None:
             if state.version == "snapshot" and same_dashboard(copy.data, self.snapshot_data()):
                 return await self.embeds_and_finish()  # the restore landed
-            if state.version == "new" and not self.differs(copy.data):
+            if state.version == "new" and not self.changes(copy.data):
                 return await self.embeds_and_finish()  # the new version landed
             carried: list[RecordedEmbed] = []
             if not same_dashboard(copy.data, self.snapshot_data()):
@@ -260,9 +259,10 @@ class _Run:
             message = f"cannot read the target copy: {exc.message}"
             raise ReplaceFailed(ErrorInfo(exc.error_code, message)) from exc
 
-    def differs(self, data: Any) -> bool:
+    def changes(self, data: Any) -> list[Change]:
+        """Where a target copy differs from the new version (empty: equal)."""
         plan = self.o.migration
-        return bool(compare_with_target(self.item, plan.plan, plan.id_map, self.sent, data))
+        return compare_with_target(self.item, plan.plan, plan.id_map, self.sent, data)
 
     def snapshot_data(self) -> Any:
         assert self.state.snapshot is not None
@@ -422,13 +422,7 @@ class _Run:
             if copy is not None:
                 after = await asyncio.to_thread(self.o.snapshots.put, copy.raw)
             found = (
-                compare_with_target(
-                    self.item,
-                    self.o.migration.plan,
-                    self.o.migration.id_map,
-                    self.sent,
-                    copy.data,
-                )
+                self.changes(copy.data)
                 if copy is not None
                 else [Change("data", "removed", "(source)", None)]
             )
@@ -447,7 +441,6 @@ class _Run:
             error,
             embeds=self.embed_changes(),
             changes=changes,
-            imported=not restored,
             data=copy.data if not restored and copy is not None else None,
             snapshot=after,
             snapshot_before=state.snapshot,

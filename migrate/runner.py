@@ -244,6 +244,7 @@ async def run_apply(
             if shared is None:  # a run over several targets handles signals once for all
                 interrupts.install()
             target = endpoints.require_target()
+            history = options.history_of(plan)
             migration = await make_plan(
                 plan,
                 endpoints.source,
@@ -253,7 +254,7 @@ async def run_apply(
                 validator=_validator(plan, shared),
                 progress=progress,
                 data_app=endpoints.data_app,
-                deployed=options.history_of(plan).lookup(),
+                deployed=history.lookup(),
             )
             endpoints.throttle.raise_if_stopped()
             if saved is not None:
@@ -267,7 +268,6 @@ async def run_apply(
                     f"importing {to_create} dashboards"
                     + (f", replacing {to_update}" if to_update else "")
                 )
-                history = options.history_of(plan)
                 replacer = None
                 if endpoints.data_app is not None:
                     replacer = Replacer(
