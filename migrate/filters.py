@@ -80,6 +80,15 @@ def rebind_column(
     return None
 
 
+def may_need_rebinding(
+    text: bytes, pairs: Sequence[SchemaPair], rules: Sequence[FilterBindingRule]
+) -> bool:
+    """False when no filter of a dashboard (its JSON `text`) can need rebinding: no rule names
+    a column, and no `replace` schema of its pairs appears anywhere in the text. A cheap test
+    on bytes, so the payload is parsed only when it may matter."""
+    return bool(rules) or any(pair.replace.encode("utf-8") in text for pair in pairs)
+
+
 def plan_rebindings(
     data: Any,
     dashboard_id: str,

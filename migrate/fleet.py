@@ -30,7 +30,7 @@ from migrate.errors import (
     WorkspaceNotFoundError,
 )
 from migrate.events import ErrorInfo, Outcome, Progress
-from migrate.filters import plan_rebindings
+from migrate.filters import may_need_rebinding, plan_rebindings
 from migrate.models import (
     Action,
     DashboardRef,
@@ -421,8 +421,11 @@ async def _preview(run: TargetRun, migration: MigrationPlan, fleet: _Fleet) -> N
         for item in migration.dashboards:
             if item.action is not Action.CREATE or not item.exported:
                 continue
-            found = plan_rebindings(
-                item.load().data, item.target_id, item.schema_pairs, settings.filter_bindings
+            rules, pairs = settings.filter_bindings, item.schema_pairs
+            found = (
+                plan_rebindings(item.load().data, item.target_id, pairs, rules)
+                if may_need_rebinding(item.raw(), pairs, rules)
+                else []
             )
             if found:
                 run.rebinds[item.id] = [r.filter_name for r in found]

@@ -18,7 +18,7 @@ from migrate.connection import open_client, open_data_app
 from migrate.embeds import embeds_of
 from migrate.errors import EndpointError
 from migrate.events import ErrorInfo
-from migrate.filters import plan_rebindings, unapplied
+from migrate.filters import may_need_rebinding, plan_rebindings, unapplied
 from migrate.jsontext import parse_json
 from migrate.models import ConnectionPolicy, Embed, EmbedChange, EmbedsMode, Plan
 from migrate.planner import PlannedDashboard
@@ -118,7 +118,9 @@ class Serving:
         its embeds were just re-created, so the data app is listed again). `data` is the copy's
         `data`, or its compact JSON text, parsed only when a step needs it."""
         try:
-            if isinstance(data, bytes) and not self._may_rebind(item, data):
+            if isinstance(data, bytes) and not may_need_rebinding(
+                data, item.schema_pairs, self.plan.settings.filter_bindings
+            ):
                 data = _LazyData(data, item.target_id)
             else:
                 data = await self._rebind(item, _parsed(data, item.target_id))
@@ -128,13 +130,6 @@ class Serving:
         except _NotServed as exc:
             return (), exc.info
         return embeds, None
-
-    def _may_rebind(self, item: PlannedDashboard, text: bytes) -> bool:
-        """False when no filter of the copy can need rebinding: no rule names a column, and no
-        `replace` schema of its pairs appears anywhere in its text."""
-        if self.plan.settings.filter_bindings:
-            return True
-        return any(pair.replace.encode("utf-8") in text for pair in item.schema_pairs)
 
     async def _rebind(self, item: PlannedDashboard, data: Any) -> Any:
         """Rebind what needs it; returns the workspace's copy (`data`) as it is now."""

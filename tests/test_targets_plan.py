@@ -3,11 +3,16 @@ and the checks a schema cannot make."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from migrate.errors import PlanError
-from migrate.models import ConnectionType, EmbedsMode, WorkspaceBinding
+from migrate.filters import may_need_rebinding, plan_rebindings
+from migrate.jsontext import dump_json
+from migrate.models import ConnectionType, EmbedsMode, SchemaPair, WorkspaceBinding
 from migrate.plan import parse_plan
+from tests.helpers import sandbox_of
 
 BASE = """\
 version: 1
@@ -107,3 +112,15 @@ def test_single_target_plans_are_unchanged() -> None:
         "version: 1\ntarget: {url: 'sandbox://demo', workspace: W}\ndashboards: []\n", environ={}
     )
     assert plan.targets == () and plan.waves == ()
+
+
+def test_rebinding_prefilter_never_hides_a_rebinding(tmp_path: Path) -> None:
+    """`may_need_rebinding` says no only where `plan_rebindings` finds nothing: checked on
+    every demo dashboard with and without the pair that names its schema."""
+    sandbox = sandbox_of(tmp_path)
+    for dash_id, _name in sandbox.list_dashboards("Sales Dev"):
+        data = sandbox.get_dashboard("Sales Dev", dash_id)
+        for pairs in ((), (SchemaPair("analytics_dev", "analytics"),)):
+            found = plan_rebindings(data, dash_id, pairs, ())
+            assert may_need_rebinding(dump_json(data), pairs, ()) or not found
+    assert may_need_rebinding(b"{}", (), ()) is False
