@@ -51,7 +51,7 @@ from migrate.schemapairs import (
     equals_after_schema_pairs,
     merge_schema_pairs,
 )
-from migrate.source import PayloadSource
+from migrate.source import PayloadSource, held_spool
 from migrate.spool import PayloadSpool
 
 MAX_CHANGES = 50
@@ -391,6 +391,10 @@ class _Exporter:
         # Its own id (settings.externalId, say) is no dependency: ignoring it lets most
         # payloads skip the walk (references.py decides that on the compact text).
         item.references = tuple(find_references(export.data, self.planned, ignore=item.id))
+        shared = held_spool(self.source)
+        if shared is not None and item.id in shared:
+            item.spool = shared  # held once for every target of the run, not once per target
+            return
         self.spool.put(item.id, export)
         item.spool = self.spool
 

@@ -6,6 +6,7 @@ from typing import Protocol
 
 from migrate.client import DatabrainClient
 from migrate.models import DashboardRef, ExportFile, SourceInfo
+from migrate.spool import PayloadSpool
 
 
 class PayloadSource(Protocol):
@@ -43,3 +44,11 @@ class LiveSource:
     def describe(self) -> SourceInfo:
         """url and workspace."""
         return SourceInfo(self.url, self.workspace)
+
+
+def held_spool(source: PayloadSource) -> PayloadSpool | None:
+    """The spool a source keeps its exports in, when it keeps them (the one source a run over
+    several targets shares): planning then points at those exports instead of storing them
+    again per target."""
+    spool = getattr(source, "spool", None)
+    return spool if isinstance(spool, PayloadSpool) else None

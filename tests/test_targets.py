@@ -363,3 +363,18 @@ def assert_filters_on(sandbox: Sandbox, outcomes: Sequence[Outcome], schema: str
             column_of(entry) for item in filter_objects(data) for entry in item["applyOnTables"]
         ]
     assert columns and all(c is not None and c.schema == schema for c in columns)
+
+
+def test_every_target_plans_from_the_one_copy_of_each_export(tmp_path: Path) -> None:
+    """The source's exports are held once for the whole run: every target's planned
+    dashboards point at the same spool, none stores its own copy."""
+    prepare(tmp_path)
+    report = run(tmp_path)
+    spools = {
+        id(item.spool)
+        for target in report.targets
+        if target.report is not None
+        for item in target.report.migration.dashboards
+        if item.spool is not None
+    }
+    assert len(spools) == 1
