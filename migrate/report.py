@@ -52,20 +52,7 @@ def apply_report(report: ApplyReport) -> dict[str, Any]:
         # How created dashboards were confirmed (settings.verify): readback or none.
         "verify": report.migration.plan.settings.verify.value,
         "summary": summary,
-        "dashboards": [
-            {
-                "id": o.id,
-                "target_id": o.target_id,
-                "result": o.result.value,
-                "attempts": o.attempts,
-                "duration_s": o.duration_s,
-                "error": o.error.as_dict() if o.error else None,
-                "blocked_by": list(o.blocked_by),
-                "changes": _changes(o.changes),
-                "embeds": [embed.as_dict() for embed in o.embeds],
-            }
-            for o in report.outcomes
-        ],
+        "dashboards": _outcome_entries(report.outcomes),
     }
     source = report.migration.source
     if source.manifest_sha256 is not None:
@@ -298,7 +285,8 @@ def markdown_plan(migration: MigrationPlan) -> str:
 # ---- many targets (docs/contract.md A8) ------------------------------------------------------
 
 
-def _target_outcomes(outcomes: list[Outcome]) -> list[dict[str, Any]]:
+def _outcome_entries(outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """The A5 `dashboards` entries, one per outcome (also each target's, A8)."""
     return [
         {
             "id": o.id,
@@ -338,7 +326,7 @@ def fleet_report(report: FleetReport) -> dict[str, Any]:
             "wave": run.wave,
             "ok": run.clean,
             "summary": summary,
-            "dashboards": _target_outcomes(run.outcomes),
+            "dashboards": _outcome_entries(run.outcomes),
         }
         if run.workspace is not None:
             entry["workspace"] = run.workspace
