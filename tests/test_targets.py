@@ -18,7 +18,7 @@ from migrate.fleet import FleetReport, run_targets, select_targets
 from migrate.models import ConnectionPolicy
 from migrate.plan import load_plan
 from migrate.report import fleet_junit_xml, fleet_markdown, fleet_report
-from migrate.runner import RunOptions, run_apply
+from migrate.runner import ApplyReport, RunOptions, run_apply
 from migrate.sandbox import Sandbox
 from tests.helpers import sandbox_of
 
@@ -257,14 +257,19 @@ dashboards:
 """
 
 
+def apply_one(tmp_path: Path, text: str = ONE_TARGET) -> ApplyReport:
+    """`run_apply` of a one-target plan `text`, written to tmp_path/plan.yaml."""
+    path = tmp_path / "plan.yaml"
+    path.write_text(text, encoding="utf-8")
+    options = RunOptions(policy=ConnectionPolicy(state_dir=tmp_path / "state"))
+    return asyncio.run(run_apply(load_plan(path), options))
+
+
 def test_a_one_target_plan_is_served_too(tmp_path: Path) -> None:
     """`target:` plans get the same post-import steps as `targets:`: filter bindings rebound to
     the target's schema, source embeds mirrored with the override, ids read from answers."""
     prepare(tmp_path)
-    path = tmp_path / "plan.yaml"
-    path.write_text(ONE_TARGET, encoding="utf-8")
-    options = RunOptions(policy=ConnectionPolicy(state_dir=tmp_path / "state"))
-    report = asyncio.run(run_apply(load_plan(path), options))
+    report = apply_one(tmp_path)
     assert {o.result.value for o in report.outcomes} == {"created"}
     sandbox = sandbox_of(tmp_path / "state")
     assert_filters_on(sandbox, report.outcomes, "analytics")
@@ -280,10 +285,7 @@ def test_a_crash_between_import_and_serving_is_finished_by_the_rerun(tmp_path: P
     """What a kill after the imports but before the serving steps leaves — dashboards in the
     target, their journal outcomes missing, no embeds — is served by the next run, once."""
     prepare(tmp_path)
-    path = tmp_path / "plan.yaml"
-    path.write_text(ONE_TARGET, encoding="utf-8")
-    options = RunOptions(policy=ConnectionPolicy(state_dir=tmp_path / "state"))
-    first = asyncio.run(run_apply(load_plan(path), options))
+    first = apply_one(tmp_path)
     assert {o.result.value for o in first.outcomes} == {"created"}
     sandbox = sandbox_of(tmp_path / "state")
     for row in sandbox.store.list_embeds("Sales Prod App"):  # the serving never happened
@@ -291,13 +293,13 @@ def test_a_crash_between_import_and_serving_is_finished_by_the_rerun(tmp_path: P
     (journal,) = (tmp_path / "state" / "journal").glob("*.jsonl")
     kept = [line for line in journal.read_text().splitlines() if '"outcome"' not in line]
     journal.write_text("\n".join(kept) + "\n")  # the kill came before any outcome was written
-    second = asyncio.run(run_apply(load_plan(path), options))
+    second = apply_one(tmp_path)
     assert {o.result.value for o in second.outcomes} == {"unchanged"}
     mirrored = sandbox.store.list_embeds("Sales Prod App")
     assert sorted(e.dashboard_id for e in mirrored) == sorted(
         e.dashboard_id for e in sandbox.store.list_embeds("Sales Dev App")
     )
-    third = asyncio.run(run_apply(load_plan(path), options))
+    third = apply_one(tmp_path)
     assert {o.result.value for o in third.outcomes} == {"unchanged"}
     assert len(sandbox.store.list_embeds("Sales Prod App")) == len(mirrored)
 
@@ -306,10 +308,7 @@ def test_a_replaced_dashboard_is_served_like_a_created_one(tmp_path: Path) -> No
     """After `on_conflict: replace`, a mirrored embed missing in the target is created and the
     ones the replace re-created are not doubled."""
     prepare(tmp_path)
-    path = tmp_path / "plan.yaml"
-    path.write_text(ONE_TARGET, encoding="utf-8")
-    options = RunOptions(policy=ConnectionPolicy(state_dir=tmp_path / "state"))
-    asyncio.run(run_apply(load_plan(path), options))
+    apply_one(tmp_path)
     sandbox = sandbox_of(tmp_path / "state")
     before = sandbox.store.list_embeds("Sales Prod App")
     gone = next(e for e in before if e.dashboard_id == "sales-overview")
@@ -317,8 +316,7 @@ def test_a_replaced_dashboard_is_served_like_a_created_one(tmp_path: Path) -> No
     update = ONE_TARGET.replace("workspace: Sales Dev,", "workspace: Sales Dev Next,").replace(
         "  embeds: mirror\n", "  embeds: mirror\n  on_conflict: replace\n"
     )
-    path.write_text(update, encoding="utf-8")
-    report = asyncio.run(run_apply(load_plan(path), options))
+    report = apply_one(tmp_path, update)
     results = {o.id: o.result.value for o in report.outcomes}
     assert results["sales-overview"] == "updated"
     after = sandbox.store.list_embeds("Sales Prod App")
@@ -343,10 +341,9 @@ def test_verify_none_still_serves_what_it_imports(tmp_path: Path) -> None:
     """`verify: none` skips the comparison read-back, not the serving: filters a SQL-only
     server left on the source schema are rebound, embeds mirrored."""
     prepare(tmp_path)
-    path = tmp_path / "plan.yaml"
-    path.write_text(ONE_TARGET.replace("  embeds: mirror\n", "  embeds: mirror\n  verify: none\n"))
-    options = RunOptions(policy=ConnectionPolicy(state_dir=tmp_path / "state"))
-    report = asyncio.run(run_apply(load_plan(path), options))
+    report = apply_one(
+        tmp_path, ONE_TARGET.replace("  embeds: mirror\n", "  embeds: mirror\n  verify: none\n")
+    )
     assert {o.result.value for o in report.outcomes} == {"created"}
     sandbox = sandbox_of(tmp_path / "state")
     assert_filters_on(sandbox, report.outcomes, "analytics")
