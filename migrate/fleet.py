@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from migrate.bundle import BundleSource
 from migrate.client import ClientOptions
 from migrate.connection import canonical_url, open_client
 from migrate.errors import (
@@ -25,7 +24,6 @@ from migrate.errors import (
     EndpointError,
     LockHeldError,
     MigrateError,
-    PlanError,
     UsageError,
     WorkspaceNotFoundError,
 )
@@ -49,13 +47,14 @@ from migrate.runner import (
     RunOptions,
     SharedResources,
     new_throttle,
+    open_source,
     payload_schema,
     run_apply,
     run_plan,
 )
 from migrate.schema import PayloadValidator
 from migrate.serving import Serving, SourceEmbeds
-from migrate.source import LiveSource, PayloadSource
+from migrate.source import PayloadSource
 from migrate.spool import PayloadSpool
 from migrate.throttle import Throttle
 
@@ -227,24 +226,13 @@ class _Fleet:
         self.spool = PayloadSpool(
             options.policy.state_dir / "spool", memory_budget=options.spool_budget
         )
-        self._client = None
-        inner: PayloadSource
-        if options.bundle is not None:
-            inner = BundleSource(options.bundle)
-        elif plan.source is None:
-            raise PlanError(
-                "the plan has no `source`, so payloads can only come from a bundle",
-                file=plan.path,
-                hint="add a source section, or pass --bundle DIR",
-            )
-        else:
-            self._client = open_client(
-                plan.source,
-                policy=options.policy,
-                options=ClientOptions(max_connections=self.concurrency),
-                pacer=self.throttle_for(plan.source.url),
-            )
-            inner = LiveSource(self._client, plan.source.workspace, plan.source.url)
+        pacer = self.throttle_for(plan.source.url) if plan.source is not None else None
+        inner, self._client = open_source(
+            plan,
+            options,
+            ClientOptions(max_connections=self.concurrency),
+            pacer,
+        )
         self.source = SharedSource(inner, self.spool)
         self.validator = OnceValidator(PayloadValidator(payload_schema(plan)))
         self.embeds: SourceEmbeds | None = None

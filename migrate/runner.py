@@ -117,20 +117,10 @@ class _Endpoints:
             self.source = payloads  # a rollback's snapshots (docs/contract.md A9)
         elif shared is not None:
             self.source = shared.source  # read once for every target (docs/contract.md A8)
-        elif options.bundle is not None:
-            self.source = BundleSource(options.bundle)
-        elif plan.source is None:
-            raise PlanError(
-                "the plan has no `source`, so payloads can only come from a bundle",
-                file=plan.path,
-                hint="add a source section, or pass --bundle DIR",
-            )
         else:
-            client = open_client(
-                plan.source, policy=options.policy, options=client_options, pacer=self.throttle
-            )
-            self._clients.append(client)
-            self.source = LiveSource(client, plan.source.workspace, plan.source.url)
+            self.source, client = open_source(plan, options, client_options, self.throttle)
+            if client is not None:
+                self._clients.append(client)
         self.target: DatabrainClient | None = None
         if need_target:
             self.target = open_client(
@@ -451,6 +441,23 @@ def _needs_serving(plan: Plan) -> bool:
         or bool(settings.schema_pairs)
         or any(spec.schema_pairs for spec in plan.dashboards)
     )
+
+
+def open_source(
+    plan: Plan, options: RunOptions, client_options: ClientOptions, pacer: Throttle | None
+) -> tuple[PayloadSource, DatabrainClient | None]:
+    """Where payloads come from: `--bundle`, else the plan's source workspace through a client
+    (returned too, for the caller to close); PlanError when the plan has no source."""
+    if options.bundle is not None:
+        return BundleSource(options.bundle), None
+    if plan.source is None:
+        raise PlanError(
+            "the plan has no `source`, so payloads can only come from a bundle",
+            file=plan.path,
+            hint="add a source section, or pass --bundle DIR",
+        )
+    client = open_client(plan.source, policy=options.policy, options=client_options, pacer=pacer)
+    return LiveSource(client, plan.source.workspace, plan.source.url), client
 
 
 def new_throttle(plan: Plan, options: RunOptions) -> Throttle:

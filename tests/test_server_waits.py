@@ -34,26 +34,10 @@ from migrate.sandbox import DEFAULT_TOKEN, SandboxConfig, create_app, running_se
 from migrate.throttle import Throttle
 from migrate.transport import asgi_transport
 from tests.helpers import actions, sandbox_of, start_migrate, write_plan
+from tests.test_throttle import FakeTime
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-
-
-class FakeTime:
-    """A clock that only moves when someone sleeps on it."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        """Current fake time."""
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        """Advance the clock instead of waiting."""
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def bounded(coro: Coroutine[Any, Any, T]) -> T:
