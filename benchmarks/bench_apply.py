@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import pstats
+import re
 import secrets
 import shutil
 import signal
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,6 +329,7 @@ def run_apply(
     latency_ms: float,
     rate_limit: str | None,
     profile: Path | None = None,
+    py_spy: Path | None = None,
     rate_headers: str = "draft6",
     rate_mode: str = "window",
     command: str = "apply",
@@ -366,6 +369,23 @@ def run_apply(
             )
         if profile is not None:
             argv = [sys.executable, "-m", "cProfile", "-o", str(profile), *argv[1:]]
+        elif py_spy is not None:
+            # --gil: only the thread holding the GIL is sampled, so the shares are CPU shares
+            # across the event loop and the worker threads cProfile cannot see.
+            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            argv = [
+                spy,
+                "record",
+                "--gil",
+                "-r",
+                "400",
+                "-f",
+                "raw",
+                "-o",
+                str(py_spy),
+                "--",
+                *argv,
+            ]
         proc = measure(argv, env=env, cwd=rundir, log=rundir / "client.log")
     finally:
         stats = server.stop()
@@ -412,6 +432,29 @@ def run_apply(
         rate_headers=rate_headers,
         rate_mode=rate_mode,
     )
+
+
+def print_collapsed(path: Path, top: int = 30) -> None:
+    """Print the functions with the largest own and inclusive share of py-spy's samples."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        total += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            inclusive[frame] += int(count)
+    print(f"{total} samples; own share:")
+    for frame, count in own.most_common(top):
+        print(f"  {count / max(total, 1):6.1%}  {frame[:120]}")
+    print("inclusive share, migrate's functions:")
+    shown = [(f, c) for f, c in inclusive.most_common() if "migrate/" in f][: top * 2]
+    for frame, count in shown:
+        print(f"  {count / max(total, 1):6.1%}  {frame[:120]}")
 
 
 def phases(proc: Process, stats: dict[str, Any]) -> dict[str, float]:
@@ -769,6 +812,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="FILE.prof",
         help="also run the highest concurrency under cProfile (not measured) and print the top",
     )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="FILE.txt",
+        help="also run the highest concurrency under py-spy (`pip install py-spy`; every thread,"
+        " GIL holder only) and print the top functions by own and inclusive share",
+    )
     parser.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON")
     parser.add_argument(
         "--keep", action="store_true", help="keep the work directory (logs, reports, databases)"
@@ -927,6 +977,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\ncProfile of C={top_c} written to {args.profile}; top 25 by own time:")
             stats = pstats.Stats(str(args.profile.resolve()))
             stats.sort_stats("tottime").print_stats(25)
+
+        if args.py_spy:
+            run_apply(
+                label="py-spy",
+                base_db=base_db,
+                n=args.n,
+                payload_kb=args.payload_kb,
+                concurrency=top_c,
+                latency_ms=args.latency_ms,
+                rate_limit=None,
+                py_spy=args.py_spy.resolve(),
+                **common,
+            )
+            print(f"\npy-spy samples of C={top_c} written to {args.py_spy}:")
+            print_collapsed(args.py_spy.resolve())
 
         if args.json:
             args.json.write_text(
