@@ -4,129 +4,253 @@ sandbox. Part of the HTTP boundary with `client.py`; nothing above them sees htt
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import select
-import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import certifi
-import httpcore
+import h11
 import httpx
 
 
-class _CheapReadableStream(httpcore.AsyncNetworkStream):
-    """A network stream whose idle-connection check is one poll(2), not an attribute walk.
+class _Connection:
+    """One HTTP/1.1 keep-alive connection: an asyncio stream pair and h11's state for it."""
 
-    httpcore asks every pooled connection `is_readable` each time it assigns a request; through
-    anyio that lookup cost ~50 µs per connection per request (a third of the client's CPU at 16
-    in flight). The socket is looked up once, at connect time, instead.
+    __slots__ = ("h11", "origin", "reader", "writer")
+
+    def __init__(
+        self, origin: _Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.origin = origin
+        self.reader = reader
+        self.writer = writer
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD_BYTES)
+
+    def idle_and_sound(self) -> bool:
+        """True when a pooled connection can carry the next request: open, and nothing waiting
+        on it (readable while idle means the server closed it, or sent what nobody asked for)."""
+        if self.writer.is_closing() or _holds_input(self.reader):
+            return False
+        sock = self.writer.get_extra_info("socket")
+        if sock is None or sock.fileno() < 0:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return not poller.poll(0)
+
+    def close(self) -> None:
+        """Drop the connection at once (no TLS close_notify wait: nothing more is sent on it)."""
+        self.writer.transport.abort()
+
+
+def _holds_input(reader: asyncio.StreamReader) -> bool:
+    """True when the event loop already took data or an EOF off the socket for this reader."""
+    # asyncio reads sockets eagerly, so what the server sent sits in the reader, not the socket;
+    # `_buffer` has been StreamReader's buffer since asyncio began and has no public accessor.
+    return reader.at_eof() or bool(getattr(reader, "_buffer", b""))
+
+
+_Origin = tuple[bytes, str, int]
+"""scheme, host, port"""
+
+_READ_BYTES = 256 * 1024
+_MAX_HEAD_BYTES = 64 * 1024
+
+
+class LeanTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 over asyncio streams with h11 for the protocol: a connection pool per client.
+
+    httpx's default transport goes through httpcore and anyio, which cost ~1.2 ms of CPU per
+    100 KB exchange here, three times the exchange itself (`benchmarks/bench_apply.py`). This
+    one does what that pool did for us and no more: at most `max_connections` requests in
+    flight, idle connections reused when they are still sound, TLS through one verifying
+    context, the request's connect/read/write timeouts, and httpx's own exception types, so
+    `client.py` translates failures exactly as before. No proxies (the client never trusts the
+    environment), no HTTP/2, no redirects (the client never follows them).
     """
 
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-        self._socket = inner.get_extra_info("socket")
+    def __init__(self, verify: str | bool, max_connections: int) -> None:
+        self._verify = verify  # a CA file, or True for certifi's bundle; never False
+        self._slots = asyncio.Semaphore(max_connections)
+        self._idle: list[_Connection] = []
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        return _CheapReadableStream(
-            await self._inner.start_tls(ssl_context, server_hostname, timeout)
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout", {})
+        await self._slots.acquire()
+        connection: _Connection | None = None
+        try:
+            connection = await self._connection(request, timeouts.get("connect"))
+            await self._send(connection, request, timeouts.get("write"))
+            head = await self._head(connection, request, timeouts.get("read"))
+        except BaseException:
+            if connection is not None:
+                connection.close()
+            self._slots.release()
+            raise
+        return httpx.Response(
+            status_code=head.status_code,
+            headers=head.headers,
+            stream=_Body(self, connection, request, timeouts.get("read")),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
         )
 
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable" and self._socket is not None:
-            return _socket_readable(self._socket)
-        return self._inner.get_extra_info(info)
+    async def aclose(self) -> None:
+        for connection in self._idle:
+            connection.close()
+        self._idle.clear()
+
+    def _release(self, connection: _Connection, reusable: bool) -> None:
+        """Called once per request when its body is done: pool the connection or drop it."""
+        if (
+            reusable
+            and connection.h11.our_state is h11.DONE
+            and connection.h11.their_state is h11.DONE
+        ):
+            connection.h11.start_next_cycle()
+            self._idle.append(connection)
+        else:
+            connection.close()
+        self._slots.release()
+
+    async def _connection(self, request: httpx.Request, timeout: float | None) -> _Connection:
+        url = request.url
+        scheme = url.scheme
+        port = url.port or (443 if scheme == "https" else 80)
+        origin: _Origin = (scheme.encode(), url.host, port)
+        while self._idle:
+            candidate = self._idle.pop()
+            if candidate.origin == origin and candidate.idle_and_sound():
+                return candidate
+            candidate.close()
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(
+                    url.host,
+                    port,
+                    # Built on first use: loading CAs costs ~25 ms a plain-HTTP run never needs.
+                    ssl=_ssl_context(self._verify) if scheme == "https" else None,
+                    server_hostname=url.host if scheme == "https" else None,
+                    limit=_READ_BYTES,
+                )
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout(
+                f"connecting took over {timeout:g} s", request=request
+            ) from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+        return _Connection(origin, reader, writer)
+
+    async def _send(
+        self, connection: _Connection, request: httpx.Request, timeout: float | None
+    ) -> None:
+        body = await request.aread()
+        target = request.url.raw_path
+        head = h11.Request(method=request.method, target=target, headers=request.headers.raw)
+        data = connection.h11.send(head) or b""
+        if body:
+            data += connection.h11.send(h11.Data(data=body)) or b""
+        data += connection.h11.send(h11.EndOfMessage()) or b""
+        try:
+            connection.writer.write(data)
+            async with asyncio.timeout(timeout):
+                await connection.writer.drain()
+        except TimeoutError as exc:
+            raise httpx.WriteTimeout(f"sending took over {timeout:g} s", request=request) from exc
+        except OSError as exc:
+            # The server may have answered (and closed) before reading the whole body, as a
+            # server refusing a large upload does: its answer is still worth reading.
+            if not _holds_input(connection.reader):
+                raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
+
+    async def _head(
+        self, connection: _Connection, request: httpx.Request, timeout: float | None
+    ) -> h11.Response:
+        while True:
+            event = await _next_event(connection, request, timeout)
+            if isinstance(event, h11.Response):
+                return event
+            if not isinstance(event, h11.InformationalResponse):  # 1xx: keep reading
+                raise httpx.RemoteProtocolError(
+                    f"unexpected {type(event).__name__} before the response", request=request
+                )
 
 
-def _socket_readable(sock: socket.socket) -> bool:
-    """True when the socket has data or EOF waiting (an idle connection the server closed)."""
-    if sock.fileno() < 0:
-        return True
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
-
-
-class _CheapReadableBackend(httpcore.AsyncNetworkBackend):
-    """Wraps httpcore's backend so every stream it opens is a `_CheapReadableStream`."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
-        self._inner = inner
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _CheapReadableStream(stream)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class _LinearPool(httpcore.AsyncConnectionPool):
-    """httpcore's pool with request assignment in linear time; otherwise the same pool.
-
-    httpcore 1.0 runs `_assign_requests_to_connections` on every request start and end. Its
-    keep-alive check builds a list over every connection for each idle one (quadratic: 256
-    `is_idle` calls per call at 16 connections), and each queued request builds the lists of
-    available and idle connections in full even when the first available one is taken. At 16
-    requests in flight that was a third of the client's CPU. This override decides exactly as
-    httpcore 1.0.9 does (the keep-alive list's length is the number of connections), in one
-    pass each; `tests/test_transport.py` fails when httpcore's own method changes.
-    """
-
-    def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
-        closing: list[httpcore.AsyncConnectionInterface] = []
-        connections: list[httpcore.AsyncConnectionInterface] = self._connections
-        for connection in list(connections):
-            if connection.is_closed():
-                connections.remove(connection)
-            elif connection.has_expired() or (
-                connection.is_idle() and len(connections) > self._max_keepalive_connections
-            ):
-                connections.remove(connection)
-                closing.append(connection)
-        for pool_request in [request for request in self._requests if request.is_queued()]:
-            origin = pool_request.request.url.origin
-            available = next(
-                (c for c in connections if c.can_handle_request(origin) and c.is_available()),
-                None,
+async def _next_event(
+    connection: _Connection, request: httpx.Request, timeout: float | None
+) -> object:
+    """The next h11 event of the connection (never NEED_DATA), reading the socket as needed."""
+    protocol = connection.h11
+    while True:
+        try:
+            event = protocol.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+        if event is not h11.NEED_DATA:
+            return event
+        try:
+            async with asyncio.timeout(timeout):
+                data = await connection.reader.read(_READ_BYTES)
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout(f"no data for {timeout:g} s", request=request) from exc
+        except OSError as exc:
+            raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+        if not data and protocol.their_state is h11.SEND_RESPONSE:
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
             )
-            if available is not None:
-                pool_request.assign_to_connection(available)
-            elif len(connections) < self._max_connections:
-                connection = self.create_connection(origin)
-                connections.append(connection)
-                pool_request.assign_to_connection(connection)
-            else:
-                idle = next((c for c in connections if c.is_idle()), None)
-                if idle is not None:
-                    connections.remove(idle)
-                    closing.append(idle)
-                    connection = self.create_connection(origin)
-                    connections.append(connection)
-                    pool_request.assign_to_connection(connection)
-        return closing
+        try:
+            protocol.receive_data(data)
+        except h11.RemoteProtocolError as exc:
+            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body read from its connection; the connection goes back to the pool (or is
+    dropped) exactly once, when the body ends or is closed early."""
+
+    def __init__(
+        self,
+        transport: LeanTransport,
+        connection: _Connection,
+        request: httpx.Request,
+        timeout: float | None,
+    ) -> None:
+        self._transport = transport
+        self._connection: _Connection | None = connection
+        self._request = request
+        self._timeout = timeout
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        connection = self._connection
+        if connection is None:
+            return
+        complete = False
+        try:
+            while True:
+                event = await _next_event(connection, self._request, self._timeout)
+                if isinstance(event, h11.Data):
+                    yield bytes(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    complete = True
+                    return
+                else:
+                    raise httpx.RemoteProtocolError(
+                        f"unexpected {type(event).__name__} in a response body",
+                        request=self._request,
+                    )
+        finally:
+            self._done(reusable=complete)
+
+    async def aclose(self) -> None:
+        self._done(reusable=False)
+
+    def _done(self, *, reusable: bool) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            self._transport._release(connection, reusable)
 
 
 @functools.cache
@@ -138,18 +262,9 @@ def _ssl_context(verify: str | bool) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def pooled_transport(verify: str | bool, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-    """httpx's own transport, with the cheap idle check and the linear request assignment
-    where httpcore's layout allows them."""
-    transport = httpx.AsyncHTTPTransport(verify=_ssl_context(verify), limits=limits)
-    pool = getattr(transport, "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
-    if isinstance(backend, httpcore.AsyncNetworkBackend) and hasattr(select, "poll"):
-        pool._network_backend = _CheapReadableBackend(backend)  # type: ignore[union-attr]
-    if type(pool) is httpcore.AsyncConnectionPool:
-        # Same class layout, one method overridden: the pool httpx built becomes a _LinearPool.
-        pool.__class__ = _LinearPool
-    return transport
+def pooled_transport(verify: str | bool, max_connections: int) -> httpx.AsyncBaseTransport:
+    """The transport for a real server: `LeanTransport`, verifying TLS with `verify`."""
+    return LeanTransport(verify, max_connections)
 
 
 class _DroppedConnectionTransport(httpx.AsyncBaseTransport):

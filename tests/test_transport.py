@@ -1,114 +1,270 @@
-"""The private httpcore layout that `migrate.transport` patches is still there: when a new httpcore
-(or httpx) moves it, these tests fail and say what to do, instead of the cheap idle-connection
-check switching itself off without a word."""
+"""`migrate.transport.LeanTransport`, the HTTP/1.1 connection pool under `client`: it serves
+real servers, bounds and reuses its connections, and fails with httpx's own exception types
+(which `client` translates) when a server misbehaves."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import importlib
-import inspect
+import ssl
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import httpcore
 import httpx
+import pytest
+import trustme
 
 from migrate.sandbox import SandboxConfig, running_server
-from migrate.transport import (
-    _CheapReadableBackend,
-    _CheapReadableStream,
-    _LinearPool,
-    pooled_transport,
-)
+from migrate.transport import LeanTransport, pooled_transport
 
-VERSIONS = f"httpx {httpx.__version__}, httpcore {httpcore.__version__}"
-FIX = (
-    "migrate/transport.py replaces httpcore's per-request is_readable walk with one poll(2); "
-    "adapt that patch to this version, or keep httpcore below it in pyproject.toml"
-)
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 
 
-def test_pooled_transport_installs_the_cheap_backend() -> None:
-    """pooled_transport finds httpx's pool and httpcore's network backend, and wraps it."""
-    transport = pooled_transport(True, httpx.Limits())
-    pool = getattr(transport, "_pool", None)
-    assert pool is not None, f"{VERSIONS}: AsyncHTTPTransport has no `_pool` any more. {FIX}"
-    backend = getattr(pool, "_network_backend", None)
-    assert isinstance(backend, _CheapReadableBackend), (
-        f"{VERSIONS}: the pool's `_network_backend` is {backend!r}, so the patch is off. {FIX}"
-    )
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            await reader.readexactly(int(line.split(b":", 1)[1]))
+    return head
 
 
-def test_httpcore_still_asks_streams_whether_they_are_readable() -> None:
-    """httpcore's HTTP/1.1 connection still checks idle connections via `is_readable`, the one
-    question the patched stream answers differently."""
-    try:
-        http11 = importlib.import_module("httpcore._async.http11")
-    except ImportError as exc:  # pragma: no cover - only on an httpcore that moved it
-        raise AssertionError(f"{VERSIONS}: httpcore._async.http11 is gone. {FIX}") from exc
-    assert 'get_extra_info("is_readable")' in inspect.getsource(http11), (
-        f"{VERSIONS}: httpcore no longer asks `is_readable`; the patch answers nothing. {FIX}"
-    )
+async def _serve(handler: Handler, check: Callable[[str], Awaitable[None]]) -> list[int]:
+    """Run `check(url)` against a raw asyncio server; return how many connections it accepted."""
+    accepted: list[int] = []
 
-
-def test_patched_streams_find_their_socket_and_serve_requests(tmp_path: Path) -> None:
-    """Through a real loopback server: the wrapped backend opens streams that hold their socket
-    (so the cheap check is in use) and report an idle open connection as not readable; requests
-    through the patched transport succeed."""
-    config = SandboxConfig(db_path=tmp_path / "t.db", seed="demo", token="tk-transport")
-
-    async def check(url: str) -> None:
-        transport = pooled_transport(True, httpx.Limits())
-        backend = transport._pool._network_backend  # type: ignore[attr-defined]
-        parts = urlsplit(url)
-        stream = await backend.connect_tcp(parts.hostname, parts.port)
+    async def counted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
         try:
-            assert isinstance(stream, _CheapReadableStream)
-            assert stream._socket is not None, (
-                f"{VERSIONS}: network streams no longer expose get_extra_info('socket'). {FIX}"
-            )
-            assert stream.get_extra_info("is_readable") is False
+            await handler(reader, writer)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
         finally:
-            await stream.aclose()
-        headers = {"Authorization": "Bearer tk-transport"}
-        async with httpx.AsyncClient(transport=transport, base_url=url, headers=headers) as client:
-            for _ in range(2):  # the second request reuses the pooled connection
-                assert (await client.get("/api/v2/workspace")).status_code == 200
+            writer.close()
 
-    with running_server(config) as url:
-        asyncio.run(check(url))
-
-
-# The sha256 of httpcore 1.0.9's `AsyncConnectionPool._assign_requests_to_connections`, the
-# method `_LinearPool` re-implements in linear time with the same decisions.
-ASSIGN_SHA256 = "ea1547e78a655633653bde5257e611ee458cfd46b8ab4543de13c5bae095b0ae"
+    server = await asyncio.start_server(counted, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        await check(f"http://127.0.0.1:{port}")
+    return accepted
 
 
-def test_linear_pool_replaces_the_method_it_was_written_against() -> None:
-    """pooled_transport's pool is a _LinearPool, and httpcore's own assignment method is still
-    the one _LinearPool copies; a new httpcore fails here rather than diverging silently."""
-    transport = pooled_transport(True, httpx.Limits())
-    assert isinstance(transport._pool, _LinearPool)  # type: ignore[attr-defined]
-    source = inspect.getsource(httpcore.AsyncConnectionPool._assign_requests_to_connections)
-    assert hashlib.sha256(source.encode()).hexdigest() == ASSIGN_SHA256, (
-        f"{VERSIONS}: httpcore changed _assign_requests_to_connections; re-derive"
-        f" migrate.transport._LinearPool from it and update ASSIGN_SHA256. {FIX}"
+def _client(url: str, max_connections: int = 4, read: float = 5.0) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=url,
+        transport=pooled_transport(True, max_connections),
+        timeout=httpx.Timeout(read, connect=5.0, pool=None),
     )
 
 
-def test_linear_pool_serves_more_requests_than_connections(tmp_path: Path) -> None:
-    """Through a real loopback server, 12 concurrent requests over a pool of 3 connections all
-    succeed, and the pool never holds more than 3 connections."""
+def test_requests_through_a_real_server_reuse_one_connection(tmp_path: Path) -> None:
+    """Through the sandbox over loopback, sequential requests (a GET and a POST with a body)
+    succeed and share one pooled connection."""
     config = SandboxConfig(db_path=tmp_path / "t.db", seed="demo", token="tk-transport")
 
     async def check(url: str) -> None:
-        transport = pooled_transport(True, httpx.Limits(max_connections=3))
+        transport = pooled_transport(True, 4)
+        assert isinstance(transport, LeanTransport)
         headers = {"Authorization": "Bearer tk-transport"}
         async with httpx.AsyncClient(transport=transport, base_url=url, headers=headers) as client:
-            answers = await asyncio.gather(*(client.get("/api/v2/workspace") for _ in range(12)))
-            assert [a.status_code for a in answers] == [200] * 12
-            assert len(transport._pool.connections) <= 3  # type: ignore[attr-defined]
+            for _ in range(3):
+                assert (await client.get("/api/v2/workspace")).status_code == 200
+            answer = await client.post("/api/v2/workspace/dashboards", json={"workspaceName": "x"})
+            assert answer.status_code in (200, 400)
+            assert len(transport._idle) == 1
 
     with running_server(config) as url:
         asyncio.run(check(url))
+
+
+def test_concurrent_requests_never_open_more_connections_than_allowed() -> None:
+    """Twelve concurrent requests over a pool of three all succeed on at most three
+    connections."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            await asyncio.sleep(0.01)
+            writer.write(OK)
+            await writer.drain()
+
+    async def check(url: str) -> None:
+        async with _client(url, max_connections=3) as client:
+            answers = await asyncio.gather(*(client.get("/") for _ in range(12)))
+            assert [a.status_code for a in answers] == [200] * 12
+
+    assert len(asyncio.run(_serve(handler, check))) <= 3
+
+
+def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
+    """A server that answers once and then closes its end: the next request opens a new
+    connection instead of failing on the dead one."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+
+    async def check(url: str) -> None:
+        async with _client(url) as client:
+            assert (await client.get("/")).status_code == 200
+            await asyncio.sleep(0.05)  # let the server's FIN arrive (no timing is asserted)
+            assert (await client.get("/")).status_code == 200
+
+    assert len(asyncio.run(_serve(handler, check))) == 2
+
+
+def test_connection_close_is_honoured() -> None:
+    """An answer with `Connection: close` is read whole and its connection is not pooled."""
+    answer = OK.replace(b"content-length: 2", b"connection: close\r\ncontent-length: 2")
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    async def check(url: str) -> None:
+        transport = pooled_transport(True, 2)
+        async with httpx.AsyncClient(base_url=url, transport=transport) as client:
+            for _ in range(2):
+                assert (await client.get("/")).json() == {}
+            assert isinstance(transport, LeanTransport)
+            assert transport._idle == []
+
+    assert len(asyncio.run(_serve(handler, check))) == 2
+
+
+def test_a_body_cut_short_is_a_protocol_error() -> None:
+    """A server that promises 100 bytes, sends 10 and closes: httpx.RemoteProtocolError, which
+    the client reads as a lost connection."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+        await writer.drain()
+
+    async def check(url: str) -> None:
+        async with _client(url) as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get("/")
+
+    asyncio.run(_serve(handler, check))
+
+
+def test_a_server_that_closes_without_answering_is_a_protocol_error() -> None:
+    """Reading the request and closing without a byte of answer is RemoteProtocolError."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+
+    async def check(url: str) -> None:
+        async with _client(url) as client:
+            with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+                await client.post("/", content=b"x" * 1000)
+
+    asyncio.run(_serve(handler, check))
+
+
+def test_a_silent_server_is_a_read_timeout_and_frees_its_slot() -> None:
+    """A server that never answers: httpx.ReadTimeout after the read timeout, and the pool
+    slot is released (a later request on a pool of one still gets through)."""
+    calls: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            calls.append(1)
+            if len(calls) == 1:
+                await asyncio.sleep(3600)
+            writer.write(OK)
+            await writer.drain()
+
+    async def check(url: str) -> None:
+        async with _client(url, max_connections=1, read=0.2) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.get("/")
+            assert (await client.get("/")).status_code == 200
+
+    asyncio.run(_serve(handler, check))
+
+
+def test_a_refused_connection_is_a_connect_error() -> None:
+    """Nothing listening on the port: httpx.ConnectError (the request was never sent)."""
+
+    async def check() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        async with _client(f"http://127.0.0.1:{port}") as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.get("/")
+
+    asyncio.run(check())
+
+
+def test_garbage_instead_of_http_is_a_protocol_error() -> None:
+    """A server that answers with something that is not HTTP/1.1: RemoteProtocolError."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await writer.drain()
+
+    async def check(url: str) -> None:
+        async with _client(url) as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get("/")
+
+    asyncio.run(_serve(handler, check))
+
+
+def test_chunked_answers_and_interim_responses_are_read() -> None:
+    """A `100 Continue` before the answer and a chunked body are both handled."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            writer.write(b'5\r\n{"a":\r\n2\r\n1}\r\n0\r\n\r\n')
+            await writer.drain()
+
+    async def check(url: str) -> None:
+        async with _client(url) as client:
+            for _ in range(2):
+                assert (await client.get("/")).json() == {"a": 1}
+
+    assert len(asyncio.run(_serve(handler, check))) == 1
+
+
+def test_tls_is_verified_against_the_configured_ca(tmp_path: Path) -> None:
+    """Over TLS: a server whose certificate chains to the configured CA file is served; the
+    same server checked against the default CA bundle is a ConnectError (nothing sent)."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+
+    async def check() -> None:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_context)
+        port = server.sockets[0].getsockname()[1]
+        url = f"https://localhost:{port}"
+        async with server:
+            transport = pooled_transport(str(ca_file), 2)
+            async with httpx.AsyncClient(base_url=url, transport=transport) as client:
+                for _ in range(2):
+                    assert (await client.get("/")).json() == {}
+            async with httpx.AsyncClient(
+                base_url=url, transport=pooled_transport(True, 2)
+            ) as client:
+                with pytest.raises(httpx.ConnectError, match="certificate verify failed"):
+                    await client.get("/")
+
+    asyncio.run(check())
