@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migrate.diff import normalize_for_compare
+from migrate.diff import normalize_for_digest
 from migrate.errors import LocalFileError, MigrateError, PlanError, UntrustedJSONError
 from migrate.filters import canonical_filters
 from migrate.jsontext import dump_json_canonical, parse_json
@@ -74,8 +74,12 @@ def iso(ts: float) -> str:
 
 def content_sha256(data: Any) -> str:
     """sha256 of a dashboard's `data` normalized as every comparison does (minted ids aliased,
-    filters canonical, keys sorted): two copies that compare equal have the same digest."""
-    normalized = normalize_for_compare(canonical_filters(data))
+    filters canonical, keys sorted): two copies that compare equal have the same digest.
+
+    Records keep these digests across versions of the tool, so the text hashed is fixed: the
+    canonical JSON of `normalize_for_compare(canonical_filters(data))`.
+    """
+    normalized = normalize_for_digest(canonical_filters(data))
     return hashlib.sha256(dump_json_canonical(normalized)).hexdigest()
 
 
