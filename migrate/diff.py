@@ -249,6 +249,76 @@ def _normalize(  # noqa: PLR0915  # closures over shared locals keep the hot loo
     return walk(data, 1)
 
 
+def _text_of_key(item: tuple[Any, Any]) -> str:
+    return str(item[0])
+
+
+def normalize_for_digest(data: Any) -> Any:
+    """`normalize_for_compare(data)` (no options) for a writer that sorts keys itself, such as
+    `jsontext.dump_json_canonical`: the same value, with the same aliases, but containers that
+    nothing under changes are returned as they are and no dict is re-ordered.
+
+    A content hash walks every value of a dashboard; this walk does half the work. It visits
+    exactly as `normalize_for_compare` does — per container its non-container values by
+    `str(key)` (in list order), then each child container in that order — but it sorts only
+    the few values it rewrites and the child containers, not every member. Raises
+    UntrustedJSONError for a value nested deeper than `MAX_DEPTH`, as that one does.
+    """
+    minted = minted_ids(data)
+    aliases: dict[str, str] = {}
+
+    def alias(text: str) -> str:
+        found = aliases.get(text)
+        if found is None:
+            found = aliases[text] = f"#id{len(aliases) + 1}"
+        return found
+
+    def walk(value: dict[Any, Any] | list[Any], depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise nesting_error()
+        is_dict = isinstance(value, dict)
+        items: Any = value.items() if isinstance(value, dict) else enumerate(value)
+        hits: list[tuple[Any, str]] = []  # (key, the alias key: the id's text)
+        later: list[tuple[Any, Any]] = []
+        for key, child in items:
+            kind = type(child)
+            if kind is str:
+                if child in minted:
+                    hits.append((key, child))
+            elif kind is dict or kind is list:
+                later.append((key, child))
+            elif kind is int:
+                if child in minted:
+                    hits.append((key, str(child)))
+            elif kind in _PLAIN_LEAVES:
+                pass
+            elif isinstance(child, dict | list):
+                later.append((key, child))
+            elif isinstance(child, str) and child in minted:
+                hits.append((key, child))  # a str subclass: aliased as `normalize` does
+        out: Any = None
+        if hits:
+            if is_dict and len(hits) > 1:
+                hits.sort(key=_text_of_key)  # stable: ties keep dict order, as `_sorted_items`
+            out = dict(value) if is_dict else list(value)
+            for key, text in hits:
+                out[key] = alias(text)
+        if later:
+            if is_dict and len(later) > 1:
+                later.sort(key=_text_of_key)
+            for key, child in later:
+                new = walk(child, depth + 1)
+                if new is not child:
+                    if out is None:
+                        out = dict(value) if is_dict else list(value)
+                    out[key] = new
+        return value if out is None else out
+
+    if not isinstance(data, dict | list):
+        return data  # a scalar root has no metrics, so no minted ids: nothing to alias
+    return walk(data, 1)
+
+
 # ------------------------------------------------------------------------------------ diffs
 @dataclass(frozen=True)
 class Change:

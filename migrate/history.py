@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migrate.diff import normalize_for_compare
+from migrate.diff import normalize_for_digest
 from migrate.errors import LocalFileError, MigrateError, PlanError, UntrustedJSONError
 from migrate.filters import canonical_filters
-from migrate.jsontext import dump_json_canonical, parse_json
+from migrate.jsontext import dump_json_canonical, load_trusted, parse_json
 from migrate.models import Action, Result
 from migrate.redaction import redact
 from migrate.schema import format_problems
@@ -74,9 +74,28 @@ def iso(ts: float) -> str:
 
 def content_sha256(data: Any) -> str:
     """sha256 of a dashboard's `data` normalized as every comparison does (minted ids aliased,
-    filters canonical, keys sorted): two copies that compare equal have the same digest."""
-    normalized = normalize_for_compare(canonical_filters(data))
+    filters canonical, keys sorted): two copies that compare equal have the same digest.
+
+    Records keep these digests across versions of the tool, so the text hashed is fixed: the
+    canonical JSON of `normalize_for_compare(canonical_filters(data))`.
+    """
+    normalized = normalize_for_digest(canonical_filters(data))
     return hashlib.sha256(dump_json_canonical(normalized)).hexdigest()
+
+
+# 19 digits in a row are the shortest integer text that orjson may read back as a float.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"0" * 9)
+
+
+def data_of_text(text: bytes) -> Any:
+    """The value of `text`, compact JSON this process wrote from checked values (a copy's
+    `data` that a read-back was proven to hold), exactly as `parse_json` would return it."""
+    if b"0" * 19 not in text.translate(_DIGITS_AS_ZERO):
+        try:
+            return load_trusted(text)
+        except ValueError:
+            pass  # a lone surrogate escape: the careful parse reads it
+    return parse_json(text, source="a copy read back")
 
 
 def provenance(note: str | None, env: Mapping[str, str] | None = None) -> tuple[str | None, str]:
@@ -216,12 +235,54 @@ class History:
         self.folder = target_folder(history_dir, key)
         self.log = self.folder / LOG_NAME
         self.snapshots = SnapshotStore(history_dir, key)
+        # snapshot digest -> content sha256 of its `data`, for the snapshots this process kept
+        # or read: a snapshot is immutable (named by its bytes), so neither changes.
+        self._content: dict[str, str] = {}
+
+    def keep(self, raw: bytes, data: Any = None, *, text: bytes | None = None) -> str:
+        """Store the export file `raw` (a target's copy as read back) as a snapshot and note
+        the content sha256 of its `data` for the deploy record; returns the snapshot's digest.
+
+        Give the copy's `data` when it is parsed, or its compact JSON `text` (written by this
+        process; a read-back proven to hold it); else `raw` is parsed. Blocking (fsync, a walk
+        of the copy): call it from a worker thread while the dashboard finishes, so the record
+        at the end of the run is only assembled. The snapshot's bytes are durable on return and
+        its name by the time a record naming it is (`append`). OSError or MigrateError when it
+        cannot be stored; a copy whose hash cannot be taken is stored without one (`content`
+        then tries again from the snapshot, as for any other).
+        """
+        digest = self.snapshots.put(raw, sync_dir=False)
+        try:
+            if data is None:
+                if text is not None:
+                    data = data_of_text(text)
+                else:
+                    document = parse_json(raw, source=f"snapshot {digest[:12]}")
+                    data = document.get("data") if isinstance(document, dict) else None
+            if data is not None:
+                self._content[digest] = content_sha256(data)
+        except MigrateError:
+            pass
+        return digest
+
+    def content(self, digest: str) -> str | None:
+        """The content sha256 of snapshot `digest`'s `data`, or None when the snapshot is
+        missing or unreadable."""
+        known = self._content.get(digest)
+        if known is not None:
+            return known
+        data = self.deployed_data(digest)
+        if data is None:
+            return None
+        found = self._content[digest] = content_sha256(data)
+        return found
 
     def append(self, deploy: Deploy) -> None:
         """Append `deploy` as one line, durably (LocalFileError, exit 3, when it cannot be).
 
-        The caller holds the target's lock. A torn last line left by a crash is closed first,
-        so the new record starts on a line of its own.
+        The caller holds the target's lock. The snapshots it names are made durable first. A
+        torn last line left by a crash is closed first, so the new record starts on a line of
+        its own.
         """
         record = deploy.as_record()
         problems = format_problems("deploy", record)
@@ -229,6 +290,7 @@ class History:
         line = redact(json.dumps(record, ensure_ascii=True, separators=(",", ":"))) + "\n"
         refuse_links(self.folder)
         try:
+            self.snapshots.sync()  # the names `keep` left to fsync, before a record names them
             ensure_private_dir(self.folder)
             fd = os.open(self.log, os.O_RDWR | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o600)
             try:
@@ -372,17 +434,18 @@ def record_run(
         snapshot = outcome.snapshot
         if snapshot is None and outcome.result is Result.UNCHANGED and outcome.id in observed:
             try:
-                snapshot = history.snapshots.put(observed[outcome.id])
+                snapshot = history.keep(observed[outcome.id])
             except (OSError, MigrateError):
                 snapshot = None
-        data = history.deployed_data(snapshot) if snapshot else None
+        # Kept by this run: noted when it was stored; else read back from the snapshot.
+        content = history.content(snapshot) if snapshot else None
         dashboards.append(
             DeployedDashboard(
                 id=outcome.id,
                 target_id=outcome.target_id,
                 result=outcome.result.value,
-                sha256=content_sha256(data) if data is not None else None,
-                snapshot=snapshot if data is not None else None,
+                sha256=content,
+                snapshot=snapshot if content is not None else None,
                 snapshot_before=outcome.snapshot_before,
                 embeds=tuple(e.as_dict() for e in outcome.embeds),
             )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -30,12 +31,12 @@ from migrate.errors import (
     WorkspaceNotFoundError,
 )
 from migrate.events import ErrorInfo, Outcome, Progress
+from migrate.history import History
 from migrate.journal import Held, Journal
 from migrate.models import Action, EmbedChange, ExportFile, Result, Verify
 from migrate.planner import MigrationPlan, PlannedDashboard, compare_with_target, payload_to_send
 from migrate.replace import Replacer
 from migrate.schemapairs import expected_copy_text
-from migrate.snapshots import SnapshotStore
 
 _PLANNED_RESULT = {
     Action.UPDATE: Result.SKIPPED,  # only without a data app, which the plan loader refuses
@@ -70,10 +71,10 @@ class Importer:
         max_active: int = 32,
         replacer: Replacer | None = None,
         after_import: AfterImport | None = None,
-        snapshots: SnapshotStore | None = None,
+        history: History | None = None,
     ) -> None:
         self.migration = migration
-        self.snapshots = snapshots  # each created copy read back is kept (docs/contract.md A9)
+        self.history = history  # each created copy read back is kept (docs/contract.md A9)
         self.replacer = replacer
         self.after_import = after_import
         # Bounds the payloads held parsed at once: a dashboard loads its payload only when it
@@ -366,7 +367,7 @@ class Importer:
         result = Result.CREATED if created else Result.UNCHANGED
         if not created:
             return self._outcome(item, result, started, attempts=attempts)
-        snapshot = await self._snapshot(raw) if raw is not None else None
+        snapshot = await self._snapshot(raw, copy) if raw is not None else None
         outcome = self._outcome(item, result, started, attempts=attempts)
         if self.after_import is not None:  # `copy` may be text: parsed only if a step needs it
             embeds, error = await self.after_import(item, copy, False)
@@ -375,13 +376,18 @@ class Importer:
             outcome = dataclasses.replace(outcome, embeds=embeds)
         return dataclasses.replace(outcome, snapshot=snapshot)
 
-    async def _snapshot(self, raw: bytes) -> str | None:
-        """Keep the copy read back after an import as a snapshot; None when there is no
-        history to keep it in, or it cannot be written (the deploy record then says so)."""
-        if self.snapshots is None:
+    async def _snapshot(self, raw: bytes, copy: Any) -> str | None:
+        """Keep the copy read back after an import as a snapshot, with what the deploy record
+        says of it (one worker-thread hop); None when there is no history to keep it in, or it
+        cannot be written (the deploy record then says so). `copy` is as for `_equal`."""
+        if self.history is None:
             return None
+        if isinstance(copy, bytes):
+            keep = functools.partial(self.history.keep, raw, text=copy)
+        else:
+            keep = functools.partial(self.history.keep, raw, copy)
         try:
-            return await asyncio.to_thread(self.snapshots.put, raw)
+            return await asyncio.to_thread(keep)
         except (OSError, MigrateError):
             return None
 

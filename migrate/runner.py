@@ -284,7 +284,7 @@ async def run_apply(
                         if serving is not None
                         else None
                     ),
-                    snapshots=history.snapshots,
+                    history=history,
                 )
                 interrupts.executor = executor
                 outcomes = await executor.run(progress)

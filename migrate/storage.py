@@ -177,12 +177,14 @@ def read_input(
         ) from exc
 
 
-def write_private(path: Path, content: str | bytes) -> None:
+def write_private(path: Path, content: str | bytes, *, sync_dir: bool = True) -> None:
     """Replace `path` atomically with `content`, mode 0600. A reader never sees a partial file.
 
     The one way the tool writes a whole file: text (reports, JUnit, summaries, saved plans,
     manifests) has every registered secret redacted; bytes (an API's exact payload) holding one
-    are refused with CredentialEchoError (exit 5), never silently altered.
+    are refused with CredentialEchoError (exit 5), never silently altered. The file's bytes are
+    fsynced; so is its folder (the rename), unless `sync_dir` is False: then the caller makes
+    the rename durable (`fsync_dir` of the folder, once for many files) before it relies on it.
     """
     data = _checked_bytes(path, content)
     parent = ensure_private_dir(path.parent if str(path.parent) else Path())
@@ -199,7 +201,8 @@ def write_private(path: Path, content: str | bytes) -> None:
         with contextlib.suppress(OSError):
             Path(tmp).unlink()
         raise
-    fsync_dir(parent)
+    if sync_dir:
+        fsync_dir(parent)
 
 
 def fsync_dir(path: Path) -> None:
