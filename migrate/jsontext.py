@@ -98,15 +98,25 @@ def parse_json(raw: bytes | str, *, source: str, limits: JSONLimits = DEFAULT_LI
         raise _too_large(size, limits, source)
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     data = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # Refused, or a lone surrogate escape orjson will not read: the standard path.
+        return _parse_stdlib(raw, source=source, limits=limits)
+    try:
+        rendered = orjson.dumps(value)
+    except TypeError:  # nested past orjson's own writing limit (about 250 levels)
+        return _parse_stdlib(data, source=source, limits=limits)
+    if rendered == data and limits.max_depth >= _DUMPS_REFUSES_PAST:
+        # `data` is orjson's own writing of `value` (a compact server, as the API is): read
+        # back it gives `value` again, so no object repeats a key (orjson keeps one of each),
+        # no integer was widened to a float (orjson writes floats with `.` or `e`), and, as
+        # orjson wrote it, it nests within the depth cap. Nothing is left to check.
+        return value
     # orjson reads integers beyond 64 bits as floats: such text takes the standard path.
-    if b"0" * 19 not in data.translate(_DIGITS_AS_ZERO):
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass  # refused, or a lone surrogate escape orjson will not read: the standard path
-        else:
-            return _checked(value, data, source=source, limits=limits)
-    return _parse_stdlib(raw, source=source, limits=limits)
+    if b"0" * 19 in data.translate(_DIGITS_AS_ZERO):
+        return _parse_stdlib(raw, source=source, limits=limits)
+    return _checked(value, data, rendered, source=source, limits=limits)
 
 
 # 19 digits in a row are the shortest integer orjson might not return as an int. Found by one
@@ -115,21 +125,37 @@ def parse_json(raw: bytes | str, *, source: str, limits: JSONLimits = DEFAULT_LI
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"0" * 9)
 
 
-def _checked(value: Any, data: bytes, *, source: str, limits: JSONLimits) -> Any:
-    """`value`, parsed from `data`, once depth and duplicate keys are ruled out.
+def _dumps_refuses_past() -> int:
+    """`MAX_DEPTH` when orjson refuses to write any value nested deeper (lists, objects or
+    both: one nesting counter), else a depth no cap reaches, which turns the shortcut off."""
+    for wrap in (lambda v: [v], lambda v: {"k": v}, lambda v: [{"k": v}]):
+        value: Any = 0
+        for _ in range(MAX_DEPTH + 1):
+            value = wrap(value)
+        try:
+            orjson.dumps(value)
+        except TypeError:
+            continue
+        return 1 << 62
+    return MAX_DEPTH
+
+
+# Any value orjson writes nests at most this deep (checked once, against the installed orjson).
+_DUMPS_REFUSES_PAST: Final = _dumps_refuses_past()
+
+
+def _checked(value: Any, data: bytes, rendered: bytes, *, source: str, limits: JSONLimits) -> Any:
+    """`value`, parsed from `data` and written back by orjson as `rendered`, once depth and
+    duplicate keys are ruled out.
 
     orjson keeps the last of repeated keys silently, so the members are counted: valid JSON has
     exactly one `:` outside strings per member, in `data` and in orjson's own rendering of
     `value` alike, so fewer in the rendering means a key was repeated. When the rendering is
-    `data` itself (a compact server, as the API is) no count is needed at all.
+    `data` itself no count is needed.
     """
     skeleton = _skeleton(data)
     if _depth_over(skeleton.translate(None, b":"), limits.max_depth):
         raise _too_nested(limits, source)
-    try:
-        rendered = orjson.dumps(value)
-    except TypeError:  # nested past orjson's own writing limit (about 250 levels)
-        return _parse_stdlib(data, source=source, limits=limits)
     if rendered != data and _skeleton(rendered).count(b":") != skeleton.count(b":"):
         return _parse_careful(_decode(data, source), source=source, limits=limits)
     return value

@@ -9,8 +9,10 @@ one frame per level, within `jsontext.MAX_DEPTH` (deeper values raise `nesting_e
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from migrate.jsontext import MAX_DEPTH, dump_json, nesting_error
@@ -250,25 +252,117 @@ def rewritten_text(sent: bytes, pairs: Sequence[SchemaPair]) -> bytes | None:
     occurrence lies inside one string token); no occurrence is inside an object key (keys are
     never rewritten); and none has an escape sequence within the characters the matching rule
     looks at (an escape's text is not the character it stands for). `schemaName`-style values
-    are rewritten whole, in the same single pass as `SchemaRewriter` does.
+    are rewritten whole, in the same single pass as the rule.
+
+    Computed on the bytes, in one search and one substitution: a character the rule looks at
+    that is ASCII reads the same as a byte. Only when a non-ASCII character stands where the
+    rule looks (is it a word character?) is the text decoded and the rule run on `str`.
     """
-    rewriter = SchemaRewriter(_pair_table(pairs))
-    if rewriter._regex is None:
-        return sent
-    if not rewriter._name_only:
-        return None
-    table = rewriter.table
+    plan = _text_plan(tuple((pair.replace, pair.target) for pair in pairs))
+    if plan is None or not plan.table:
+        return None if plan is None else sent
+    text = sent
+    # Placeholders for escaped backslashes and quotes (so that every `"` left delimits a
+    # string), only when the text has any: most payloads have none.
+    held = _ESCAPED_PAIR.search(text) is not None
+    if held:
+        text = text.replace(b"\\\\", _HELD_BACKSLASH).replace(b'\\"', _HELD_QUOTE)
+    if text.isascii():
+        if plan.unsafe.search(text):
+            return None
+    else:
+        try:
+            sent.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        found = plan.unsafe_or_non_ascii.search(text)
+        if found is not None:
+            # An unsafe occurrence on the bytes is one on the text too (its bytes are ASCII).
+            return None if found.lastindex is None else _rewritten_str(sent, plan.table)
+    out = plan.rule.sub(plan.replacement, text)
+    if held:
+        out = out.replace(_HELD_QUOTE, b'\\"').replace(_HELD_BACKSLASH, b"\\\\")
+    return out
+
+
+@dataclass(frozen=True)
+class _TextPlan:
+    """The compiled form of one pair table for `rewritten_text`, shared by every payload."""
+
+    table: dict[str, str]
+    rule: re.Pattern[bytes]  # the rule and the whole schema-key values, each name first
+    unsafe: re.Pattern[bytes]  # `_unsafe_occurrence` on bytes
+    # The same, or (a match with a group) a non-ASCII byte right before a name or its quote.
+    unsafe_or_non_ascii: re.Pattern[bytes]
+    replacement: bytes | Callable[[re.Match[bytes]], bytes]
+
+
+_HELD_BACKSLASH: Final = _ESCAPED_BACKSLASH.encode()
+_HELD_QUOTE: Final = _ESCAPED_QUOTE.encode()
+_ESCAPED_PAIR: Final = re.compile(rb'\\[\\"]')
+_NEVER: Final = re.compile(b"(?!)")
+
+
+@functools.lru_cache(maxsize=32)
+def _text_plan(pairs: tuple[tuple[str, str], ...]) -> _TextPlan | None:
+    """`rewritten_text`'s patterns for `pairs` (replace, target), compiled once per table:
+    None when the pairs cannot be applied on the text at all, no names when they change
+    nothing."""
+    table: dict[str, str] = {}
+    for old, new in pairs:
+        table.setdefault(old, new)
+    table = {name: new for name, new in table.items() if name}
+    if not table:
+        return _TextPlan({}, _NEVER, _NEVER, _NEVER, b"")
     for name, new in table.items():
+        if '"' in name or "`" in name:
+            return None  # the quoted-name reference rule has no text form
         if _UNSAFE_IN_NAME.search(name) or _UNSAFE_IN_NAME.search(new):
             return None
         if set(name) <= _OUTSIDE_STRINGS:
             return None
         if any(other in new for other in table):
             return None  # a whole-value rewrite would be rewritten again by the second pass
-    try:
-        text = sent.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    names = [re.escape(n.encode("utf-8")) for n in sorted(table, key=lambda n: (-len(n), n))]
+    keys = [re.escape(key.encode("utf-8")) for key in sorted(SCHEMA_KEYS)]
+    # Per name, first: the rule of `_name_first_schema_regex`, or the whole value of a schema
+    # key (`"schemaName":"NAME"`). One pass does what the rule and the value pass did one
+    # after the other: no replacement holds a name, and the two never match the same text.
+    rule = re.compile(
+        b"|".join(
+            e + b"(?:(?<![\\w$]" + e + b")(?=\\.)"
+            b'|(?<="' + e + b')(?<![\\w$]"' + e + b')(?="\\.)'
+            b"|(?<=`" + e + b")(?<![\\w$]`" + e + b")(?=`\\.)"
+            b"|(?:" + b"|".join(b'(?<="' + k + b'":"' + e + b")" for k in keys) + b')(?="))'
+            for e in names
+        )
+    )
+    unsafe = re.compile(_unsafe_occurrence(tuple(table)).pattern.encode("utf-8"), re.DOTALL)
+    # A non-ASCII byte right before a name or before its quote, the match ending in an empty
+    # group (the unsafe branches have none); every branch starts with its name, as before.
+    non_ascii = b"|".join(
+        e + b"(?:(?<=[\\x80-\\xff]" + e + b')|(?<=[\\x80-\\xff]["`]' + e + b"))()" for e in names
+    )
+    # Non-ASCII first, so that a match of an unsafe branch means the `str` rule finds it too.
+    unsafe_or_non_ascii = re.compile(non_ascii + b"|" + unsafe.pattern, re.DOTALL)
+    encoded = {name.encode("utf-8"): new.encode("utf-8") for name, new in table.items()}
+    replacement: bytes | Callable[[re.Match[bytes]], bytes]
+    if len(encoded) == 1:
+        replacement = next(iter(encoded.values()))  # literal: no call per match
+    else:
+
+        def replacement(match: re.Match[bytes]) -> bytes:
+            return encoded[match.group()]
+
+    return _TextPlan(table, rule, unsafe, unsafe_or_non_ascii, replacement)
+
+
+def _rewritten_str(sent: bytes, table: dict[str, str]) -> bytes | None:
+    """`rewritten_text` on the decoded text, for a name after a non-ASCII character (is it a
+    word character? only `str` patterns know)."""
+    rewriter = SchemaRewriter(table)
+    assert rewriter._regex is not None
+    text = sent.decode("utf-8")
     text = text.replace("\\\\", _ESCAPED_BACKSLASH).replace('\\"', _ESCAPED_QUOTE)
     if _unsafe_occurrence(tuple(table)).search(text):
         return None

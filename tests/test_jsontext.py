@@ -6,14 +6,19 @@ import json
 import time
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from migrate.errors import UntrustedJSONError
 from migrate.jsontext import (
+    _DIGITS_AS_ZERO,
     JSONLimits,
+    _depth_over,
     _parse_careful,
+    _parse_stdlib,
+    _skeleton,
     dump_json,
     export_holds_data,
     parse_json,
@@ -212,3 +217,96 @@ def test_export_holds_data_only_for_the_exact_splice() -> None:
         b'{"_meta":{"id":"d"},"x":1,"data":' + data + b"}",
     ]:
         assert not export_holds_data(raw, data, source="x"), raw
+
+
+# -- the canonical-text shortcut against the checks it skips ------------------------------------
+def _parse_json_checking_all(raw: bytes | str, *, source: str, limits: JSONLimits) -> Any:
+    """The oracle: parse_json as it was before the shortcut, every check run on every text."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    if len(raw) > limits.max_bytes:
+        raise UntrustedJSONError("too large", file=source)
+    if b"0" * 19 not in data.translate(_DIGITS_AS_ZERO):
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            skeleton = _skeleton(data)
+            if _depth_over(skeleton.translate(None, b":"), limits.max_depth):
+                raise UntrustedJSONError(
+                    f"nests deeper than {limits.max_depth} levels", file=source
+                )
+            try:
+                rendered = orjson.dumps(value)
+            except TypeError:
+                return _parse_stdlib(data, source=source, limits=limits)
+            if rendered != data and _skeleton(rendered).count(b":") != skeleton.count(b":"):
+                return _parse_careful(data.decode(), source=source, limits=limits)
+            return value
+    return _parse_stdlib(raw, source=source, limits=limits)
+
+
+_ODD_KEYS = st.sampled_from(["a", "b", "é", '"', "\\", "\u00e9", ":", "[", "", "/"]) | st.text(
+    max_size=3
+)
+_ODD_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet='ab"\\/\u2028é\x00\x1f{}[]:,', max_size=6)
+)
+
+
+def _canonical_documents() -> st.SearchStrategy[str]:
+    """Compact text as orjson writes it, then perhaps a member repeated, nested a few levels
+    more, or re-spaced: the shortcut's input and its near misses."""
+    values = st.recursive(
+        _ODD_SCALARS,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_ODD_KEYS, inner, max_size=4),
+        max_leaves=20,
+    )
+
+    def render(value: Any) -> str:
+        try:
+            return orjson.dumps(value).decode()
+        except TypeError:  # beyond 64 bits: the standard library writes it compactly too
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+    def mutate(text: str, how: int, extra: int) -> str:
+        if how == 1 and text.startswith("{") and len(text) > 2:
+            first = text[1:].split(",", 1)[0].rstrip("}")  # a member (or a prefix of one)
+            return "{" + first + "," + text[1:]
+        if how == 2:
+            return "[" * extra + text + "]" * extra
+        if how == 3:
+            return text.replace(",", ", ", 1)
+        return text
+
+    return st.builds(mutate, values.map(render), st.integers(0, 3), st.integers(0, 300))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_canonical_documents(), st.sampled_from([JSONLimits(), JSONLimits(max_depth=3)]))
+def test_canonical_shortcut_agrees_with_every_check(text: str, limits: JSONLimits) -> None:
+    """Same value (and type) or the same refusal as running the depth and duplicate-key checks
+    on every text, for orjson-written text, repeated members, deep nesting and odd strings."""
+    new = _outcome(lambda t, lim: parse_json(t.encode(), source="x", limits=lim), text, limits)
+    old = _outcome(
+        lambda t, lim: _parse_json_checking_all(t.encode(), source="x", limits=lim), text, limits
+    )
+    assert repr(new) == repr(old)
+
+
+def test_orjson_refuses_to_write_past_the_depth_cap() -> None:
+    """The shortcut holds only while orjson cannot write a value nested past the cap."""
+    for wrap in (lambda v: [v], lambda v: {"k": v}):
+        value: Any = 0
+        for _ in range(257):
+            value = wrap(value)
+        with pytest.raises(TypeError):
+            orjson.dumps(value)
+    nested = "[" * 257 + "]" * 257
+    assert "deeper" in refuse(nested).message
+    assert "duplicate key" in refuse('{"a":1,"a":1}').message

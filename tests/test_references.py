@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from migrate.jsonpath import format_path, link_parts
 from migrate.references import _collect, find_references, rewrite_references, target_id
 
 IDS = ["kpi-core", "sales", "region-east", "a b", "ü"]
@@ -112,3 +113,44 @@ def test_text_prefilter_never_hides_a_reference(data: Any, ids: frozenset[str]) 
     assert len(find_references(data, ids)) == len(links)
     own = sorted(ids)[0] if ids else None
     assert len(find_references(data, ids, ignore=own)) == len([v for _, v in links if v != own])
+
+
+def _references_by_walk(data: Any, ids: Any, ignore: str | None) -> list[tuple[str, str]]:
+    """The oracle: every reference found by the recursive walk alone, sorted as promised."""
+    links: list[Any] = []
+    _collect(data, frozenset(ids), None, links, 1)
+    parts = [(link_parts(link), value) for link, value in links if value != ignore]
+    parts.sort(key=lambda item: item[0])
+    return [(format_path(path, "data"), value) for path, value in parts]
+
+
+_ODD_IDS = ["d1", "é-dash", "x y", "a.b", "中", "d", "0", "true", "/s", "]", ":"]
+_ODD_REF_TEXTS = st.sampled_from(
+    [*_ODD_IDS, '"d1"', "d1\\", "\n", "\\", '"', "\\u00e9", "\u2028", "\x7f", "", "k"]
+)
+_ODD_REF_VALUES = st.recursive(
+    st.lists(_ODD_REF_TEXTS, max_size=3).map("".join)
+    | st.integers(-3, 3)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.none()
+    | st.booleans(),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.lists(_ODD_REF_TEXTS, max_size=2).map("".join), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    _ODD_REF_VALUES,
+    st.frozensets(st.sampled_from([*_ODD_IDS, 'q"uote', "back\\slash"])),
+    st.sampled_from([None, "d1", "中"]),
+)
+def test_references_found_on_the_text_are_the_walks(
+    data: Any, ids: frozenset[str], ignore: str | None
+) -> None:
+    """Found on the text (occurrences located by their offsets) or by the walk, the same
+    paths and ids: ids also as keys or inside other strings, escapes, non-ASCII, scalars."""
+    assert find_references(data, ids, ignore=ignore) == _references_by_walk(data, ids, ignore)
