@@ -8,7 +8,6 @@ workspace, dashboard id, status and times.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ import anyio
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from migrate.sandbox import codec
 from migrate.sandbox.faults import ConnectionDropped, Faults
 from migrate.sandbox.state import RequestKind, RequestRecord, Sandbox
 
@@ -49,7 +49,7 @@ _FAIL_BODIES = {
 
 def json_bytes(value: Any) -> bytes:
     """Compact UTF-8 JSON, as Express's `res.json` writes it."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    return codec.dumps_bytes(value)
 
 
 def error_response(status: int, code: str, message: str, **headers: str) -> Response:
@@ -186,7 +186,7 @@ def _peek(scope: Scope, info: dict[str, Any], body: bytes) -> None:
         parsed = {}
     else:
         try:
-            parsed = json.loads(body)
+            parsed = codec.loads(body)
         except (ValueError, UnicodeDecodeError):
             parsed = INVALID_JSON
     info["body"] = parsed
@@ -242,7 +242,7 @@ def _echoed(messages: list[Message], authorization: str, kind: str, exports: boo
     body = b"".join(m.get("body", b"") for m in bodies)
     status = start["status"]
     try:
-        document = json.loads(body)
+        document = codec.loads(body)
     except (ValueError, UnicodeDecodeError):
         document = None
     echo = f"bad request with header Authorization: {authorization}"

@@ -1,6 +1,7 @@
 """What the sandbox's import does to a payload: `schemaPairs` rewrites and metric id re-minting.
 
-Both are pure: they return a new structure and leave their input alone. The real server's rewrite
+Both are pure: they return a new structure and leave their input alone (the schema-pair rewrite
+shares the parts it did not change). The real server's rewrite
 rules are undocumented; these are a plausible reading that a client must be able to verify.
 """
 
@@ -83,29 +84,47 @@ def apply_schema_pairs(data: Any, pairs: Iterable[tuple[str, str]]) -> Any:
         return node
 
     def walk(node: Any, key: Any) -> Any:
-        # Recursive like the request parser that built `node`; no call per string.
+        # Recursive like the request parser that built `node`; no call per string. A container
+        # is copied only when something in it changed (the input is never modified): most of
+        # a payload names no schema, and copying it all was most of an import's CPU.
         if isinstance(node, dict):
-            out: dict[Any, Any] = dict(node)
+            out: dict[Any, Any] | None = None
             for k, v in node.items():
                 kind = type(v)
                 if kind is str:
                     if k == SCHEMA_NAME_KEY or (
                         (only in v) if only is not None else any(name in v for name in names)
                     ):
-                        out[k] = string(v, k)
+                        new = string(v, k)
+                    else:
+                        continue
                 elif kind is dict or kind is list or isinstance(v, dict | list | str):
-                    out[k] = walk(v, k)
-            return out
+                    new = walk(v, k)
+                else:
+                    continue
+                if new is not v:
+                    if out is None:
+                        out = dict(node)
+                    out[k] = new
+            return node if out is None else out
         if isinstance(node, list):
-            items = list(node)
+            items: list[Any] | None = None
             for index, v in enumerate(node):
                 kind = type(v)
                 if kind is str:
                     if (only in v) if only is not None else any(name in v for name in names):
-                        items[index] = rewrite_text(v)
+                        new = rewrite_text(v)
+                    else:
+                        continue
                 elif kind is dict or kind is list or isinstance(v, dict | list | str):
-                    items[index] = walk(v, None)
-            return items
+                    new = walk(v, None)
+                else:
+                    continue
+                if new is not v:
+                    if items is None:
+                        items = list(node)
+                    items[index] = new
+            return node if items is None else items
         if isinstance(node, str):
             return string(node, key)
         return node

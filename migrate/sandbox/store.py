@@ -9,7 +9,6 @@ nothing. Order is insertion order (`position`), which is what listings promise.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.models import JSONObject
+from migrate.sandbox import codec
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS workspaces (
@@ -90,7 +90,7 @@ CREATE TABLE IF NOT EXISTS workspace_bindings (
 
 def dump_data(data: JSONObject) -> str:
     """The stored text of a payload: compact, key order kept, non-ASCII kept as is."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return codec.dumps(data)
 
 
 def metric_rows(data: JSONObject) -> list[tuple[str, str]]:
@@ -253,7 +253,7 @@ class Store:
         text = self.dashboard_text(workspace, dashboard_id)
         if text is None:
             return None
-        data: JSONObject = json.loads(text)
+        data: JSONObject = codec.loads(text)
         return data
 
     def insert_dashboard(
@@ -542,7 +542,7 @@ class Store:
                 ).fetchone()
                 if row is None:
                     continue
-                data = json.loads(row[0])
+                data = codec.loads(row[0])
                 hits = sum(_rebind(column, wanted) for column in _filter_columns(data))
                 if hits:
                     changed += hits
