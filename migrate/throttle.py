@@ -6,17 +6,17 @@ cap, and back-off that adapts to 429s.
 - `max_rps` spaces request starts at least `1 / max_rps` apart.
 - A `Retry-After` pauses every new request until it has passed, so one 429 does not become a
   storm of them. When the server says its budget is spent (remaining 0) with a reset time,
-  requests pause until the reset before any 429 happens.
-- When the server announces its budget (a limit per window; the window from a `w=` policy
-  parameter, else the longest reset seen), request starts are spread evenly at just under that
-  rate, so a fixed window is never overrun in a burst.
-- When it announces nothing, the budget is learned from how the 429s fall: a 429 with
-  `Retry-After: T` at time t says the server's window (or bucket) admits the next request at
-  t + T, so the requests it admitted since the previous such point (or since the first request)
-  are what it allows per that span. Starts are then spread at just under that rate; each later
-  429 re-learns it (never faster than the pace that earned it), and a learned budget of
-  successes without one speeds up by 3% (additive increase, as AIMD probes; each probe that
-  earns a 429 makes probing 4x rarer). Without `Retry-After`, a 429 doubles the spacing.
+  requests pause until the reset before any 429 happens. Once a pace is learned (below), a
+  whole-second `Retry-After` is waited less its last second (it is rounded up), a bare 429
+  holds starts for a tenth of a learned budget's time, and neither halves the concurrency:
+  waiting out a rounded-up second per window would idle up to half the run.
+- When the server announces its budget with a window (`w=`), request starts are spread evenly
+  at just under that rate, so a fixed window is never overrun in a burst.
+- When it does not, `RateLearner` learns the rate from what the server shows: the requests it
+  admitted between the points where it ran out of budget (a 429 or `remaining: 0`) or came
+  back, and, for the legacy form's exact epoch reset, the cycle between each window's first
+  request (`remaining = limit - 1`); never from a whole-second reset alone. A bare 429 before
+  anything is learned waits 1 s, doubling while the 429s go on.
 - No server-announced wait or spacing is longer than `max_wait_s` (--max-wait): a longer one is
   not waited at all — the throttle stops the run with `AnnouncedWaitError` (exit 5), which every
   later `acquire` raises and `raise_if_stopped` re-raises for the runner.
@@ -254,12 +254,15 @@ class Throttle(Pacer):
     def _pause_after_429(self, retry_after: float | None) -> float:
         """Seconds no request starts after a 429 (module docstring)."""
         if self._server_interval or self._learner.interval:
+            # Sending on at the learned pace would be refused until the budget returns: a
+            # tenth of a learned budget's time bounds those 429s and idles little.
+            tail = self._learner.tail_pause()
             if retry_after is None:
-                return 0.0  # the learned pace spaces the retries
+                return tail
             if retry_after >= 1 and retry_after == math.floor(retry_after):
                 # Whole seconds, rounded up: the budget may return up to a second earlier,
                 # and the learned pace, not a second of idling, keeps the next window.
-                return retry_after - 1
+                return max(tail, retry_after - 1)
             return retry_after
         if retry_after is not None:
             return retry_after
@@ -389,6 +392,11 @@ class RateLearner:
                 self._pending.discard(kind)
                 self._estimate(kind)
 
+    def tail_pause(self) -> float:
+        """Seconds to hold new starts after a 429 at the learned pace: a tenth of the time a
+        budget takes at it."""
+        return 0.1 * (self._budget or 1) * self.interval
+
     def _saturated(self, started: float) -> None:
         """The server ran out of budget for the request that started at `started`."""
         if self._budget is None:
@@ -432,7 +440,10 @@ class RateLearner:
         for anchors in self._anchors.values():
             anchors.clear()
         self._pending.clear()
-        # Each probe in a row that the server bears is twice as bold (3%, 6%, 12%).
+        # Each probe in a row that the server bears is twice as bold (3%, 6%, 12%); while
+        # only the first, low figure is known, probing starts at 12%.
+        if set(self._rates) <= {"first"}:
+            self._probe_gain = 4
         self._good = self.interval
         self.interval *= 1 - (1 - _PROBE_STEP) * self._probe_gain
         self._probe_gain = min(4, 2 * self._probe_gain)
