@@ -10,7 +10,7 @@ import pytest
 
 from migrate.retry import RateSignal
 from migrate.sandbox.faults import RateLimiter, RateMode
-from migrate.throttle import Throttle
+from migrate.throttle import RateLearner, Throttle
 
 
 class FakeTime:
@@ -143,19 +143,19 @@ def test_unannounced_limit_is_learned_from_429s(mode: RateMode, limit: int, wind
     assert elapsed <= 1.15 * floor, (elapsed, floor)
 
 
-def test_429_without_retry_after_doubles_the_spacing() -> None:
-    """A bare 429 (no Retry-After) backs off multiplicatively: the spacing doubles."""
+def test_429_without_retry_after_pauses_doubling_while_nothing_is_learned() -> None:
+    """Bare 429s (no Retry-After, nothing learned yet) pause 1 s, then 2 s: a wait that
+    doubles while the server keeps refusing."""
     fake = FakeTime()
 
-    async def run() -> Throttle:
+    async def run() -> None:
         throttle = Throttle(4, clock=fake.clock, sleep=fake.sleep)
-        for _ in range(2):
+        for _ in range(3):
             await throttle.acquire()
             throttle.release(RateSignal(rate_limited=True))
-        return throttle
 
-    throttle = asyncio.run(run())
-    assert throttle._learned_interval == 0.02
+    asyncio.run(run())
+    assert fake.sleeps == [1.0, 2.0]
 
 
 def test_late_wakeups_do_not_slow_the_announced_rate() -> None:
@@ -181,29 +181,29 @@ def test_late_wakeups_do_not_slow_the_announced_rate() -> None:
     assert (starts[-1] - starts[0]) / 100 < 0.0204 * 1.01
 
 
-def test_a_probe_that_earns_a_429_returns_to_the_last_good_pace() -> None:
-    """After a learned pace, probing 3% faster and getting a 429 goes back to the pace that
-    earned none (not to a slower estimate), and probing becomes 4x rarer."""
-    fake = FakeTime()
-
-    async def run() -> Throttle:
-        throttle = Throttle(1, clock=fake.clock, sleep=fake.sleep)
-        for _ in range(10):
-            await throttle.acquire()
-            throttle.release(RateSignal())
-        await throttle.acquire()
-        throttle.release(RateSignal(rate_limited=True, retry_after=1.0))
-        learned = throttle._learned_interval
-        while throttle._learned_interval == learned:
-            await throttle.acquire()
-            throttle.release(RateSignal())
-        assert throttle._learned_interval == learned * 0.97
-        await throttle.acquire()
-        throttle.release(RateSignal(rate_limited=True, retry_after=1.0))
-        assert throttle._learned_interval == learned
-        return throttle
-
-    assert asyncio.run(run())._probe_every == 8
+def test_a_probe_that_runs_the_server_out_returns_to_the_last_good_pace() -> None:
+    """After a first learned pace, most of a budget of successes probes 12% faster; the server
+    running out (`remaining: 0`) at the probe returns to the pace before it, and probing
+    becomes rarer."""
+    learner = RateLearner()
+    limited = RateSignal(rate_limited=True, retry_after=1.0)
+    t = 0.0
+    for _ in range(10):  # a first budget of 10
+        learner.observe(t, t, RateSignal(), oldest_in_flight=t)
+        t += 0.01
+    learner.observe(t, t, limited, oldest_in_flight=t)
+    t = 1.0
+    learner.observe(t, t, RateSignal(), oldest_in_flight=t)  # back after the pause
+    learned = learner.interval
+    assert learned == pytest.approx(1.02 / 10)  # 10 admitted, back 1 s after the first
+    while learner.interval == learned:
+        t += learned
+        learner.observe(t, t, RateSignal(), oldest_in_flight=t)
+    assert learner.interval == pytest.approx(learned * 0.88)
+    t += learner.interval
+    learner.observe(t, t, RateSignal(remaining=0), oldest_in_flight=t)
+    assert learner.interval == learned
+    assert learner._probe_every == 2
 
 
 def test_a_burst_of_429s_halves_the_limit_once() -> None:
@@ -220,3 +220,30 @@ def test_a_burst_of_429s_halves_the_limit_once() -> None:
         return throttle
 
     assert asyncio.run(run()).limit == 8.0
+
+
+def test_once_a_pace_is_learned_a_rounded_up_retry_after_neither_idles_nor_halves() -> None:
+    """After the rate is learned, a 429 with `Retry-After: 1` (whole seconds, rounded up)
+    holds starts for a tenth of a budget's time, not a second, and keeps the concurrency."""
+    fake = FakeTime()
+    limited = RateSignal(rate_limited=True, retry_after=1.0)
+
+    async def run() -> Throttle:
+        throttle = Throttle(8, clock=fake.clock, sleep=fake.sleep)
+        for _ in range(10):  # a first budget of 10, then the server runs out
+            await throttle.acquire()
+            throttle.release(RateSignal())
+        await throttle.acquire()
+        throttle.release(limited)
+        await throttle.acquire()  # waits the first Retry-After in full: nothing learned yet
+        throttle.release(RateSignal())  # back: 10 per ~1 s learned
+        fake.sleeps.clear()
+        await throttle.acquire()
+        throttle.release(limited)
+        await throttle.acquire()
+        throttle.release(RateSignal())
+        return throttle
+
+    throttle = asyncio.run(run())
+    assert throttle.limit >= 4.0  # halved once, for the first 429 only
+    assert max(fake.sleeps) < 0.2, fake.sleeps
