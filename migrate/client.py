@@ -37,7 +37,7 @@ from migrate.errors import (
     UntrustedJSONError,
     WorkspaceExistsError,
 )
-from migrate.jsontext import JSONLimits, dump_json, export_holds_data, parse_json
+from migrate.jsontext import JSONLimits, dump_json, dump_spliced, export_holds_data, parse_json
 from migrate.models import (
     DashboardRef,
     DataAppDashboard,
@@ -241,23 +241,23 @@ class DatabrainClient:
         self,
         workspace: str,
         dashboard_id: str,
-        data: JSONObject,
+        data: JSONObject | bytes,
         *,
         name: str | None = None,
         schema_pairs: tuple[tuple[str, str], ...] = (),
-        body: bytes | None = None,
     ) -> ImportResult:
         """Import `data` as `dashboard_id` into `workspace`; `dashboardId` is always sent.
 
         Retried only when the request certainly did not reach the server (connection refused,
         429). Any other failure propagates; `EndpointError.uncertain` tells the caller whether the
         import may have happened anyway, so it can confirm through the inventory before re-sending.
-        `body` lets a caller pass the request already serialized (large payloads).
+        `data` may be given as its `dump_json` text: it is spliced into the request as is, which
+        sends the same bytes as the parsed `data` would (`jsontext.dump_spliced`).
         """
         payload: JSONObject = {
             "workspaceName": workspace,
             "dashboardId": dashboard_id,
-            "importDashboardData": data,
+            "importDashboardData": None if isinstance(data, bytes) else data,
         }
         if name:
             payload["dashboardName"] = name
@@ -272,7 +272,9 @@ class DatabrainClient:
             op="import",
             workspace=workspace,
             dashboard_id=dashboard_id,
-            content=body,
+            content=dump_spliced(payload, "importDashboardData", data)
+            if isinstance(data, bytes)
+            else None,
         )
         response = answer.body.get("data") if isinstance(answer.body, dict) else None
         # Newer docs: {"data": {"response": {...}}}; older: {"data": []}. Accept both.

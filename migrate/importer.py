@@ -33,10 +33,11 @@ from migrate.errors import (
 from migrate.events import ErrorInfo, Outcome, Progress
 from migrate.history import History
 from migrate.journal import Held, Journal
+from migrate.jsontext import dump_json
 from migrate.models import Action, EmbedChange, ExportFile, Result, Verify
 from migrate.planner import MigrationPlan, PlannedDashboard, compare_with_target, payload_to_send
 from migrate.replace import Replacer
-from migrate.schemapairs import expected_copy_text
+from migrate.schemapairs import rewritten_text
 
 _PLANNED_RESULT = {
     Action.UPDATE: Result.SKIPPED,  # only without a data app, which the plan loader refuses
@@ -206,7 +207,7 @@ class Importer:
 
     async def _import(self, item: PlannedDashboard, started: float) -> Outcome:
         """Import once, confirming uncertain outcomes through the inventory, then read back."""
-        data = payload_to_send(item.load().data, self.migration.id_map)
+        data = self._to_send(item)
         pairs = tuple((pair.replace, pair.target) for pair in item.schema_pairs)
         attempts = 0
         uncertain = False
@@ -271,6 +272,23 @@ class Importer:
             return await self._equal(item, started, attempts, created=True, copy=data, raw=None)
         return await self._verify(item, started, attempts, data, created=True, copy=read)
 
+    def _to_send(self, item: PlannedDashboard) -> Any:
+        """What to import for `item`: its `data` as the compact text it arrived as, when that
+        text is `dump_json` of it and no planned id changes (so nothing in it is rewritten);
+        else `payload_to_send` of the parsed payload. The client sends the same bytes either
+        way; the text spares parsing the payload again and writing it back."""
+        if not self.migration.id_map.renamed:
+            text = item.data_text()
+            if text is not None:
+                return text
+        return payload_to_send(item.load().data, self.migration.id_map)
+
+    def _parsed(self, item: PlannedDashboard, sent: Any) -> Any:
+        """`sent` as parsed data: `_to_send`'s text stands for the payload's own `data`."""
+        if isinstance(sent, bytes):
+            return payload_to_send(item.load().data, self.migration.id_map)
+        return sent
+
     def _unserved(self, item: PlannedDashboard) -> bool:
         """True when an earlier run sent this import but never recorded its outcome: a crash
         may have come between the import and the steps that serve it (filters, embeds)."""
@@ -308,18 +326,27 @@ class Importer:
         copy: ExportFile | None = None,
     ) -> Outcome:
         """Read the dashboard back from the target (unless `copy` is that read-back) and
-        compare it with what was sent."""
+        compare it with what was sent (`sent`: as `_to_send` gives it)."""
         expected: bytes | None = None
         try:
             if copy is None:
                 # Proven equal on the text when the server stored exactly what we expect: the
                 # body is then never parsed (most of a read-back's CPU); else compared parsed.
-                expected = expected_copy_text(sent, item.schema_pairs)
+                text = sent if isinstance(sent, bytes) else dump_json(sent)
+                expected = rewritten_text(text, item.schema_pairs)
                 answer = await self.target.read_back(self.workspace, item.target_id, expected)
                 if isinstance(answer, bytes):  # equal on the text: `expected` is the copy
                     assert expected is not None
+                    # The pairs changed nothing: the copy is what was sent, perhaps parsed.
+                    parsed = self._held_parsed(item, sent) if expected == text else None
                     return await self._equal(
-                        item, started, attempts, created=created, copy=expected, raw=answer
+                        item,
+                        started,
+                        attempts,
+                        created=created,
+                        copy=expected,
+                        raw=answer,
+                        parsed=parsed,
                     )
                 copy = answer
         except RunInterruptedError:
@@ -327,6 +354,7 @@ class Importer:
             return self._outcome(item, Result.CREATED, started, attempts=attempts)
         except EndpointError as exc:
             return self._failed(item, started, attempts, exc, what="read-back failed: ")
+        sent = self._parsed(item, sent)
         changes = compare_with_target(
             item, self.migration.plan, self.migration.id_map, sent, copy.data
         )
@@ -359,15 +387,16 @@ class Importer:
         created: bool,
         copy: Any,
         raw: bytes | None,
+        parsed: Any = None,
     ) -> Outcome:
         """The outcome of a read-back equal to what was sent: a created dashboard's copy is
         kept as a snapshot (`raw`, the export file as read back, when there was a read-back)
         and the dashboard is served (filters, embeds). `copy` is the copy's `data`, or its
-        compact JSON text."""
+        compact JSON text; `parsed`, when not None, is that text's value, already at hand."""
         result = Result.CREATED if created else Result.UNCHANGED
         if not created:
             return self._outcome(item, result, started, attempts=attempts)
-        snapshot = await self._snapshot(raw, copy) if raw is not None else None
+        snapshot = await self._snapshot(raw, copy, parsed) if raw is not None else None
         outcome = self._outcome(item, result, started, attempts=attempts)
         if self.after_import is not None:  # `copy` may be text: parsed only if a step needs it
             embeds, error = await self.after_import(item, copy, False)
@@ -376,13 +405,16 @@ class Importer:
             outcome = dataclasses.replace(outcome, embeds=embeds)
         return dataclasses.replace(outcome, snapshot=snapshot)
 
-    async def _snapshot(self, raw: bytes, copy: Any) -> str | None:
+    async def _snapshot(self, raw: bytes, copy: Any, parsed: Any = None) -> str | None:
         """Keep the copy read back after an import as a snapshot, with what the deploy record
         says of it (one worker-thread hop); None when there is no history to keep it in, or it
-        cannot be written (the deploy record then says so). `copy` is as for `_equal`."""
+        cannot be written (the deploy record then says so). `copy` and `parsed` are as for
+        `_equal`."""
         if self.history is None:
             return None
-        if isinstance(copy, bytes):
+        if parsed is not None:
+            keep = functools.partial(self.history.keep, raw, parsed)
+        elif isinstance(copy, bytes):
             keep = functools.partial(self.history.keep, raw, text=copy)
         else:
             keep = functools.partial(self.history.keep, raw, copy)
@@ -390,6 +422,13 @@ class Importer:
             return await asyncio.to_thread(keep)
         except (OSError, MigrateError):
             return None
+
+    def _held_parsed(self, item: PlannedDashboard, sent: Any) -> Any:
+        """The parsed value of what was sent when it is at hand without parsing, else None."""
+        if not isinstance(sent, bytes):
+            return sent
+        held = item.held()
+        return held.data if held is not None else None
 
     def _refused(
         self, item: PlannedDashboard, started: float, attempts: int, exc: EndpointError

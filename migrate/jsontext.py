@@ -207,6 +207,24 @@ def dump_json(value: Any) -> bytes:
         return text.encode("utf-8", "backslashreplace")
 
 
+def dump_spliced(value: dict[str, Any], key: str, text: bytes) -> bytes:
+    """`dump_json(value)` with member `key` (present in `value`, its own value ignored) set to
+    the value whose `dump_json` text is `text`: the bytes `dump_json` writes when `key` holds
+    that value, without parsing `text` or writing it again.
+
+    orjson writes an object member by member, so when it writes the rest of `value` the text
+    is spliced in place of the member's value. Otherwise (what only the standard library
+    writes, see `dump_json`) `text` is parsed and the whole written as `dump_json` would.
+    """
+    marker = orjson.dumps(key) + b":null"
+    rest = dump_json_fast({**value, key: None})
+    # Inside a string every `"` is written escaped, so the marker appears only as the member.
+    if rest is None or rest.count(marker) != 1:
+        return dump_json({**value, key: load_trusted(text)})
+    head, _, tail = rest.partition(marker)
+    return b"".join((head, marker[:-4], text, tail))
+
+
 def dump_json_canonical(value: Any) -> bytes:
     """`value` as compact UTF-8 JSON with every object's keys sorted: one text per value, for
     content hashes."""

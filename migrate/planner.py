@@ -101,6 +101,17 @@ class PlannedDashboard:
         assert self.spool is not None
         return self.spool.raw(self.id)
 
+    def data_text(self) -> bytes | None:
+        """The text of the payload's `data` as it arrived, when it is exactly what
+        `jsontext.dump_json` writes of it (a compact server's export); None when not shown."""
+        assert self.spool is not None
+        return self.spool.data_text(self.id)
+
+    def held(self) -> ExportFile | None:
+        """The export file when it is held parsed (`load` would not parse), else None."""
+        assert self.spool is not None
+        return self.spool.held(self.id)
+
     @property
     def source_sha256(self) -> str | None:
         """sha256 of the source payload's `data`, canonical (key order and export time aside)."""

@@ -4,6 +4,10 @@ A migration of a thousand 200 KB dashboards must not hold a thousand parsed payl
 of Python objects). The first payloads, up to `memory_budget` bytes of JSON, stay parsed in
 memory; the rest are written to an owner-only temporary folder as the bytes the API returned and
 parsed again when needed. The folder is removed on `close`.
+
+Where an export's `data` arrived written exactly as `jsontext.dump_json` writes its value
+(compact, as a server that writes with orjson sends it), the spool notes where that text lies
+in the bytes: an import then sends the text as it arrived, without parsing the payload again.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import tempfile
 import weakref
 from pathlib import Path
 
-from migrate.jsontext import load_trusted
+from migrate.jsontext import dump_json_fast, load_trusted
 from migrate.models import ExportFile
 from migrate.storage import create_private, ensure_private_dir
 
@@ -31,10 +35,15 @@ class PayloadSpool:
         self._used = 0
         self._memory: dict[str, ExportFile] = {}
         self._files: dict[str, Path] = {}
+        self._spans: dict[str, tuple[int, int]] = {}  # key -> where `data`'s text lies in raw
         self._folder: Path | None = None
 
     def put(self, key: str, export: ExportFile) -> None:
         """Keep `export` for `key` (replacing any earlier one)."""
+        self._spans.pop(key, None)
+        span = _data_span(export)
+        if span is not None:
+            self._spans[key] = span
         size = len(export.raw)
         if self._used + size <= self._budget:
             self._memory[key] = export
@@ -60,6 +69,24 @@ class PayloadSpool:
             return self._memory[key].raw
         return self._files[key].read_bytes()
 
+    def data_text(self, key: str) -> bytes | None:
+        """The text of the export's `data` as it arrived, when it is exactly what
+        `jsontext.dump_json` writes of the parsed `data`; None when it is not (or `key` is not
+        stored): parse with `get` then."""
+        span = self._spans.get(key)
+        if span is None:
+            return None
+        start, end = span
+        if key in self._memory:
+            return self._memory[key].raw[start:end]
+        with self._files[key].open("rb") as file:
+            file.seek(start)
+            return file.read(end - start)
+
+    def held(self, key: str) -> ExportFile | None:
+        """The export file for `key` when it is held parsed (no parse needed), else None."""
+        return self._memory.get(key)
+
     def __contains__(self, key: object) -> bool:
         return key in self._memory or key in self._files
 
@@ -67,6 +94,7 @@ class PayloadSpool:
         """Forget everything and remove the spool folder."""
         self._memory.clear()
         self._files.clear()
+        self._spans.clear()
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
@@ -78,3 +106,25 @@ class PayloadSpool:
             # Removed even if nobody calls close (a plan the CLI only renders).
             weakref.finalize(self, shutil.rmtree, self._folder, ignore_errors=True)
         return self._folder
+
+
+def _data_span(export: ExportFile) -> tuple[int, int] | None:
+    """(start, end) of the text of `export`'s `data` member in its raw bytes when that text is
+    `dump_json` of the parsed `data`, as a compact server writes the member last; else None.
+
+    One orjson writing of `data` and a comparison: equal bytes are equal text, whatever
+    precedes them, so nothing else needs checking (`_meta` may be written as it likes).
+    """
+    document = export.document
+    data = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(data, dict):
+        return None
+    text = dump_json_fast(data)
+    raw = export.raw
+    if text is None or not raw.endswith(b"}"):
+        return None
+    end = len(raw) - 1
+    start = end - len(text)
+    if start < 0 or not (raw.endswith(text, 0, end) and raw.endswith(b'"data":', 0, start)):
+        return None
+    return start, end
