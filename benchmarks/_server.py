@@ -69,14 +69,16 @@ def main() -> None:
     parser.add_argument("--rate-limit", default=None, help="N/S")
     parser.add_argument("--rate-headers", default="draft6", help="none|draft6|draft7|legacy")
     parser.add_argument("--rate-mode", default="window", help="window|bucket")
-    parser.add_argument("--token", required=True)
+    parser.add_argument(
+        "--token-env", required=True, help="environment variable holding the token (never argv)"
+    )
     parser.add_argument("--ready", required=True, type=Path)
     parser.add_argument("--stats", required=True, type=Path)
     args = parser.parse_args()
 
     config = SandboxConfig(
         db_path=args.db,
-        token=args.token,
+        token=os.environ[args.token_env],
         latency_ms=args.latency_ms,
         rate_limit=parse_rate_limit(args.rate_limit) if args.rate_limit else None,
         rate_headers=args.rate_headers,

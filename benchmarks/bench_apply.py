@@ -178,8 +178,9 @@ class Server:
             str(db),
             "--latency-ms",
             str(latency_ms),
-            "--token",
-            env[TOKEN_ENV],
+            # The token travels in the environment, never argv (where `ps` shows it).
+            "--token-env",
+            TOKEN_ENV,
             "--ready",
             str(self.ready_file),
             "--stats",
