@@ -104,12 +104,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     def _release(self, connection: _Connection, reusable: bool) -> None:
         """Called once per request when its body is done: pool the connection or drop it."""
+        protocol = connection.h11
         if (
             reusable
-            and connection.h11.our_state is h11.DONE
-            and connection.h11.their_state is h11.DONE
+            and protocol.our_state is h11.DONE
+            and protocol.their_state is h11.DONE
+            # Bytes past the answer (a second answer nobody asked for, a 204's "body") would
+            # be read as the next request's answer; an EOF already seen ends the connection.
+            and protocol.trailing_data == (b"", False)
         ):
-            connection.h11.start_next_cycle()
+            protocol.start_next_cycle()
             self._idle.append(connection)
         else:
             connection.close()

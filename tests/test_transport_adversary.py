@@ -1,0 +1,160 @@
+"""Hostile servers against `DatabrainClient` over `migrate.transport.LeanTransport`: every
+failure lands in the error tree with the right `uncertain` (a write that may have taken effect
+is never called certain), no pool slot or connection in a bad state survives a failure, and
+the token shows in no error."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from migrate.client import ClientOptions, DatabrainClient
+from migrate.retry import RetryPolicy
+from migrate.transport import LeanTransport
+
+TOKEN = "tk-adversary-S3CRET"
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def _ok(body: bytes = b"{}", extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        + extra
+        + b"content-length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+
+async def _request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One request off the wire: its head and its (Content-Length framed) body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    size = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            size = int(line.split(b":", 1)[1])
+    return head, await reader.readexactly(size)
+
+
+async def _serve(
+    handler: Handler,
+    check: Callable[[str], Awaitable[None]],
+    *,
+    host: str = "127.0.0.1",
+    scheme: str = "http",
+    tls: ssl.SSLContext | None = None,
+) -> int:
+    """Run `check(url)` against a raw asyncio server; return how many connections it took."""
+    accepted = 0
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def counted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        try:
+            await handler(reader, writer)
+        except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        except asyncio.CancelledError:
+            pass  # the test is over; asyncio would log a cancelled connection task as an error
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(counted, host, 0, ssl=tls)
+    port = server.sockets[0].getsockname()[1]
+    name = f"[{host}]" if ":" in host else host
+    try:
+        async with server:
+            await check(f"{scheme}://{name}:{port}")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return accepted
+
+
+def _client(
+    url: str,
+    *,
+    max_connections: int = 2,
+    deadline: float = 5.0,
+    read: float = 5.0,
+    max_body: int = 1 << 20,
+    verify: str | bool = True,
+) -> DatabrainClient:
+    async def no_sleep(seconds: float) -> None:
+        return None
+
+    return DatabrainClient(
+        url,
+        TOKEN,
+        options=ClientOptions(
+            timeout_s=read,
+            connect_timeout_s=5.0,
+            request_deadline_s=deadline,
+            max_connections=max_connections,
+            max_body_bytes=max_body,
+            retry=RetryPolicy(attempts=1),
+            verify=verify,
+        ),
+        sleep=no_sleep,
+    )
+
+
+def _pool(client: DatabrainClient) -> LeanTransport:
+    transport = client._transport
+    assert isinstance(transport, LeanTransport)
+    return transport
+
+
+async def _import(client: DatabrainClient, body: bytes | None = None) -> None:
+    await client.import_dashboard("ws", "d1", {}, body=body)
+
+
+def _no_token(exc: BaseException) -> None:
+    """The token is in no message or repr of `exc` or of any exception it chains to."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        assert TOKEN not in str(seen)
+        assert TOKEN not in repr(seen)
+        assert TOKEN not in repr(seen.args)
+        seen = seen.__cause__ or seen.__context__
+
+
+# ---- reuse of a connection in a bad state ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        _ok() + _ok(b'{"stale":1}'),  # a second answer nobody asked for, in the same segment
+        b"HTTP/1.1 204 No Content\r\ncontent-length: 2\r\n\r\n{}",  # a 204 "with a body"
+        _ok(b"{}", b"connection: keep-alive\r\n") + b"garbage",
+    ],
+    ids=["unasked-answer", "204-with-body", "trailing-garbage"],
+)
+def test_bytes_past_an_answer_never_answer_the_next_request(first: bytes) -> None:
+    """Bytes a server sent past the end of an answer are not read as the next request's answer:
+    the connection that holds them is dropped."""
+    count = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal count
+        while True:
+            await _request(reader)
+            count += 1
+            writer.write(first if count == 1 else _ok(b'{"fresh":1}'))
+            await writer.drain()
+
+    async def check(url: str) -> None:
+        async with _client(url) as client:
+            await client._call("GET", "/a", None, op="list_workspaces")
+            answer = await client._call("GET", "/b", None, op="list_workspaces")
+            assert answer.body == {"fresh": 1}
+
+    assert asyncio.run(_serve(handler, check)) == 2
