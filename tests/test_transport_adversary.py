@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from migrate.client import ClientOptions, DatabrainClient
+from migrate.errors import BadResponseError, EndpointError, TransportError
 from migrate.retry import RetryPolicy
 from migrate.transport import LeanTransport
 
@@ -158,3 +159,96 @@ def test_bytes_past_an_answer_never_answer_the_next_request(first: bytes) -> Non
             assert answer.body == {"fresh": 1}
 
     assert asyncio.run(_serve(handler, check)) == 2
+
+
+# ---- exactly-once: what may have reached the server is never called certain ----------------
+
+
+async def _read_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _request(reader)
+
+
+async def _read_then_half_a_head(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    await _request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-le")
+    await writer.drain()
+
+
+async def _read_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _request(reader)
+    writer.transport.abort()
+
+
+async def _read_then_cut_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await _request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{")
+    await writer.drain()
+
+
+@pytest.mark.parametrize(
+    "handler", [_read_then_close, _read_then_half_a_head, _read_then_reset, _read_then_cut_body]
+)
+def test_an_import_the_server_received_is_uncertain_when_its_answer_is_lost(
+    handler: Handler,
+) -> None:
+    """Whatever way the answer to a received import is lost, the error says it may have been
+    stored (so it is confirmed, never blindly re-sent), and names no token."""
+
+    async def check(url: str) -> None:
+        async with _client(url) as client:
+            with pytest.raises(TransportError) as caught:
+                await _import(client)
+            assert caught.value.uncertain
+            _no_token(caught.value)
+
+    asyncio.run(_serve(handler, check))
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        _ok(b"[" + b"1," * 600 + b"1]"),  # declared over the cap
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",  # chunks without end
+    ],
+    ids=["declared", "chunked"],
+)
+def test_an_import_answered_over_the_body_cap_may_have_been_stored(answer: bytes) -> None:
+    """An import answered with a body over the cap was received and perhaps stored: the
+    refusal to read it is uncertain, like any other answer to a write that cannot be read."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        writer.write(answer)
+        if b"chunked" in answer:
+            while True:  # endless chunks: only the cap ends it
+                writer.write(b"100\r\n" + b"x" * 256 + b"\r\n")
+                await writer.drain()
+
+    async def check(url: str) -> None:
+        async with _client(url, max_body=1000) as client:
+            with pytest.raises(BadResponseError, match="cap") as caught:
+                await _import(client)
+            assert caught.value.uncertain
+
+    asyncio.run(_serve(handler, check))
+
+
+def test_an_undecodable_gzip_answer_is_a_bad_response_not_a_crash() -> None:
+    """An answer that says gzip but is not: an error of the tree (uncertain for a write), not
+    httpx's DecodingError escaping the client."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        writer.write(_ok(b"not gzip at all", b"content-encoding: gzip\r\n"))
+        await writer.drain()
+
+    async def check(url: str) -> None:
+        async with _client(url) as client:
+            with pytest.raises(EndpointError) as caught:
+                await _import(client)
+            assert caught.value.uncertain
+            _no_token(caught.value)
+
+    asyncio.run(_serve(handler, check))
