@@ -10,6 +10,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 import pytest
+import trustme
 
 from migrate.client import ClientOptions, DatabrainClient
 from migrate.errors import BadResponseError, EndpointError, TransportError
@@ -216,7 +217,8 @@ def test_an_import_the_server_received_is_uncertain_when_its_answer_is_lost(
 )
 def test_an_import_answered_over_the_body_cap_may_have_been_stored(answer: bytes) -> None:
     """An import answered with a body over the cap was received and perhaps stored: the
-    refusal to read it is uncertain, like any other answer to a write that cannot be read."""
+    refusal to read it is uncertain, like any other answer to a write that cannot be read; the
+    connection, its body unread, is dropped and its slot freed."""
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _request(reader)
@@ -231,6 +233,8 @@ def test_an_import_answered_over_the_body_cap_may_have_been_stored(answer: bytes
             with pytest.raises(BadResponseError, match="cap") as caught:
                 await _import(client)
             assert caught.value.uncertain
+            assert _pool(client)._slots._value == 2  # its slot is free,
+            assert _pool(client)._idle == []  # its connection, mid-body, dropped
 
     asyncio.run(_serve(handler, check))
 
@@ -252,3 +256,90 @@ def test_an_undecodable_gzip_answer_is_a_bad_response_not_a_crash() -> None:
             _no_token(caught.value)
 
     asyncio.run(_serve(handler, check))
+
+
+# ---- no pool slot leaks, whatever await a request is cancelled at ---------------------------
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, str]:
+    """A server TLS context for `localhost` and the CA file that verifies it."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1", "::1").configure_cert(context)
+    ca_file = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return context, str(ca_file)
+
+
+STAGES = ["acquire", "connect", "send", "head", "body"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_request_cancelled_at_any_await_leaves_every_slot_usable(
+    stage: str, tls: tuple[ssl.SSLContext, str]
+) -> None:
+    """Cancelled while waiting for a slot, in the TLS handshake, while sending or while waiting
+    for the head, or stopped by its deadline in the body: afterwards the pool still carries
+    `max_connections` requests at once (the server answers only when both are in), and the
+    stalled connections are gone."""
+    context, ca_file = tls
+    reached = asyncio.Event()
+    both_in = asyncio.Event()
+    waiting = 0
+    stalls = {"acquire": ["head", "head"]}.get(stage, [stage])
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal waiting
+        mode = stalls.pop(0) if stalls else "ok"
+        if mode == "connect":
+            reached.set()
+            await asyncio.Event().wait()  # never answers the TLS handshake
+        await writer.start_tls(context)
+        if mode == "send":
+            await reader.readexactly(1)
+            reached.set()
+            await asyncio.Event().wait()  # reads no more: the client's send stalls
+        while True:
+            await _request(reader)
+            if mode == "head":
+                if not stalls:
+                    reached.set()
+                await asyncio.Event().wait()
+            if mode == "body":
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
+                while True:  # trickles the body until the request's deadline ends it
+                    writer.write(b" ")
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+            waiting += 1
+            if waiting >= 2:
+                both_in.set()
+            await both_in.wait()
+            writer.write(_ok())
+            await writer.drain()
+
+    async def check(url: str) -> None:
+        url = url.replace("127.0.0.1", "localhost")
+        deadline = 0.3 if stage == "body" else 5.0
+        async with _client(url, verify=ca_file, deadline=deadline) as client:
+            pool = _pool(client)
+            big = b"x" * (32 << 20) if stage == "send" else None
+            stalled = [asyncio.create_task(_import(client, big))]
+            if stage == "acquire":
+                stalled.append(asyncio.create_task(_import(client)))
+                await reached.wait()
+                stalled.append(asyncio.create_task(_import(client)))
+                while not pool._slots._waiters:
+                    await asyncio.sleep(0)
+            elif stage != "body":
+                await reached.wait()
+            if stage != "body":
+                for task in stalled:
+                    task.cancel()
+            await asyncio.gather(*stalled, return_exceptions=True)
+            assert pool._slots._value == 2
+            assert pool._idle == []
+            await asyncio.gather(*(_import(client) for _ in range(2)))
+
+    asyncio.run(_serve(handler, check, scheme="https"))
