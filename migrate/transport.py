@@ -53,6 +53,14 @@ def _holds_input(reader: asyncio.StreamReader) -> bool:
     return reader.at_eof() or bool(getattr(reader, "_buffer", b""))
 
 
+def _take_input(reader: asyncio.StreamReader) -> bytes:
+    """What the event loop took off the socket for this reader and nobody read yet (emptied)."""
+    buffer: bytearray = getattr(reader, "_buffer", bytearray())
+    data = bytes(buffer)
+    buffer.clear()
+    return data
+
+
 _Origin = tuple[bytes, str, int]
 """scheme, host, port"""
 
@@ -165,9 +173,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.WriteTimeout(f"sending took over {timeout:g} s", request=request) from exc
         except OSError as exc:
             # The server may have answered (and closed) before reading the whole body, as a
-            # server refusing a large upload does: its answer is still worth reading.
-            if not _holds_input(connection.reader):
+            # server refusing a large upload does: its answer is still worth reading. The reader
+            # now raises the write's error on every read, so what it holds goes to h11 directly,
+            # followed by the end of the stream (nothing more can arrive).
+            answer = _take_input(connection.reader)
+            if not answer:
                 raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
+            connection.h11.receive_data(answer)
+            connection.h11.receive_data(b"")
 
     async def _head(
         self, connection: _Connection, request: httpx.Request, timeout: float | None

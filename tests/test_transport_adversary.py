@@ -343,3 +343,25 @@ def test_a_request_cancelled_at_any_await_leaves_every_slot_usable(
             await asyncio.gather(*(_import(client) for _ in range(2)))
 
     asyncio.run(_serve(handler, check, scheme="https"))
+
+
+def test_an_early_refusal_of_an_unread_upload_is_read_as_the_answer() -> None:
+    """A server that answers 413 and closes without reading the request body (its close then
+    resets the upload): the client reports the server's refusal, not a lost connection."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nconnection: close\r\n"
+            b"content-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+        )
+        await writer.drain()
+
+    async def check(url: str) -> None:
+        async with _client(url) as client:
+            with pytest.raises(EndpointError) as caught:
+                await _import(client, b"x" * (32 << 20))
+            assert caught.value.status == 413
+            assert _pool(client)._slots._value == 2
+
+    asyncio.run(_serve(handler, check))
