@@ -6,11 +6,17 @@ the token shows in no error."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import ssl
+import zlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+import httpx
 import pytest
 import trustme
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from migrate.client import ClientOptions, DatabrainClient
 from migrate.errors import BadResponseError, EndpointError, TransportError
@@ -363,5 +369,127 @@ def test_an_early_refusal_of_an_unread_upload_is_read_as_the_answer() -> None:
                 await _import(client, b"x" * (32 << 20))
             assert caught.value.status == 413
             assert _pool(client)._slots._value == 2
+
+    asyncio.run(_serve(handler, check))
+
+
+# ---- TLS failures: nothing was sent, so a write is certainly not done --------------------------
+
+
+@pytest.mark.parametrize("case", ["untrusted-ca", "wrong-host", "tls-to-plain", "plain-to-tls"])
+def test_tls_failures_are_clean_and_certain_only_before_sending(
+    case: str, tls: tuple[ssl.SSLContext, str], tmp_path: Path
+) -> None:
+    """A certificate from an unknown CA or for another host, or TLS spoken to a plain server:
+    a TransportError that says nothing was sent (the handshake failed first). Plain HTTP spoken
+    to a TLS server did send the request: uncertain. No message names the token."""
+    context, ca_file = tls
+    other = trustme.CA()
+    elsewhere = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    other.issue_cert("elsewhere.example").configure_cert(elsewhere)
+    other_ca = str(tmp_path / "other.pem")
+    other.cert_pem.write_to_path(other_ca)
+
+    async def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)  # a ClientHello, answered as plain HTTP servers do
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n")
+        await writer.drain()
+
+    async def answering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        writer.write(_ok())
+        await writer.drain()
+
+    server_tls, handler, verify, scheme = {
+        "untrusted-ca": (context, answering, True, "https"),
+        "wrong-host": (elsewhere, answering, other_ca, "https"),
+        "tls-to-plain": (None, plain, ca_file, "https"),
+        "plain-to-tls": (context, answering, ca_file, "http"),
+    }[case]
+
+    async def check(url: str) -> None:
+        async with _client(url, verify=verify) as client:
+            with pytest.raises(TransportError) as caught:
+                await _import(client)
+            assert caught.value.uncertain is (case == "plain-to-tls")
+            _no_token(caught.value)
+
+    asyncio.run(_serve(handler, check, scheme=scheme, tls=server_tls))
+
+
+# ---- what reaches the server: the same request line as httpx.AsyncClient sent ---------------
+
+NAMES = ["my workspace", "ünïcode ✓", "a&b=c", "x#y", "50%", "a+b", "sl/ash", "?q", "é%20"]
+PREFIXES = ["", "/", "/db", "/db/v1", "/pre fix", "/ü"]
+_NOWHERE = httpx.MockTransport(lambda request: httpx.Response(500))
+_BUILDERS = {
+    prefix: (
+        DatabrainClient(f"http://127.0.0.1:8080{prefix}", TOKEN, transport=_NOWHERE),
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:8080{prefix}".rstrip("/"), transport=_NOWHERE
+        ),
+    )
+    for prefix in PREFIXES
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    prefix=st.sampled_from(PREFIXES),
+    value=st.one_of(st.sampled_from(NAMES), st.text(max_size=12)),
+)
+def test_urls_are_built_as_httpx_asyncclient_built_them(prefix: str, value: str) -> None:
+    """Under a base URL with a path prefix, a query value of any text gives the same URL as the
+    httpx.AsyncClient (base_url, params) this client used to send through."""
+    client, former = _BUILDERS[prefix]
+    path = "/api/v2/data-app/embeds/export"
+    params = {"embedId": value, "isPagination": "true"}
+    ours = client._request("GET", client._url(path), content=None, headers=None, params=params)
+    theirs = former.build_request("GET", path, params=params)
+    assert (ours.url, ours.url.raw_path) == (theirs.url, theirs.url.raw_path)
+
+
+def test_ipv6_loopback_with_prefix_and_query_reaches_the_server_verbatim() -> None:
+    """Over [::1] under a path prefix: the request line and Host header are exactly what httpx
+    builds for that URL (percent-encoding kept), and the answer comes back."""
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, _ = await _request(reader)
+            seen.append(head)
+            writer.write(_ok(b'{"data":{"x":1},"_meta":{}}'))
+            await writer.drain()
+
+    async def check(url: str) -> None:
+        async with _client(url + "/pre fix") as client:
+            params = {"embedId": "a&b #ü"}
+            await client._call("GET", "/api/v2/q", None, op="export_embed", params=params)
+            expected = httpx.Request("GET", f"{url}/pre fix/api/v2/q", params=params).url
+        request_line, *lines = seen[0].split(b"\r\n")
+        assert request_line == b"GET " + expected.raw_path + b" HTTP/1.1"
+        assert b"host: " + expected.netloc in [line.lower() for line in lines]
+
+    asyncio.run(_serve(handler, check, host="::1"))
+
+
+def test_compressed_answers_are_decoded() -> None:
+    """gzip and deflate answers (the client asks for both) are decoded before parsing."""
+    answers = [
+        _ok(gzip.compress(b'{"data":[]}'), b"content-encoding: gzip\r\n"),
+        _ok(zlib.compress(b'{"data":[]}'), b"content-encoding: deflate\r\n"),
+    ]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for answer in answers:
+            head, _ = await _request(reader)
+            assert b"accept-encoding: gzip, deflate" in head.lower()
+            writer.write(answer)
+            await writer.drain()
+
+    async def check(url: str) -> None:
+        async with _client(url) as client:
+            for _ in answers:
+                assert await client.list_workspaces() == []
 
     asyncio.run(_serve(handler, check))
