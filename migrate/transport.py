@@ -66,6 +66,7 @@ _Origin = tuple[bytes, str, int]
 
 _READ_BYTES = 256 * 1024
 _MAX_HEAD_BYTES = 64 * 1024
+_CHUNK_BYTES = 64 * 1024  # the most body handed on at once (what one chunk may inflate from)
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
@@ -249,7 +250,15 @@ class _Body(httpx.AsyncByteStream):
             while True:
                 event = await _next_event(connection, self._request, self._timeout)
                 if isinstance(event, h11.Data):
-                    yield bytes(event.data)
+                    data = event.data
+                    if len(data) <= _CHUNK_BYTES:
+                        yield bytes(data)
+                        continue
+                    # A compressed body inflates chunk by chunk before the client's cap sees
+                    # it: one 256 KiB read of a gzip bomb would be ~256 MiB at once.
+                    view = memoryview(data)
+                    for start in range(0, len(view), _CHUNK_BYTES):
+                        yield bytes(view[start : start + _CHUNK_BYTES])
                 elif isinstance(event, h11.EndOfMessage):
                     complete = True
                     return

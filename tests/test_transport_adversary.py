@@ -493,3 +493,35 @@ def test_compressed_answers_are_decoded() -> None:
                 assert await client.list_workspaces() == []
 
     asyncio.run(_serve(handler, check))
+
+
+def test_a_gzip_bomb_is_capped_and_inflates_from_small_chunks() -> None:
+    """A 64 KiB gzip answer that inflates to 64 MiB: refused at the body cap, uncertain for an
+    import. And a body reaches the decoder in chunks of at most 64 KiB, so one chunk of a bomb
+    inflates to at most ~64 MiB before the cap is checked (as with httpcore), not 256 MiB."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    zeros = bytes(1 << 20)
+    bomb = b"".join(packer.compress(zeros) for _ in range(64)) + packer.flush()
+    plain = bytes(range(256)) * 4096  # 1 MiB, sent at once
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, _ = await _request(reader)
+            if head.startswith(b"POST"):
+                writer.write(_ok(bomb, b"content-encoding: gzip\r\n"))
+            else:
+                writer.write(_ok(plain))
+            await writer.drain()
+
+    async def check(url: str) -> None:
+        async with _client(url, max_body=1 << 20) as client:
+            with pytest.raises(BadResponseError, match="cap") as caught:
+                await _import(client)
+            assert caught.value.uncertain
+        raw = httpx.AsyncClient(transport=LeanTransport(True, 1))
+        async with raw, raw.stream("GET", url) as response:
+            chunks = [len(chunk) async for chunk in response.aiter_raw()]
+        assert sum(chunks) == len(plain)
+        assert max(chunks) <= 64 * 1024
+
+    asyncio.run(_serve(handler, check))
