@@ -584,7 +584,7 @@ class DatabrainClient:
                 response.request = request
                 sent = True
                 try:
-                    raw = await self._read_capped(response, url)
+                    raw = await self._read_capped(response, url, uncertain=op in WRITES)
                 finally:
                     await response.aclose()
             signal = RateSignal.from_response(response.status_code, response.headers)
@@ -646,7 +646,10 @@ class DatabrainClient:
             extensions={"timeout": self._timeouts},
         )
 
-    async def _read_capped(self, response: httpx.Response, url: str) -> bytes:
+    async def _read_capped(self, response: httpx.Response, url: str, *, uncertain: bool) -> bytes:
+        """The decoded body, at most `max_body_bytes`; BadResponseError (`uncertain`: the
+        request was received, so a write may have taken effect) when it is over the cap or
+        cannot be decoded."""
         limit = self.options.max_body_bytes
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -654,18 +657,28 @@ class DatabrainClient:
                 f"the response of {url} is {int(declared):,} bytes, over the {limit:,}-byte cap",
                 url=url,
                 status=response.status_code,
+                uncertain=uncertain,
             )
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():  # decoded: caps a gzip bomb too
-            size += len(chunk)
-            if size > limit:
-                raise BadResponseError(
-                    f"the response of {url} exceeds the {limit:,}-byte cap; reading stopped",
-                    url=url,
-                    status=response.status_code,
-                )
-            chunks.append(chunk)
+        try:
+            async for chunk in response.aiter_bytes():  # decoded: caps a gzip bomb too
+                size += len(chunk)
+                if size > limit:
+                    raise BadResponseError(
+                        f"the response of {url} exceeds the {limit:,}-byte cap; reading stopped",
+                        url=url,
+                        status=response.status_code,
+                        uncertain=uncertain,
+                    )
+                chunks.append(chunk)
+        except httpx.DecodingError as exc:
+            raise BadResponseError(
+                f"the response of {url} does not decode as its Content-Encoding says: {exc}",
+                url=url,
+                status=response.status_code,
+                uncertain=uncertain,
+            ) from exc
         return b"".join(chunks)
 
     async def _translate(

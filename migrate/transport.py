@@ -53,11 +53,20 @@ def _holds_input(reader: asyncio.StreamReader) -> bool:
     return reader.at_eof() or bool(getattr(reader, "_buffer", b""))
 
 
+def _take_input(reader: asyncio.StreamReader) -> bytes:
+    """What the event loop took off the socket for this reader and nobody read yet (emptied)."""
+    buffer: bytearray = getattr(reader, "_buffer", bytearray())
+    data = bytes(buffer)
+    buffer.clear()
+    return data
+
+
 _Origin = tuple[bytes, str, int]
 """scheme, host, port"""
 
 _READ_BYTES = 256 * 1024
 _MAX_HEAD_BYTES = 64 * 1024
+_CHUNK_BYTES = 64 * 1024  # the most body handed on at once (what one chunk may inflate from)
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
@@ -104,12 +113,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     def _release(self, connection: _Connection, reusable: bool) -> None:
         """Called once per request when its body is done: pool the connection or drop it."""
+        protocol = connection.h11
         if (
             reusable
-            and connection.h11.our_state is h11.DONE
-            and connection.h11.their_state is h11.DONE
+            and protocol.our_state is h11.DONE
+            and protocol.their_state is h11.DONE
+            # Bytes past the answer (a second answer nobody asked for, a 204's "body") would
+            # be read as the next request's answer; an EOF already seen ends the connection.
+            and protocol.trailing_data == (b"", False)
         ):
-            connection.h11.start_next_cycle()
+            protocol.start_next_cycle()
             self._idle.append(connection)
         else:
             connection.close()
@@ -161,9 +174,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.WriteTimeout(f"sending took over {timeout:g} s", request=request) from exc
         except OSError as exc:
             # The server may have answered (and closed) before reading the whole body, as a
-            # server refusing a large upload does: its answer is still worth reading.
-            if not _holds_input(connection.reader):
+            # server refusing a large upload does: its answer is still worth reading. The reader
+            # now raises the write's error on every read, so what it holds goes to h11 directly,
+            # followed by the end of the stream (nothing more can arrive).
+            answer = _take_input(connection.reader)
+            if not answer:
                 raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
+            connection.h11.receive_data(answer)
+            connection.h11.receive_data(b"")
 
     async def _head(
         self, connection: _Connection, request: httpx.Request, timeout: float | None
@@ -232,7 +250,15 @@ class _Body(httpx.AsyncByteStream):
             while True:
                 event = await _next_event(connection, self._request, self._timeout)
                 if isinstance(event, h11.Data):
-                    yield bytes(event.data)
+                    data = event.data
+                    if len(data) <= _CHUNK_BYTES:
+                        yield bytes(data)
+                        continue
+                    # A compressed body inflates chunk by chunk before the client's cap sees
+                    # it: one 256 KiB read of a gzip bomb would be ~256 MiB at once.
+                    view = memoryview(data)
+                    for start in range(0, len(view), _CHUNK_BYTES):
+                        yield bytes(view[start : start + _CHUNK_BYTES])
                 elif isinstance(event, h11.EndOfMessage):
                     complete = True
                     return
