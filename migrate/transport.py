@@ -46,6 +46,26 @@ class _Connection:
         self.writer.transport.abort()
 
 
+def _framed(protocol: h11.Connection, request: httpx.Request, body: bytes) -> bytes | None:
+    """The request as HTTP/1.1 bytes, or None when h11 refuses to frame it."""
+    try:
+        head = h11.Request(
+            method=request.method, target=request.url.raw_path, headers=request.headers.raw
+        )
+        data = protocol.send(head) or b""
+        if body:
+            data += protocol.send(h11.Data(data=body)) or b""
+        return data + (protocol.send(h11.EndOfMessage()) or b"")
+    except h11.LocalProtocolError:
+        return None
+
+
+def _took(timeout: float | None) -> str:
+    """How long an operation took before it was given up, for a timeout's message."""
+    # A TimeoutError can also come from the kernel (ETIMEDOUT) with no timeout of ours set.
+    return f"took over {timeout:g} s" if timeout is not None else "timed out"
+
+
 def _holds_input(reader: asyncio.StreamReader) -> bool:
     """True when the event loop already took data or an EOF off the socket for this reader."""
     # asyncio reads sockets eagerly, so what the server sent sits in the reader, not the socket;
@@ -132,7 +152,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
         url = request.url
         scheme = url.scheme
         port = url.port or (443 if scheme == "https" else 80)
-        origin: _Origin = (scheme.encode(), url.host, port)
+        # The IDNA (ASCII) form, as in the Host header: Python's own IDNA codec may map a name
+        # like "ß" to another host than the one the request names.
+        host = url.raw_host.decode("ascii")
+        origin: _Origin = (scheme.encode(), host, port)
         while self._idle:
             candidate = self._idle.pop()
             if candidate.origin == origin and candidate.idle_and_sound():
@@ -141,17 +164,15 @@ class LeanTransport(httpx.AsyncBaseTransport):
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(
-                    url.host,
+                    host,
                     port,
                     # Built on first use: loading CAs costs ~25 ms a plain-HTTP run never needs.
                     ssl=_ssl_context(self._verify) if scheme == "https" else None,
-                    server_hostname=url.host if scheme == "https" else None,
+                    server_hostname=host if scheme == "https" else None,
                     limit=_READ_BYTES,
                 )
         except TimeoutError as exc:
-            raise httpx.ConnectTimeout(
-                f"connecting took over {timeout:g} s", request=request
-            ) from exc
+            raise httpx.ConnectTimeout(f"connecting {_took(timeout)}", request=request) from exc
         except (OSError, ssl.SSLError) as exc:
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
         return _Connection(origin, reader, writer)
@@ -160,18 +181,20 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self, connection: _Connection, request: httpx.Request, timeout: float | None
     ) -> None:
         body = await request.aread()
-        target = request.url.raw_path
-        head = h11.Request(method=request.method, target=target, headers=request.headers.raw)
-        data = connection.h11.send(head) or b""
-        if body:
-            data += connection.h11.send(h11.Data(data=body)) or b""
-        data += connection.h11.send(h11.EndOfMessage()) or b""
+        data = _framed(connection.h11, request, body)
+        if data is None:
+            # h11's message quotes the offending header, which may hold a credential: neither
+            # it nor its exception (not even as context) travels on.
+            raise httpx.LocalProtocolError(
+                "the request cannot be sent as HTTP/1.1 (an invalid header name or value)",
+                request=request,
+            )
         try:
             connection.writer.write(data)
             async with asyncio.timeout(timeout):
                 await connection.writer.drain()
         except TimeoutError as exc:
-            raise httpx.WriteTimeout(f"sending took over {timeout:g} s", request=request) from exc
+            raise httpx.WriteTimeout(f"sending {_took(timeout)}", request=request) from exc
         except OSError as exc:
             # The server may have answered (and closed) before reading the whole body, as a
             # server refusing a large upload does: its answer is still worth reading. The reader
@@ -212,7 +235,7 @@ async def _next_event(
             async with asyncio.timeout(timeout):
                 data = await connection.reader.read(_READ_BYTES)
         except TimeoutError as exc:
-            raise httpx.ReadTimeout(f"no data for {timeout:g} s", request=request) from exc
+            raise httpx.ReadTimeout(f"waiting for data {_took(timeout)}", request=request) from exc
         except OSError as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
         if not data and protocol.their_state is h11.SEND_RESPONSE:

@@ -268,3 +268,27 @@ def test_tls_is_verified_against_the_configured_ca(tmp_path: Path) -> None:
                     await client.get("/")
 
     asyncio.run(check())
+
+
+def test_an_unsendable_header_is_refused_without_quoting_it() -> None:
+    """A header value h11 cannot frame (a line break): httpx.LocalProtocolError, nothing sent,
+    and neither its message nor a chained exception quotes the value."""
+    secret = "tok-CANARY-1234"
+    received: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read(1024))
+
+    async def check(url: str) -> None:
+        transport = pooled_transport(True, 1)
+        request = httpx.Request("GET", url, headers={"X-Key": f"{secret}\r\nX: 1"})
+        with pytest.raises(httpx.LocalProtocolError) as caught:
+            await transport.handle_async_request(request)
+        seen: BaseException | None = caught.value
+        while seen is not None:
+            assert secret not in str(seen) and secret not in repr(seen)
+            seen = seen.__cause__ or seen.__context__
+        await transport.aclose()
+
+    asyncio.run(_serve(handler, check))
+    assert received in ([], [b""])

@@ -121,7 +121,8 @@ def _pool(client: DatabrainClient) -> LeanTransport:
 
 
 async def _import(client: DatabrainClient, body: bytes | None = None) -> None:
-    await client.import_dashboard("ws", "d1", {}, body=body)
+    # `body` (bytes) is spliced into the request as the dashboard's data text, whatever it is.
+    await client.import_dashboard("ws", "d1", {} if body is None else body)
 
 
 def _no_token(exc: BaseException) -> None:
