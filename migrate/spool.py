@@ -17,6 +17,7 @@ import tempfile
 import weakref
 from pathlib import Path
 
+from migrate.errors import LocalFileError
 from migrate.jsontext import dump_json_fast, load_trusted
 from migrate.models import ExportFile
 from migrate.storage import create_private, ensure_private_dir
@@ -60,8 +61,11 @@ class PayloadSpool:
             return self._memory[key]
         raw = self._files[key].read_bytes()
         # Checked (caps, depth, duplicate keys) when it arrived, and since then in a folder only
-        # we can write: parsed without checking again.
-        return ExportFile(raw=raw, document=load_trusted(raw))
+        # we can write: parsed without checking again, but a file damaged since is refused.
+        try:
+            return ExportFile(raw=raw, document=load_trusted(raw))
+        except ValueError:
+            raise _damaged(self._files[key]) from None
 
     def raw(self, key: str) -> bytes:
         """The bytes the API returned for `key`, without parsing them."""
@@ -81,7 +85,11 @@ class PayloadSpool:
             return self._memory[key].raw[start:end]
         with self._files[key].open("rb") as file:
             file.seek(start)
-            return file.read(end - start)
+            text = file.read(end - start)
+        # Spliced into an import body as is: a file cut short would send a partial payload.
+        if len(text) != end - start:
+            raise _damaged(self._files[key])
+        return text
 
     def held(self, key: str) -> ExportFile | None:
         """The export file for `key` when it is held parsed (no parse needed), else None."""
@@ -106,6 +114,15 @@ class PayloadSpool:
             # Removed even if nobody calls close (a plan the CLI only renders).
             weakref.finalize(self, shutil.rmtree, self._folder, ignore_errors=True)
         return self._folder
+
+
+def _damaged(path: Path) -> LocalFileError:
+    """The error of a spool file changed on disk since it was written."""
+    return LocalFileError(
+        "a spooled payload changed on disk since it was exported",
+        file=str(path),
+        hint="something else writes to the state dir; rerun to export the payload again",
+    )
 
 
 def _data_span(export: ExportFile) -> tuple[int, int] | None:
