@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import operator
 import re
 from dataclasses import dataclass
@@ -43,6 +44,15 @@ DEFAULT_LIMITS = JSONLimits()
 
 def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # JSON numbers beyond a double (1e400) would read as infinity and be written back as null:
+    # refused like the NaN and Infinity literals, so no payload changes silently.
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"the number {text[:40]} is out of range for a double")
+    return value
 
 
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -249,7 +259,9 @@ def _parse_stdlib(raw: bytes | str, *, source: str, limits: JSONLimits) -> Any:
         return obj
 
     try:
-        value = json.loads(text, object_hook=count, parse_constant=_refuse_constant)
+        value = json.loads(
+            text, object_hook=count, parse_constant=_refuse_constant, parse_float=_finite_float
+        )
     except RecursionError as exc:
         raise _too_nested(limits, source) from exc
     except ValueError:
@@ -325,7 +337,10 @@ def _parse_careful(text: str, *, source: str, limits: JSONLimits) -> Any:
         raise _too_nested(limits, source)
     try:
         value = json.loads(
-            text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
+            text,
+            object_pairs_hook=_refuse_duplicates,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
         )
     except RecursionError as exc:
         raise _too_nested(limits, source) from exc

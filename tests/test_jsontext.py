@@ -84,6 +84,12 @@ def test_nan_and_infinity(raw: str) -> None:
     refuse(raw)
 
 
+@pytest.mark.parametrize("raw", ['{"a": 1e400}', "[-1E999]", '{"a": {"b": [1, 2e308]}}'])
+def test_numbers_beyond_a_double_are_refused(raw: str) -> None:
+    """A number that would read as infinity (and be written back as null) is refused."""
+    assert "out of range" in refuse(raw).message
+
+
 def test_invalid_utf8() -> None:
     """Bytes that are not UTF-8 are refused with their offset."""
     assert "UTF-8" in refuse(b'{"a": "\xff\xfe"}').message
