@@ -1009,36 +1009,26 @@ def main(argv: list[str] | None = None) -> int:
         )
         print_targets(rows)
 
-        if args.profile:
+        for kind, path in (("profile", args.profile), ("py_spy", args.py_spy)):
+            if path is None:
+                continue
             run_apply(
-                label="profile",
+                label=kind.replace("_", "-"),
                 base_db=base_db,
                 n=args.n,
                 payload_kb=args.payload_kb,
                 concurrency=top_c,
                 latency_ms=args.latency_ms,
                 rate_limit=None,
-                profile=args.profile.resolve(),
+                **{kind: path.resolve()},
                 **common,
             )
-            print(f"\ncProfile of C={top_c} written to {args.profile}; top 25 by own time:")
-            stats = pstats.Stats(str(args.profile.resolve()))
-            stats.sort_stats("tottime").print_stats(25)
-
-        if args.py_spy:
-            run_apply(
-                label="py-spy",
-                base_db=base_db,
-                n=args.n,
-                payload_kb=args.payload_kb,
-                concurrency=top_c,
-                latency_ms=args.latency_ms,
-                rate_limit=None,
-                py_spy=args.py_spy.resolve(),
-                **common,
-            )
-            print(f"\npy-spy samples of C={top_c} written to {args.py_spy}:")
-            print_collapsed(args.py_spy.resolve())
+            if kind == "profile":
+                print(f"\ncProfile of C={top_c} written to {path}; top 25 by own time:")
+                pstats.Stats(str(path.resolve())).sort_stats("tottime").print_stats(25)
+            else:
+                print(f"\npy-spy samples of C={top_c} written to {path}:")
+                print_collapsed(path.resolve())
 
         if args.json:
             args.json.write_text(

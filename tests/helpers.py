@@ -12,14 +12,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from migrate.connection import ConnectionPolicy, embedded_app
+from migrate.jsontext import dump_json
 from migrate.models import Plan
 from migrate.plan import load_plan, plan_to_document
 from migrate.planner import MigrationPlan
 from migrate.runner import ApplyReport, RunOptions, run_apply, run_plan
 from migrate.sandbox import Sandbox
+from migrate.transport import asgi_transport
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -135,3 +138,31 @@ def run_migrate(
             proc.kill()
             proc.communicate()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+class ExportWire(httpx.AsyncBaseTransport):
+    """The sandbox app behind a recorder of import bodies that answers exports of the source
+    workspace "Src" with given bytes (a server that writes its JSON as it likes)."""
+
+    IMPORT = "/api/v2/data-app/import-dashboard"
+    EXPORT = "/api/v2/data-app/export-dashboard"
+
+    def __init__(self, app: Any, exports: dict[str, bytes]) -> None:
+        self.inner = asgi_transport(app)
+        self.exports = exports
+        self.imports: list[bytes] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.content
+        if request.url.path == self.IMPORT:
+            self.imports.append(body)
+        if request.url.path == self.EXPORT and b'"workspaceName":"Src"' in body:
+            for dash_id, raw in self.exports.items():
+                if dump_json(dash_id) in body:
+                    return httpx.Response(
+                        200, content=raw, headers={"Content-Type": "application/json"}
+                    )
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,36 +22,7 @@ from migrate.retry import RetryPolicy
 from migrate.sandbox import SandboxConfig, create_app
 from migrate.source import LiveSource
 from migrate.spool import PayloadSpool
-from migrate.transport import asgi_transport
-from tests.helpers import write_plan
-
-_IMPORT = "/api/v2/data-app/import-dashboard"
-_EXPORT = "/api/v2/data-app/export-dashboard"
-
-
-class _Wire(httpx.AsyncBaseTransport):
-    """The sandbox app behind a recorder of import bodies that can answer an export of the
-    source with given bytes (a server that writes its JSON otherwise)."""
-
-    def __init__(self, app: Any, exports: dict[str, bytes]) -> None:
-        self.inner = asgi_transport(app)
-        self.exports = exports
-        self.imports: list[bytes] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = request.content
-        if request.url.path == _IMPORT:
-            self.imports.append(body)
-        if request.url.path == _EXPORT and b'"workspaceName":"Src"' in body:
-            for dash_id, raw in self.exports.items():
-                if dump_json(dash_id) in body:
-                    return httpx.Response(
-                        200, content=raw, headers={"Content-Type": "application/json"}
-                    )
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+from tests.helpers import ExportWire, write_plan
 
 
 def _run(
@@ -71,7 +41,7 @@ def _run(
     sandbox.store.add_workspace("Dst")
     for dash_id, data in payloads.items():
         sandbox.put_dashboard("Src", dash_id, dash_id, data)
-    wire = _Wire(app, exports or {})
+    wire = ExportWire(app, exports or {})
     plan = load_plan(write_plan(tmp, source="Src", target="Dst", settings=settings_text))
 
     async def go() -> tuple[MigrationPlan, list[Result]]:

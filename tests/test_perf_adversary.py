@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from migrate.client import ClientOptions, DatabrainClient
@@ -23,37 +22,9 @@ from migrate.retry import RetryPolicy
 from migrate.sandbox import SandboxConfig, create_app
 from migrate.source import LiveSource
 from migrate.spool import PayloadSpool
-from migrate.transport import asgi_transport
-from tests.helpers import actions, apply, plan, results, sandbox_of, write_plan
+from tests.helpers import ExportWire, actions, apply, plan, results, sandbox_of, write_plan
 
-_IMPORT = "/api/v2/data-app/import-dashboard"
-_EXPORT = "/api/v2/data-app/export-dashboard"
 _TOKEN = "adv-token-4242"
-
-
-class _Wire(httpx.AsyncBaseTransport):
-    """The sandbox app behind a recorder of import bodies that answers exports of the source
-    with given bytes (a hostile server writing its JSON as it likes)."""
-
-    def __init__(self, app: Any, exports: dict[str, bytes]) -> None:
-        self.inner = asgi_transport(app)
-        self.exports = exports
-        self.imports: list[bytes] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = request.content
-        if request.url.path == _IMPORT:
-            self.imports.append(body)
-        if request.url.path == _EXPORT and b'"workspaceName":"Src"' in body:
-            for dash_id, raw in self.exports.items():
-                if dump_json(dash_id) in body:
-                    return httpx.Response(
-                        200, content=raw, headers={"Content-Type": "application/json"}
-                    )
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 def _export(dash_id: str, data_text: bytes) -> bytes:
@@ -62,14 +33,16 @@ def _export(dash_id: str, data_text: bytes) -> bytes:
     return b'{"_meta":' + meta + b',"data":' + data_text + b"}"
 
 
-def _setup(tmp: Path, payloads: dict[str, Any], exports: dict[str, bytes]) -> tuple[Any, _Wire]:
-    """A fresh sandbox holding `payloads` in Src (and an empty Dst), behind a `_Wire`."""
+def _setup(
+    tmp: Path, payloads: dict[str, Any], exports: dict[str, bytes]
+) -> tuple[Any, ExportWire]:
+    """A fresh sandbox holding `payloads` in Src (and an empty Dst), behind an `ExportWire`."""
     app = create_app(SandboxConfig(db_path=":memory:", seed=None, token=_TOKEN))
     sandbox = app.state.sandbox
     sandbox.store.add_workspace("Dst")
     for dash_id, data in payloads.items():
         sandbox.put_dashboard("Src", dash_id, dash_id, data)
-    return sandbox, _Wire(app, exports)
+    return sandbox, ExportWire(app, exports)
 
 
 def test_an_escaped_credential_echo_is_refused(tmp_path: Path) -> None:

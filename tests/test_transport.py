@@ -133,13 +133,21 @@ def test_connection_close_is_honoured() -> None:
     assert len(asyncio.run(_serve(handler, check))) == 2
 
 
-def test_a_body_cut_short_is_a_protocol_error() -> None:
-    """A server that promises 100 bytes, sends 10 and closes: httpx.RemoteProtocolError, which
-    the client reads as a lost connection."""
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789",  # body cut short
+        b"SSH-2.0-OpenSSH_9.6\r\n\r\n",  # not HTTP at all
+    ],
+)
+def test_a_broken_answer_is_a_protocol_error(answer: bytes) -> None:
+    """A server that promises 100 bytes and sends 10, or answers with something that is not
+    HTTP/1.1, then closes: httpx.RemoteProtocolError, which the client reads as a lost
+    connection."""
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+        writer.write(answer)
         await writer.drain()
 
     async def check(url: str) -> None:
@@ -200,22 +208,6 @@ def test_a_refused_connection_is_a_connect_error() -> None:
                 await client.get("/")
 
     asyncio.run(check())
-
-
-def test_garbage_instead_of_http_is_a_protocol_error() -> None:
-    """A server that answers with something that is not HTTP/1.1: RemoteProtocolError."""
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
-        await writer.drain()
-
-    async def check(url: str) -> None:
-        async with _client(url) as client:
-            with pytest.raises(httpx.RemoteProtocolError):
-                await client.get("/")
-
-    asyncio.run(_serve(handler, check))
 
 
 def test_chunked_answers_and_interim_responses_are_read() -> None:
