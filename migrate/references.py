@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Set
 from typing import Any
 
 from migrate.jsonpath import PathLink, format_path, link_parts
@@ -56,12 +56,11 @@ def _found_on_text(
     """The references in `data`, found on its compact text; None when the walk must decide.
 
     An id with nothing JSON escapes is written as itself between two quotes, so every
-    string equal to it shows in the text as `"ID"`, and splitting the text on `"` yields it
-    as a piece (escaped quotes only add pieces). Only the ids found so get looked for, each
-    occurrence located by descending from the root to the value whose text spans it, the
-    spans measured by writing each value alone (compact JSON is the same alone as inside its
-    container). Costs about one writing of the text per occurrence, not a Python step per
-    value.
+    string equal to it shows in the text as `"ID"` (`_candidates` finds those ids). Only
+    the ids found so get looked for, each occurrence located by descending from the root to
+    the value whose text spans it, the spans measured by writing each value alone (compact
+    JSON is the same alone as inside its container). Costs at most about one writing of the
+    text per occurrence, not a Python step per value.
     An occurrence that is no string value (a key, text in another string) reaches no value
     that starts there and is dropped.
     """
@@ -73,14 +72,11 @@ def _found_on_text(
     text = dump_json_fast(data)
     if text is None:
         return None  # deep, or not plain JSON: the walk decides (and refuses what is too deep)
-    pieces = text.split(b'"')
-    if _ESCAPED_QUOTE.search(text) is None:
-        pieces = pieces[1::2]  # every `"` delimits a string: the odd pieces are the strings
-    hits = encoded.intersection(pieces)
+    hits = _candidates(text, encoded)
     if ignore is not None:
         hits -= {ignore.encode("utf-8", "surrogatepass")}
     links: list[tuple[PathLink, str]] = []
-    spans: dict[int, list[tuple[int, int, Any, Any]]] = {}
+    spans: dict[int, _Spans] = {}
     for hit in hits:
         needle = b'"' + hit + b'"'
         at = text.find(needle)
@@ -93,15 +89,93 @@ def _found_on_text(
 
 
 _ESCAPED_QUOTE = re.compile(rb'\\"')
+# Past this many distinct id prefixes, one split of the text is cheaper than a scan per prefix.
+_MAX_PREFIXES = 8
 
 
-def _value_at(
-    data: Any, offset: int, spans: dict[int, list[tuple[int, int, Any, Any]]]
-) -> tuple[PathLink, Any] | None:
+def _candidates(text: bytes, encoded: frozenset[bytes]) -> Set[bytes]:
+    """The ids (as UTF-8) that show in `text` between two quotes, `"ID"`, and maybe a few that
+    show so only where no string value is (the caller's descent drops those).
+
+    When the ids start with few distinct prefixes (generated ids share one), each prefix is
+    looked for after a quote with `bytes.find`, which skips the text at C speed; else the text
+    is split on `"` and its pieces intersected with the ids.
+    """
+    prefixes, lengths = _prefixes(encoded)
+    if prefixes is None:
+        pieces = text.split(b'"')
+        if _ESCAPED_QUOTE.search(text) is None:
+            pieces = pieces[1::2]  # every `"` delimits a string: the odd pieces are the strings
+        return encoded.intersection(pieces)
+    hits: set[bytes] = set()
+    quote = ord('"')
+    size = len(text)
+    for prefix in prefixes:
+        needle = b'"' + prefix
+        at = text.find(needle)
+        while at >= 0:
+            first = at + 1
+            for length in lengths:
+                end = first + length
+                if end < size and text[end] == quote and text[first:end] in encoded:
+                    hits.add(text[first:end])
+            at = text.find(needle, first)
+    return hits
+
+
+@functools.lru_cache(maxsize=8)
+def _prefixes(encoded: frozenset[bytes]) -> tuple[tuple[bytes, ...] | None, tuple[int, ...]]:
+    """The distinct first bytes (up to 4, as many as the shortest id has) of `encoded`, or None
+    when there are more than `_MAX_PREFIXES` of them or an id is empty; and the ids' lengths."""
+    lengths = tuple(sorted({len(one) for one in encoded}))
+    if not lengths or lengths[0] == 0:
+        return None, lengths
+    width = min(4, lengths[0])
+    prefixes = {one[:width] for one in encoded}
+    if len(prefixes) > _MAX_PREFIXES:
+        return None, lengths
+    return tuple(sorted(prefixes)), lengths
+
+
+class _Spans:
+    """The children of one container, their text spans measured only as far as asked."""
+
+    __slots__ = ("found", "keyed", "pairs", "pos")
+
+    def __init__(self, node: dict[Any, Any] | list[Any], start: int) -> None:
+        self.found: list[tuple[int, int, Any, Any]] = []
+        self.keyed = isinstance(node, dict)
+        self.pairs: Iterator[tuple[Any, Any]] = (
+            iter(node.items()) if isinstance(node, dict) else enumerate(node)
+        )
+        self.pos = start + 1  # past `{` or `[`
+
+    def child_at(self, offset: int) -> tuple[int, int, Any, Any] | None:
+        """(start, end, key or index, value) of the child whose text spans `offset`, or None
+        when `offset` is past every child."""
+        for child in self.found:
+            if offset < child[1]:
+                return child
+        for part, value in self.pairs:
+            pos = self.pos
+            if self.keyed:
+                pos += len(dump_json(part)) + 1  # the key and `:`
+            end = pos + len(dump_json(value))
+            child = (pos, end, part, value)
+            self.found.append(child)
+            self.pos = end + 1  # past `,`
+            if offset < end:
+                return child
+        return None
+
+
+def _value_at(data: Any, offset: int, spans: dict[int, _Spans]) -> tuple[PathLink, Any] | None:
     """(path, value) of the value of `data` whose compact text starts at `offset`, or None.
 
     `spans` keeps, per container met (by `id`: `data` is alive and unchanged meanwhile), the
-    offsets where each child's text starts and ends, its part and value, measured once."""
+    offsets where its children's texts start and end, measured once and only up to the
+    furthest offset asked for: a reference early in a large container costs the writing of
+    the children before it, not of the whole container."""
     node, start = data, 0
     link: PathLink = None
     while start != offset:
@@ -109,32 +183,15 @@ def _value_at(
             return None  # inside a string (or other scalar) that starts earlier
         children = spans.get(id(node))
         if children is None:
-            children = spans[id(node)] = _children(node, start)
-        for first, end, part, child in children:
-            if offset < end:
-                if offset < first:
-                    return None  # in a key
-                node, start, link = child, first, (link, part)
-                break
-        else:
+            children = spans[id(node)] = _Spans(node, start)
+        child = children.child_at(offset)
+        if child is None:
             return None
+        first, _end, part, value = child
+        if offset < first:
+            return None  # in a key
+        node, start, link = value, first, (link, part)
     return link, node
-
-
-def _children(node: dict[Any, Any] | list[Any], start: int) -> list[tuple[int, int, Any, Any]]:
-    """(start offset, end offset, key or index, value) of each child of `node`, whose text
-    starts at `start`."""
-    out: list[tuple[int, int, Any, Any]] = []
-    pos = start + 1  # past `{` or `[`
-    keyed = isinstance(node, dict)
-    pairs: Iterable[tuple[Any, Any]] = node.items() if isinstance(node, dict) else enumerate(node)
-    for part, child in pairs:
-        if keyed:
-            pos += len(dump_json(part)) + 1  # the key and `:`
-        end = pos + len(dump_json(child))
-        out.append((pos, end, part, child))
-        pos = end + 1  # past `,`
-    return out
 
 
 _ESCAPED_IN_JSON = re.compile(r'["\\\x00-\x1f]')

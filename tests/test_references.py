@@ -154,3 +154,40 @@ def test_references_found_on_the_text_are_the_walks(
     """Found on the text (occurrences located by their offsets) or by the walk, the same
     paths and ids: ids also as keys or inside other strings, escapes, non-ASCII, scalars."""
     assert find_references(data, ids, ignore=ignore) == _references_by_walk(data, ids, ignore)
+
+
+_PREFIXED_IDS = ["gen-1", "gen-12", "gen-123", "gen-", "ge", "gen-1\\", "gen-é"]
+_PREFIXED_TEXTS = st.sampled_from([*_PREFIXED_IDS, '"', "\\", '"gen-1"', "gen", "1", ":", ""])
+_PREFIXED_VALUES = st.recursive(
+    st.lists(_PREFIXED_TEXTS, max_size=3).map("".join) | st.integers(-3, 3) | st.none(),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.lists(_PREFIXED_TEXTS, max_size=2).map("".join), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    _PREFIXED_VALUES,
+    st.frozensets(st.sampled_from(_PREFIXED_IDS)),
+    st.sampled_from([None, "gen-1", "gen-12"]),
+)
+def test_ids_sharing_a_prefix_are_found_as_the_walk_finds_them(
+    data: Any, ids: frozenset[str], ignore: str | None
+) -> None:
+    """Ids scanned for by their shared first bytes (one the prefix of another, as keys, inside
+    other strings, after escaped quotes) give the walk's paths and ids."""
+    assert find_references(data, ids, ignore=ignore) == _references_by_walk(data, ids, ignore)
+
+
+def test_a_reference_late_in_a_large_list_is_found() -> None:
+    """Spans measured lazily still reach a reference after many siblings, and one before."""
+    data = {"a": [{"k": str(n)} for n in range(50)] + [{"k": "gen-1"}], "b": ["gen-1"]}
+    data["a"][3]["x"] = "gen-1"
+    assert find_references(data, frozenset({"gen-1", "gen-2"})) == [
+        ("data.a[3].x", "gen-1"),
+        ("data.a[50].k", "gen-1"),
+        ("data.b[0]", "gen-1"),
+    ]
