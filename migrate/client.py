@@ -127,6 +127,7 @@ class DatabrainClient:
         # and cost ~0.3 ms of CPU per request. What it did that matters is done here: default
         # headers, timeouts, and never following a redirect (a 3xx is just an answer).
         self._transport = transport
+        # As bytes once: every request sends them, and encoding them is httpx's per-request work.
         self._headers = httpx.Headers(
             {
                 "Authorization": f"Bearer {token}",
@@ -134,7 +135,9 @@ class DatabrainClient:
                 "Accept-Encoding": "gzip, deflate",
                 "User-Agent": opts.user_agent,
             }
-        )
+        ).raw
+        # Each path's URL, parsed once (a client calls a dozen paths; parsing costs ~60 us).
+        self._urls: dict[str, httpx.URL] = {}
         self._timeouts = httpx.Timeout(
             opts.timeout_s, connect=opts.connect_timeout_s, pool=None
         ).as_dict()
@@ -572,13 +575,12 @@ class DatabrainClient:
         url = self._url(path)
         if content is None and json_body is not None:
             content = _dump(json_body)
-        headers = {"Content-Type": "application/json"} if content is not None else None
         await self._pacer.acquire()
         signal = RateSignal()
         deadline = self.options.request_deadline_s
         sent = False
         try:
-            request = self._request(method, url, content=content, headers=headers, params=params)
+            request = self._request(method, path, content=content, params=params)
             async with asyncio.timeout(deadline):
                 response = await self._transport.handle_async_request(request)
                 response.request = request
@@ -627,24 +629,35 @@ class DatabrainClient:
     def _request(
         self,
         method: str,
-        url: str,
+        path: str,
         *,
         content: bytes | None,
-        headers: Mapping[str, str] | None,
         params: Mapping[str, str] | None,
     ) -> httpx.Request:
-        """One request with the client's headers and timeouts, as httpx.AsyncClient built it."""
-        merged = self._headers.copy()
-        if headers:
-            merged.update(headers)
-        return httpx.Request(
+        """One request with the client's headers and timeouts, the same as httpx.AsyncClient
+        built it (headers in the same order), from the path's URL parsed once; `content` is
+        sent as JSON."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self._url(path))
+        headers = [(b"Host", url.netloc)]
+        if not content and method in ("POST", "PUT", "PATCH"):
+            headers.append((b"Content-Length", b"0"))
+        headers += self._headers
+        if content is not None:
+            headers.append((b"Content-Type", b"application/json"))
+        if content:
+            headers.append((b"Content-Length", str(len(content)).encode()))
+        request = httpx.Request(
             method,
             url,
             params=params,
-            content=content,
-            headers=merged,
+            headers=headers,
+            stream=httpx.ByteStream(content or b""),
             extensions={"timeout": self._timeouts},
         )
+        request.read()  # as for content=: `request.content` is then at hand (no copy)
+        return request
 
     async def _read_capped(self, response: httpx.Response, url: str, *, uncertain: bool) -> bytes:
         """The decoded body, at most `max_body_bytes`; BadResponseError (`uncertain`: the

@@ -41,6 +41,7 @@ _RATE_HEADERS = (
     "X-RateLimit-Remaining",
     "X-RateLimit-Reset",
 )
+_RATE_NAMES = frozenset(name.lower() for name in _RATE_HEADERS)
 
 # Writes whose repetition could do something twice (a second embed, a second delete that now
 # fails, a taken name): repeated only when they certainly never reached the server.
@@ -184,20 +185,26 @@ class RateSignal:
     def from_response(
         cls, status: int, headers: Mapping[str, str], *, now: float | None = None
     ) -> RateSignal:
-        """Read every rate-limit header form an answer may carry; `now` is the epoch time."""
-        combined = _params(headers.get("RateLimit") or "")
-        policy_text = headers.get("RateLimit-Policy") or ""
+        """Read every rate-limit header form an answer may carry; `now` is the epoch time.
+
+        Header names match in any case; a header sent more than once reads as its values
+        joined by ", " (as `httpx.Headers.get` gives them)."""
+        found = _rate_headers(headers)
+        if not found:  # the usual answer: no rate-limit header at all
+            return _NO_SIGNAL[status == 429]
+        combined = _params(found.get("ratelimit") or "")
+        policy_text = found.get("ratelimit-policy") or ""
         policy = _params(policy_text)
-        limit_text = headers.get("RateLimit-Limit") or ""
+        limit_text = found.get("ratelimit-limit") or ""
         remaining = _first(
-            headers.get("RateLimit-Remaining"),
-            headers.get("X-RateLimit-Remaining"),
+            found.get("ratelimit-remaining"),
+            found.get("x-ratelimit-remaining"),
             combined.get("remaining"),
             combined.get("r"),
         )
         reset = _first(
-            headers.get("RateLimit-Reset"),
-            headers.get("X-RateLimit-Reset"),
+            found.get("ratelimit-reset"),
+            found.get("x-ratelimit-reset"),
             combined.get("reset"),
             combined.get("t"),
         )
@@ -205,7 +212,7 @@ class RateSignal:
             reset = max(0.0, reset - (time.time() if now is None else now))
         limit = _first(
             limit_text or None,
-            headers.get("X-RateLimit-Limit"),
+            found.get("x-ratelimit-limit"),
             combined.get("limit"),
             policy.get("q"),
             policy_text or None,
@@ -213,21 +220,38 @@ class RateSignal:
         window = _first(policy.get("w"), _params(limit_text).get("w"))
         return cls(
             rate_limited=status == 429,
-            retry_after=parse_retry_after(headers.get("Retry-After"), now=now)
+            retry_after=parse_retry_after(found.get("retry-after"), now=now)
             if status == 429
             else None,
             remaining=int(remaining) if remaining is not None else None,
             reset_s=reset,
             limit=int(limit) if limit is not None and limit >= 1 else None,
             window_s=window or None,
-            announced=_announced(headers),
+            announced=_announced(found),
         )
 
 
-def _announced(headers: Mapping[str, str]) -> str:
-    """The rate-limit headers of an answer as one short, printable line."""
+_NO_SIGNAL = {False: RateSignal(), True: RateSignal(rate_limited=True)}
+"""The signal of an answer without rate-limit headers, by whether it is a 429 (immutable)."""
+
+
+def _rate_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The rate-limit headers of an answer, keyed by lower-case name, in one pass: an answer
+    carries a dozen headers, and looking each known name up costs a scan of them all."""
+    found: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        if key in _RATE_NAMES:
+            found[key] = f"{found[key]}, {value}" if key in found else value
+    return found
+
+
+def _announced(found: Mapping[str, str]) -> str:
+    """The rate-limit headers of an answer (`_rate_headers`) as one short, printable line."""
     parts = [
-        f"{name}: {value}" for name in _RATE_HEADERS if (value := headers.get(name)) is not None
+        f"{name}: {value}"
+        for name in _RATE_HEADERS
+        if (value := found.get(name.lower())) is not None
     ]
     text = "; ".join(parts)
     text = "".join(c if c.isprintable() else "?" for c in text)

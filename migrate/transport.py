@@ -189,10 +189,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 "the request cannot be sent as HTTP/1.1 (an invalid header name or value)",
                 request=request,
             )
+        writer = connection.writer
         try:
-            connection.writer.write(data)
-            async with asyncio.timeout(timeout):
-                await connection.writer.drain()
+            writer.write(data)
+            if writer.transport.get_write_buffer_size():
+                async with asyncio.timeout(timeout):
+                    await writer.drain()
+            else:  # all sent at once: drain only reports a lost connection, without waiting
+                await writer.drain()
         except TimeoutError as exc:
             raise httpx.WriteTimeout(f"sending {_took(timeout)}", request=request) from exc
         except OSError as exc:
@@ -231,9 +235,13 @@ async def _next_event(
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
         if event is not h11.NEED_DATA:
             return event
+        reader = connection.reader
         try:
-            async with asyncio.timeout(timeout):
-                data = await connection.reader.read(_READ_BYTES)
+            if _holds_input(reader):  # answered at once: no wait to bound (nor a timer to set)
+                data = await reader.read(_READ_BYTES)
+            else:
+                async with asyncio.timeout(timeout):
+                    data = await reader.read(_READ_BYTES)
         except TimeoutError as exc:
             raise httpx.ReadTimeout(f"waiting for data {_took(timeout)}", request=request) from exc
         except OSError as exc:

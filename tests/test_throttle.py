@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+import httpx
 import pytest
 
 from migrate.retry import RateSignal
@@ -44,6 +45,33 @@ def test_rate_signal_reads_standard_headers() -> None:
     assert (signal.limit, signal.remaining, signal.reset_s, signal.window_s) == (50, 7, 1.0, 2.0)
     limited = RateSignal.from_response(429, {"Retry-After": "3"})
     assert limited.rate_limited and limited.retry_after == 3.0
+
+
+def test_rate_signal_reads_http_headers_in_any_case_and_repeated() -> None:
+    """Read from an answer's headers, names match in any case and a repeated header reads as
+    its values joined (as httpx joins them); an answer without any yields the empty signal."""
+    headers = httpx.Headers(
+        [
+            ("x-ratelimit-remaining", "garbage"),
+            ("X-RATELIMIT-REMAINING", "4"),
+            ("ratelimit-policy", "10;w=5"),
+            ("Retry-After", "2"),
+            ("X-Other", "1"),
+        ]
+    )
+    signal = RateSignal.from_response(429, headers)
+    assert (signal.remaining, signal.limit, signal.window_s, signal.retry_after) == (
+        None,  # "garbage, 4": its first value is not a number, as before
+        10,
+        5.0,
+        2.0,
+    )
+    assert signal.announced == (
+        "Retry-After: 2; RateLimit-Policy: 10;w=5; X-RateLimit-Remaining: garbage, 4"
+    )
+    plain = httpx.Headers({"Content-Type": "application/json", "Content-Length": "2"})
+    assert RateSignal.from_response(200, plain) == RateSignal()
+    assert RateSignal.from_response(429, plain) == RateSignal(rate_limited=True)
 
 
 def test_announced_rate_spaces_request_starts() -> None:

@@ -195,6 +195,39 @@ def test_a_silent_server_is_a_read_timeout_and_frees_its_slot() -> None:
     asyncio.run(_serve(handler, check))
 
 
+def test_a_server_that_stalls_mid_body_is_a_read_timeout() -> None:
+    """Reads that find data waiting skip the timer, but the read that must wait is still
+    bounded: a body cut off midway is httpx.ReadTimeout after the read timeout."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n" + b"x" * 10)
+        await writer.drain()
+        await asyncio.sleep(3600)
+
+    async def check(url: str) -> None:
+        async with _client(url, read=0.2) as client, client.stream("GET", "/") as response:
+            with pytest.raises(httpx.ReadTimeout):
+                await response.aread()
+
+    asyncio.run(_serve(handler, check))
+
+
+def test_a_server_that_does_not_read_the_body_is_a_write_timeout() -> None:
+    """A body the kernel cannot take at once is waited on under the write timeout: a server
+    that never reads it is httpx.WriteTimeout, not a hang."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(3600)
+
+    async def check(url: str) -> None:
+        async with _client(url, read=0.3) as client:
+            with pytest.raises(httpx.WriteTimeout):
+                await client.post("/", content=b"x" * (64 * 1024 * 1024))
+
+    asyncio.run(_serve(handler, check))
+
+
 def test_a_refused_connection_is_a_connect_error() -> None:
     """Nothing listening on the port: httpx.ConnectError (the request was never sent)."""
 

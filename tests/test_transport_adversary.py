@@ -445,9 +445,41 @@ def test_urls_are_built_as_httpx_asyncclient_built_them(prefix: str, value: str)
     client, former = _BUILDERS[prefix]
     path = "/api/v2/data-app/embeds/export"
     params = {"embedId": value, "isPagination": "true"}
-    ours = client._request("GET", client._url(path), content=None, headers=None, params=params)
+    ours = client._request("GET", path, content=None, params=params)
     theirs = former.build_request("GET", path, params=params)
     assert (ours.url, ours.url.raw_path) == (theirs.url, theirs.url.raw_path)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE"])
+@pytest.mark.parametrize("content", [None, b"", b'{"a": 1}'])
+def test_requests_are_built_as_httpx_built_them(method: str, content: bytes | None) -> None:
+    """The request built from the path's cached URL and byte headers is the one httpx built
+    from the URL text and header dicts: same URL, headers in the same order, same body."""
+    client = DatabrainClient("http://127.0.0.1:8080/prefix/", TOKEN, transport=_NOWHERE)
+    path = "/api/v2/data-app/embeds"
+    params = {"embedId": "e 1"} if method == "DELETE" else None
+    for _ in range(2):  # the second time from the cached URL
+        ours = client._request(method, path, content=content, params=params)
+        theirs = httpx.Request(
+            method,
+            client._url(path),
+            params=params,
+            content=content,
+            headers={
+                "Authorization": f"Bearer {TOKEN}",
+                "Accept": "application/json",
+                "Accept-Encoding": "gzip, deflate",
+                "User-Agent": client.options.user_agent,
+                **({"Content-Type": "application/json"} if content is not None else {}),
+            },
+        )
+        assert (ours.method, ours.url, ours.url.raw_path) == (
+            method,
+            theirs.url,
+            theirs.url.raw_path,
+        )
+        assert ours.headers.raw == theirs.headers.raw
+        assert ours.content == theirs.content
 
 
 def test_ipv6_loopback_with_prefix_and_query_reaches_the_server_verbatim() -> None:
