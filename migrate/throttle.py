@@ -126,10 +126,7 @@ class Throttle(Pacer):
             while True:
                 self._refuse_if_closed()
                 now = self._clock()
-                interval = max(
-                    1.0 / self.max_rps if self.max_rps else 0.0,
-                    self._server_interval or self._learner.interval,
-                )
+                interval = max(1.0 / self.max_rps if self.max_rps else 0.0, self._pace())
                 start = max(now, self._paused_until, self._last_start + interval)
                 if start <= now:
                     break
@@ -251,12 +248,18 @@ class Throttle(Pacer):
             self._budget_announced = signal.announced
         self._stop_if_too_slow()
 
+    def _pace(self) -> float:
+        """Seconds between starts: the server's stated window per request, else the learned
+        pace (0 while neither is known)."""
+        return self._server_interval or self._learner.interval
+
     def _pause_after_429(self, retry_after: float | None) -> float:
         """Seconds no request starts after a 429 (module docstring)."""
-        if self._server_interval or self._learner.interval:
-            # Sending on at the learned pace would be refused until the budget returns: a
-            # tenth of a learned budget's time bounds those 429s and idles little.
-            tail = self._learner.tail_pause()
+        if self._pace():
+            # Sending on at the pace would be refused until the budget returns: a tenth of a
+            # budget's time (the stated window, or the learned one) bounds those 429s and
+            # idles little.
+            tail = 0.1 * self._window if self._server_interval else self._learner.tail_pause()
             if retry_after is None:
                 return tail
             if retry_after >= 1 and retry_after == math.floor(retry_after):

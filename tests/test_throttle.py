@@ -186,6 +186,26 @@ def test_429_without_retry_after_pauses_doubling_while_nothing_is_learned() -> N
     assert fake.sleeps == [1.0, 2.0]
 
 
+@pytest.mark.parametrize("retry_after", [None, 1.0])
+def test_429_under_an_announced_window_still_holds_new_starts(retry_after: float | None) -> None:
+    """A server that states its window (limit 50 per 10 s) and still answers 429, bare or with
+    Retry-After: 1: new starts wait (a tenth of the stated window) instead of going on at once."""
+    fake = FakeTime()
+
+    async def run() -> None:
+        throttle = Throttle(4, clock=fake.clock, sleep=fake.sleep)
+        await throttle.acquire()
+        throttle.release(RateSignal(limit=50, reset_s=10.0, remaining=49, window_s=10.0))
+        await throttle.acquire()
+        throttle.release(RateSignal(rate_limited=True, retry_after=retry_after))
+        fake.sleeps.clear()
+        before = fake.now
+        await throttle.acquire()
+        assert fake.now - before >= 1.0
+
+    asyncio.run(run())
+
+
 def test_late_wakeups_do_not_slow_the_announced_rate() -> None:
     """A sleep that wakes 1 ms late every time still yields starts at the announced rate on
     average (the slot, not the late wake-up, is the next start's reference)."""
