@@ -1,5 +1,6 @@
-"""The HTTP plumbing under `client`: httpx transports for real servers and for the in-process
-sandbox. Part of the HTTP boundary with `client.py`; nothing above them sees httpx or httpcore.
+"""The HTTP plumbing under `client`: an HTTP/1.1 connection pool (asyncio streams, h11) for real
+servers and an httpx transport for the in-process sandbox. Part of the HTTP boundary with
+`client.py`; nothing above them sees httpx or h11.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class _Connection:
         sock = self.writer.get_extra_info("socket")
         if sock is None or sock.fileno() < 0:
             return False
+        if not hasattr(select, "poll"):  # Windows: what asyncio already read is all we know
+            return True
+        # Bytes or a close that arrived since the event loop last read the socket.
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
         return not poller.poll(0)
@@ -96,9 +100,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
     100 KB exchange here, three times the exchange itself (`benchmarks/bench_apply.py`). This
     one does what that pool did for us and no more: at most `max_connections` requests in
     flight, idle connections reused when they are still sound, TLS through one verifying
-    context, the request's connect/read/write timeouts, and httpx's own exception types, so
-    `client.py` translates failures exactly as before. No proxies (the client never trusts the
-    environment), no HTTP/2, no redirects (the client never follows them).
+    context, the request's connect/read/write timeouts, and httpx's own exception types, which
+    `client.py` translates (a request waits for a free connection without a limit: no pool
+    timeout). No proxies (the client never trusts the environment), no HTTP/2, no redirects
+    (the client never follows them).
     """
 
     def __init__(self, verify: str | bool, max_connections: int) -> None:
