@@ -83,21 +83,6 @@ def content_sha256(data: Any) -> str:
     return hashlib.sha256(dump_json_canonical(normalized)).hexdigest()
 
 
-# 19 digits in a row are the shortest integer text that orjson may read back as a float.
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"0" * 9)
-
-
-def data_of_text(text: bytes) -> Any:
-    """The value of `text`, compact JSON this process wrote from checked values (a copy's
-    `data` that a read-back was proven to hold), exactly as `parse_json` would return it."""
-    if b"0" * 19 not in text.translate(_DIGITS_AS_ZERO):
-        try:
-            return load_trusted(text)
-        except ValueError:
-            pass  # a lone surrogate escape: the careful parse reads it
-    return parse_json(text, source="a copy read back")
-
-
 def provenance(note: str | None, env: Mapping[str, str] | None = None) -> tuple[str | None, str]:
     """(commit, actor) of a deploy: `--note`, else GITHUB_SHA, else CI_COMMIT_SHA; the actor
     from GITHUB_ACTOR or GITLAB_USER_LOGIN, else the local user."""
@@ -255,7 +240,7 @@ class History:
         try:
             if data is None:
                 if text is not None:
-                    data = data_of_text(text)
+                    data = load_trusted(text)
                 else:
                     document = parse_json(raw, source=f"snapshot {digest[:12]}")
                     data = document.get("data") if isinstance(document, dict) else None

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from migrate.cli import app
 from migrate.diff import normalize_for_compare, normalize_for_digest
 from migrate.filters import canonical_filters
-from migrate.history import Deploy, DeployedDashboard, History, content_sha256, data_of_text
-from migrate.jsontext import dump_json, dump_json_canonical, parse_json
+from migrate.history import Deploy, DeployedDashboard, History, content_sha256
+from migrate.jsontext import dump_json, dump_json_canonical, load_trusted, parse_json
 
 
 def oracle_sha256(data: Any) -> str:
@@ -129,10 +129,10 @@ def test_text_is_read_exactly_as_the_careful_parser_reads_it() -> None:
         b'{"s":"\\ud800","t":"ok"}',
         dump_json(RECORDED),
     ):
-        value = data_of_text(text)
+        value = load_trusted(text)
         assert value == parse_json(text, source="t")
         assert content_sha256(value) == oracle_sha256(parse_json(text, source="t"))
-    assert isinstance(data_of_text(b'{"n":123456789012345678901234567890}')["n"], int)
+    assert isinstance(load_trusted(b'{"n":123456789012345678901234567890}')["n"], int)
 
 
 def export_file(data: Any) -> bytes:

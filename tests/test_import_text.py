@@ -4,6 +4,7 @@ would send, and the structured path whenever that text is not shown to be what i
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +113,9 @@ def test_text_body_equals_structured_body(
 ) -> None:
     """A compact export is sent as its text, byte for byte what its parse sends (a trailing
     space, which the structured path drops, forces that path for the comparison)."""
-    fast_dir, slow_dir = tmp_path / f"f{id(data)}", tmp_path / f"s{id(data)}"
-    fast_dir.mkdir()
-    slow_dir.mkdir()
+    # A fresh folder per example (an object's id can repeat once it is collected).
+    fast_dir = Path(tempfile.mkdtemp(prefix="f", dir=tmp_path))
+    slow_dir = Path(tempfile.mkdtemp(prefix="s", dir=tmp_path))
     fast, fast_results, fast_bodies = _run(fast_dir, {"d1": data}, budget=budget)
     assert fast.dashboards[0].data_text() is not None  # the text path was open
     slow_raw = _export("d1", dump_json(data)) + b" "

@@ -61,3 +61,14 @@ def test_export_writes_a_bundle_from_a_fully_spooled_run(tmp_path: Path) -> None
     files = verify_bundle(tmp_path / "bundle")
     assert len(files) == len(summary.dashboards) == 14
     assert not any((tmp_path / "spool").iterdir())
+
+
+def test_a_spooled_export_reads_back_with_its_exact_values(tmp_path: Path) -> None:
+    """An export spooled to disk parses back to the values it arrived with: an integer beyond
+    64 bits stays an int (orjson alone would read a float) and a lone surrogate escape reads."""
+    spool = PayloadSpool(tmp_path, memory_budget=0)
+    raw = b'{"data":{"n":123456789012345678901234567890,"s":"\\ud800"}}'
+    spool.put("d", ExportFile(raw=raw, document=json.loads(raw)))
+    data = spool.get("d").document["data"]
+    assert data == {"n": 123456789012345678901234567890, "s": "\ud800"}
+    assert isinstance(data["n"], int)
