@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from migrate.jsontext import MAX_DEPTH, dump_json, nesting_error
+from migrate.jsontext import MAX_DEPTH, nesting_error
 from migrate.models import SchemaPair
 
 # Keys whose whole string value is a schema name (docs/databrain-api.md: inputFields.schemaName).
@@ -234,12 +234,6 @@ _OUTSIDE_STRINGS: Final = frozenset("0123456789+-.eEtruefalsn{}[],:")
 _UNSAFE_IN_NAME: Final = re.compile(r'["\\\x00-\x1f]')
 _ESCAPED_BACKSLASH: Final = "\x00"  # placeholders: raw control characters never occur in JSON
 _ESCAPED_QUOTE: Final = "\x01"
-
-
-def expected_copy_text(sent: Any, pairs: Sequence[SchemaPair]) -> bytes | None:
-    """The compact JSON text a target copy of `sent` holds when the server applied every pair
-    as expected; None when that cannot be computed on the text (`rewritten_text`)."""
-    return rewritten_text(dump_json(sent), pairs)
 
 
 def rewritten_text(sent: bytes, pairs: Sequence[SchemaPair]) -> bytes | None:

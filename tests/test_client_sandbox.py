@@ -18,7 +18,7 @@ from migrate.jsontext import dump_json
 from migrate.models import ExportFile, SchemaPair
 from migrate.retry import RetryPolicy
 from migrate.sandbox import SandboxConfig, create_app
-from migrate.schemapairs import expected_copy_text
+from migrate.schemapairs import rewritten_text
 from migrate.transport import asgi_transport
 
 pytestmark = pytest.mark.anyio
@@ -133,7 +133,7 @@ async def test_read_back_is_proven_on_the_text_or_parsed(client: DatabrainClient
     await client.import_dashboard(
         "Sales Prod", "kpi-copy", export.data, schema_pairs=(("analytics_dev", "analytics"),)
     )
-    expected = expected_copy_text(export.data, pairs)
+    expected = rewritten_text(dump_json(export.data), pairs)
     assert expected is not None and b"analytics_dev" in dump_json(export.data)
     assert b"analytics_dev" not in expected
     assert isinstance(await client.read_back("Sales Prod", "kpi-copy", expected), bytes)
