@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -138,6 +139,22 @@ def test_text_is_read_exactly_as_the_careful_parser_reads_it() -> None:
 def export_file(data: Any) -> bytes:
     """An export file as the API writes it, compact."""
     return b'{"_meta":{"v":1},"data":' + dump_json(data) + b"}"
+
+
+@pytest.mark.parametrize("given", ["data", "text", "raw"])
+def test_each_way_of_keeping_a_copy_notes_its_hash(tmp_path: Path, given: str) -> None:
+    """`keep` notes the right content hash from the parsed copy, from its text and from the
+    raw file alike: with the snapshot gone afterwards, only the note can answer `content`."""
+    history = History(tmp_path, "https://t.example|ws")
+    raw = export_file(RECORDED)
+    if given == "data":
+        digest = history.keep(raw, RECORDED)
+    elif given == "text":
+        digest = history.keep(raw, text=dump_json(RECORDED))
+    else:
+        digest = history.keep(raw)
+    history.snapshots.path(digest).unlink()
+    assert history.content(digest) == RECORDED_SHA256
 
 
 def test_a_kept_copy_is_noted_as_its_snapshot_would_be_read(tmp_path: Path) -> None:
