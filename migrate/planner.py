@@ -32,6 +32,7 @@ from migrate.events import ErrorInfo, Progress
 from migrate.filters import canonical_filters
 from migrate.graph import DependencyGraph, build_graph, select
 from migrate.history import Deployed, DeployedLookup
+from migrate.jsontext import dump_json_fast
 from migrate.models import (
     Action,
     DashboardRef,
@@ -401,12 +402,16 @@ class _Exporter:
         # References are found now, while the payload is parsed, so the graph needs no payloads.
         # Its own id (settings.externalId, say) is no dependency: ignoring it lets most
         # payloads skip the walk (references.py decides that on the compact text).
-        item.references = tuple(find_references(export.data, self.planned, ignore=item.id))
+        # Written once for both the reference search and the spool's check of the text.
+        text = dump_json_fast(export.data)
+        item.references = tuple(
+            find_references(export.data, self.planned, ignore=item.id, text=text)
+        )
         shared = held_spool(self.source)
         if shared is not None and item.id in shared:
             item.spool = shared  # held once for every target of the run, not once per target
             return
-        self.spool.put(item.id, export)
+        self.spool.put(item.id, export, text)
         item.spool = self.spool
 
 

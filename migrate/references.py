@@ -25,10 +25,16 @@ def target_id(source_id: str, *, override: str | None, prefix: str, suffix: str)
 
 
 def find_references(
-    data: Any, ids: Collection[str], *, root: str = "data", ignore: str | None = None
+    data: Any,
+    ids: Collection[str],
+    *,
+    root: str = "data",
+    ignore: str | None = None,
+    text: bytes | None = None,
 ) -> list[tuple[str, str]]:
     """Every string value in `data` exactly equal to one of `ids` but `ignore` (a dashboard's
-    own id, say), as (JSON path, id).
+    own id, say), as (JSON path, id). `text`, when given, is `jsontext.dump_json_fast(data)`
+    already written by the caller (it is not written again).
 
     Sorted by path, list indices numerically (`[2]` before `[10]`). Raises UntrustedJSONError
     for a value nested deeper than `MAX_DEPTH`.
@@ -36,7 +42,7 @@ def find_references(
     wanted = ids if isinstance(ids, set | frozenset | dict) else set(ids)
     links: list[tuple[PathLink, str]] = []
     if wanted:
-        found = _found_on_text(data, wanted, ignore)
+        found = _found_on_text(data, wanted, ignore, text)
         if found is None:
             _collect(data, wanted, None, links, 1)
         else:
@@ -51,7 +57,7 @@ def find_references(
 
 
 def _found_on_text(
-    data: Any, ids: Collection[str], ignore: str | None
+    data: Any, ids: Collection[str], ignore: str | None, text: bytes | None = None
 ) -> list[tuple[PathLink, str]] | None:
     """The references in `data`, found on its compact text; None when the walk must decide.
 
@@ -69,7 +75,8 @@ def _found_on_text(
     encoded = _written_as_themselves(ids)
     if encoded is None:
         return None
-    text = dump_json_fast(data)
+    if text is None:
+        text = dump_json_fast(data)
     if text is None:
         return None  # deep, or not plain JSON: the walk decides (and refuses what is too deep)
     hits = _candidates(text, encoded)

@@ -39,10 +39,11 @@ class PayloadSpool:
         self._spans: dict[str, tuple[int, int]] = {}  # key -> where `data`'s text lies in raw
         self._folder: Path | None = None
 
-    def put(self, key: str, export: ExportFile) -> None:
-        """Keep `export` for `key` (replacing any earlier one)."""
+    def put(self, key: str, export: ExportFile, data_text: bytes | None = None) -> None:
+        """Keep `export` for `key` (replacing any earlier one). `data_text`, when given, is
+        `jsontext.dump_json_fast` of its `data` already written by the caller."""
         self._spans.pop(key, None)
-        span = _data_span(export)
+        span = _data_span(export, data_text)
         if span is not None:
             self._spans[key] = span
         size = len(export.raw)
@@ -125,7 +126,7 @@ def _damaged(path: Path) -> LocalFileError:
     )
 
 
-def _data_span(export: ExportFile) -> tuple[int, int] | None:
+def _data_span(export: ExportFile, text: bytes | None = None) -> tuple[int, int] | None:
     """(start, end) of the text of `export`'s `data` member in its raw bytes when that text is
     `dump_json` of the parsed `data`, as a compact server writes the member last; else None.
 
@@ -136,7 +137,8 @@ def _data_span(export: ExportFile) -> tuple[int, int] | None:
     data = document.get("data") if isinstance(document, dict) else None
     if not isinstance(data, dict):
         return None
-    text = dump_json_fast(data)
+    if text is None:
+        text = dump_json_fast(data)
     raw = export.raw
     if text is None or not raw.endswith(b"}"):
         return None
