@@ -124,7 +124,9 @@ _ODD: dict[str, Any] = {
 
 def test_apply_then_plan_with_odd_payloads_reports_no_drift(tmp_path: Path) -> None:
     """Payloads with escapes, wide integers, odd floats and `data` keys inside data, applied
-    through the text path, then planned again: every dashboard is unchanged, none drifted."""
+    (through the text path where the export is compact orjson text, the parsed path for the
+    integers orjson cannot write), then planned again: every dashboard is unchanged, none
+    drifted."""
     state = tmp_path / "state"
     plan_path = write_plan(
         tmp_path, source="Odd Src", target="Odd Dst", settings="  on_drift: fail\n"
