@@ -58,7 +58,7 @@ class RunOptions:
     max_rps: float | None = None
     fail_fast: bool = False
     bundle: Path | None = None
-    spool_budget: int = DEFAULT_MEMORY_BUDGET  # bytes of payloads kept parsed in memory
+    spool_budget: int = DEFAULT_MEMORY_BUDGET  # bytes of export files kept in memory
     policy: ConnectionPolicy = field(default_factory=ConnectionPolicy)
     history_dir: Path | None = None  # snapshots and deploys; default <state-dir>/history/
     note: str | None = None  # the deploy's commit (`--note`), else GITHUB_SHA / CI_COMMIT_SHA

@@ -1,13 +1,17 @@
 """Payloads held between planning and importing, within a memory budget.
 
-A migration of a thousand 200 KB dashboards must not hold a thousand parsed payloads (several GB
-of Python objects). The first payloads, up to `memory_budget` bytes of JSON, stay parsed in
-memory; the rest are written to an owner-only temporary folder as the bytes the API returned and
-parsed again when needed. The folder is removed on `close`.
+A migration of a thousand 200 KB dashboards must not hold a thousand payloads in memory. The
+first payloads, up to `memory_budget` bytes of JSON, stay in memory; the rest are written to an
+owner-only temporary folder as the bytes the API returned and parsed again when needed. The
+folder is removed on `close`.
 
 Where an export's `data` arrived written exactly as `jsontext.dump_json` writes its value
 (compact, as a server that writes with orjson sends it), the spool notes where that text lies
 in the bytes: an import then sends the text as it arrived, without parsing the payload again.
+Such a payload is held as its bytes only: its parsed value is dropped on arrival (it is several
+times the size of the text, and every collection of the garbage collector would walk it), so
+the budget goes four times as far and a payload is parsed again only when it is `get`. Other
+payloads are held parsed, as they are parsed again to be sent.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from migrate.jsontext import dump_json_fast, load_trusted
 from migrate.models import ExportFile
 from migrate.storage import create_private, ensure_private_dir
 
-DEFAULT_MEMORY_BUDGET = 8 * 1024 * 1024
+DEFAULT_MEMORY_BUDGET = 32 * 1024 * 1024
 
 
 class PayloadSpool:
@@ -34,7 +38,7 @@ class PayloadSpool:
         self._parent = directory
         self._budget = memory_budget
         self._used = 0
-        self._memory: dict[str, ExportFile] = {}
+        self._memory: dict[str, ExportFile | bytes] = {}  # bytes: a payload with a span
         self._files: dict[str, Path] = {}
         self._spans: dict[str, tuple[int, int]] = {}  # key -> where `data`'s text lies in raw
         self._folder: Path | None = None
@@ -48,7 +52,7 @@ class PayloadSpool:
             self._spans[key] = span
         size = len(export.raw)
         if self._used + size <= self._budget:
-            self._memory[key] = export
+            self._memory[key] = export.raw if span is not None else export
             self._used += size
             return
         path = self._folder_path() / f"{len(self._files)}.json"  # names never come from ids
@@ -58,9 +62,10 @@ class PayloadSpool:
 
     def get(self, key: str) -> ExportFile:
         """The export file for `key`; KeyError if none was stored."""
-        if key in self._memory:
-            return self._memory[key]
-        raw = self._files[key].read_bytes()
+        held = self._memory.get(key)
+        if isinstance(held, ExportFile):
+            return held
+        raw = held if held is not None else self._files[key].read_bytes()
         # Checked (caps, depth, duplicate keys) when it arrived, and since then in a folder only
         # we can write: parsed without checking again, but a file damaged since is refused.
         try:
@@ -70,8 +75,9 @@ class PayloadSpool:
 
     def raw(self, key: str) -> bytes:
         """The bytes the API returned for `key`, without parsing them."""
-        if key in self._memory:
-            return self._memory[key].raw
+        held = self._memory.get(key)
+        if held is not None:
+            return held if isinstance(held, bytes) else held.raw
         return self._files[key].read_bytes()
 
     def data_text(self, key: str) -> bytes | None:
@@ -82,8 +88,9 @@ class PayloadSpool:
         if span is None:
             return None
         start, end = span
-        if key in self._memory:
-            return self._memory[key].raw[start:end]
+        held = self._memory.get(key)
+        if held is not None:
+            return (held if isinstance(held, bytes) else held.raw)[start:end]
         with self._files[key].open("rb") as file:
             file.seek(start)
             text = file.read(end - start)
@@ -94,7 +101,8 @@ class PayloadSpool:
 
     def held(self, key: str) -> ExportFile | None:
         """The export file for `key` when it is held parsed (no parse needed), else None."""
-        return self._memory.get(key)
+        held = self._memory.get(key)
+        return held if isinstance(held, ExportFile) else None
 
     def __contains__(self, key: object) -> bool:
         return key in self._memory or key in self._files

@@ -72,3 +72,26 @@ def test_a_spooled_export_reads_back_with_its_exact_values(tmp_path: Path) -> No
     data = spool.get("d").document["data"]
     assert data == {"n": 123456789012345678901234567890, "s": "\ud800"}
     assert isinstance(data["n"], int)
+
+
+def test_a_compact_export_is_held_as_bytes_and_parsed_only_when_asked(tmp_path: Path) -> None:
+    """An export whose `data` is compact text is held in memory as its bytes only (its parsed
+    value dropped, so the budget counts what memory holds); `get` parses it to equal values."""
+    document = {"_meta": {"dashboardId": "d"}, "data": {"n": 1, "s": "é", "layout": [1, 2]}}
+    raw = b'{"_meta":{"dashboardId":"d"},"data":{"n":1,"s":"\xc3\xa9","layout":[1,2]}}'
+    spool = PayloadSpool(tmp_path / "spool", memory_budget=len(raw))
+    spool.put("d", ExportFile(raw=raw, document=document))
+    assert spool.held("d") is None  # not kept parsed
+    assert not (tmp_path / "spool").exists()  # and not spilled to disk
+    assert spool.raw("d") == raw
+    assert spool.data_text("d") == b'{"n":1,"s":"\xc3\xa9","layout":[1,2]}'
+    assert spool.get("d").document == document
+
+
+def test_an_export_not_sent_as_text_is_held_parsed(tmp_path: Path) -> None:
+    """An export whose `data` text is not compact is held parsed: it is parsed to be sent."""
+    spool = PayloadSpool(tmp_path / "spool", memory_budget=1 << 20)
+    spool.put("d", export_file(1))  # json.dumps writes spaces: not the compact text
+    held = spool.held("d")
+    assert held is not None and held.data == {"n": 1, "layout": []}
+    assert spool.data_text("d") is None
