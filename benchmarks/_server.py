@@ -51,6 +51,8 @@ def _summary(app: Any) -> dict[str, Any]:
         "median_duration_s": durations[len(durations) // 2] if durations else None,
         # time.monotonic() is system-wide on Linux, so the benchmark can line these up with
         # its own clock: first/last request per kind.
+        # Every request, for a closer look at a run kept with --keep: kind, status, start, end.
+        "log": [[r.kind, r.status, r.started, r.finished] for r in log],
         "span_by_kind": {
             kind: [
                 min(r.started for r in log if r.kind == kind),

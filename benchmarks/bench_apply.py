@@ -45,10 +45,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = Path(__file__).resolve().parent / "_server.py"
+FLOOR = Path(__file__).resolve().parent / "_floor.py"
 SOURCE_WS = "Bench Source"
 TARGET_WS = "Bench Target"
 # The fan-out case applies to all of these at once (`targets:`); the other runs to the first.
 TARGET_WORKSPACES = (TARGET_WS, "Bench Target 2", "Bench Target 3")
+SCHEMA_PAIR = ("analytics_dev", "analytics")  # the plan's one schema pair (generated payloads)
 TOKEN_ENV = "MIGRATE_BENCH_TOKEN"  # the NAME of an env var
 
 # The performance targets (README, "Performance").
@@ -256,7 +258,7 @@ def write_plan(path: Path, url: str, *, concurrency: int = 8, targets: int = 1) 
         + where
         + "settings:\n"
         f"  concurrency: {concurrency}\n"
-        "  schema_pairs: [{replace: analytics_dev, target: analytics}]\n"
+        f"  schema_pairs: [{{replace: {SCHEMA_PAIR[0]}, target: {SCHEMA_PAIR[1]}}}]\n"
         "dashboards:\n"
         "  - match: '*'\n"
     )
@@ -462,6 +464,67 @@ def run_apply(
     )
 
 
+def run_floor(
+    *,
+    label: str,
+    base_db: Path,
+    workdir: Path,
+    env: dict[str, str],
+    concurrency: int,
+    latency_ms: float,
+    ideal_s: float,
+    **_: Any,
+) -> dict[str, Any]:
+    """The floor client (`_floor.py`: the same requests, no other work) against a fresh copy
+    of the seeded database: its wall and CPU per request from its first request on (its
+    start-up left out), and wall / `ideal_s`."""
+    rundir = workdir / label
+    rundir.mkdir()
+    db = rundir / "sandbox.db"
+    shutil.copyfile(base_db, db)
+    server = Server(db, rundir, latency_ms=latency_ms, rate_limit=None, env=env)
+    try:
+        argv = [
+            sys.executable,
+            str(FLOOR),
+            "--url",
+            server.url,
+            "--token-env",
+            TOKEN_ENV,
+            "--source",
+            SOURCE_WS,
+            "--target",
+            TARGET_WS,
+            "--concurrency",
+            str(concurrency),
+            "--schema-pair",
+            f"{SCHEMA_PAIR[0]}={SCHEMA_PAIR[1]}",
+        ]
+        proc = measure(argv, env=env, cwd=rundir, log=rundir / "floor.log")
+    finally:
+        stats = server.stop()
+    try:
+        result: dict[str, Any] = json.loads(proc.output.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        result = {"requests": 0, "wall_s": float("nan"), "cpu_s": float("nan"), "failed": -1}
+    if proc.exit_code != 0 or result["failed"]:
+        print(f"!! {label}: exit {proc.exit_code}\n{proc.output[-2000:]}", file=sys.stderr)
+    requests = max(int(result["requests"]), 1)
+    return {
+        "label": label,
+        "concurrency": concurrency,
+        "requests": result["requests"],
+        "failed": result["failed"],
+        "wall_s": result["wall_s"],
+        "process_wall_s": proc.wall_s,
+        "process_cpu_s": proc.cpu_s,
+        "cpu_s": result["cpu_s"],
+        "cpu_ms_per_request": 1000 * result["cpu_s"] / requests,
+        "ideal_ratio": result["wall_s"] / ideal_s,
+        "server_cpu_s": float(stats["cpu_during_s"]),
+    }
+
+
 def print_collapsed(path: Path, top: int = 30) -> None:
     """Print the functions with the largest own and inclusive share of py-spy's samples."""
     own: Counter[str] = Counter()
@@ -587,8 +650,11 @@ def targets(
     rated: list[Run],
     memory: Run | None,
     scale: list[Run],
+    floors: dict[int, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The performance targets next to the measured figures."""
+    """The performance targets next to the measured figures; with `floors` (by concurrency),
+    the floor client's figures below the targets they bound, as info."""
+    floors = floors or {}
     rows: list[dict[str, Any]] = []
 
     def row(name: str, value: float, goal: str, ok: bool, fmt: str, *, info: bool = False) -> None:
@@ -621,6 +687,17 @@ def targets(
         per_dash <= T_CPU_PER_DASHBOARD_MS,
         "{:.2f} ms",
     )
+    floor_top, floor_low = floors.get(top.concurrency), floors.get(low.concurrency)
+    if floor_top:
+        value = floor_top["cpu_ms_per_request"]
+        row(
+            "  floor client: CPU per HTTP request (exchanges only)",
+            value,
+            f"<= {T_CPU_PER_REQUEST_MS:g} ms",
+            value <= T_CPU_PER_REQUEST_MS,
+            "{:.2f} ms",
+            info=True,
+        )
     if top is not low:
         speedup = low.wall_s / top.wall_s
         row(
@@ -630,6 +707,16 @@ def targets(
             speedup >= T_SPEEDUP,
             "{:.1f}x",
         )
+        if floor_top and floor_low:
+            value = floor_low["wall_s"] / floor_top["wall_s"]
+            row(
+                f"  floor client: speedup C={top.concurrency} vs C={low.concurrency}",
+                value,
+                f">= {T_SPEEDUP:.0f}x",
+                value >= T_SPEEDUP,
+                "{:.1f}x",
+                info=True,
+            )
     eff = top.derived["efficiency"]
     row(
         f"C={top.concurrency}: (wall - start-up) / ideal",
@@ -638,6 +725,25 @@ def targets(
         1 / eff <= 1 / T_EFFICIENCY,
         "{:.2f}",
     )
+    if floor_top:
+        value = floor_top["ideal_ratio"]
+        row(
+            f"  floor client C={top.concurrency}: wall / ideal",
+            value,
+            f"<= {1 / T_EFFICIENCY:g}",
+            value <= 1 / T_EFFICIENCY,
+            "{:.2f}",
+            info=True,
+        )
+        value = top.derived["work_s"] / floor_top["wall_s"]
+        row(
+            f"  C={top.concurrency}: (wall - start-up) / floor client's wall",
+            value,
+            "",
+            True,
+            "{:.2f}",
+            info=True,
+        )
     for r in rated:
         ratio = r.derived["rate_wall_ratio"]
         row(
@@ -924,6 +1030,19 @@ def main(argv: list[str] | None = None) -> int:
             run = bench(label=f"c{c}", concurrency=c, rate_limit=None)
             derive(run, startup_s, startup_cpu, runs[0] if runs else None, startup_requests)
             runs.append(run)
+        # The same requests by a client that does nothing else, at the lowest and the highest
+        # concurrency: what the sandbox and this machine leave to any client.
+        floors = {
+            r.concurrency: run_floor(
+                label=f"floor{r.concurrency}",
+                base_db=base_db,
+                concurrency=r.concurrency,
+                latency_ms=args.latency_ms,
+                ideal_s=r.requests * args.latency_ms / 1000 / r.concurrency,
+                **common,
+            )
+            for r in {runs[0].concurrency: runs[0], runs[-1].concurrency: runs[-1]}.values()
+        }
         fan = bench(
             label=f"fan{len(TARGET_WORKSPACES)}",
             concurrency=top_c,
@@ -997,7 +1116,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         fan_figures = fan_out_case(fan, runs[-1], len(TARGET_WORKSPACES))
         print()
-        rows = targets(startup, runs, rated, memory, scale)
+        for f in floors.values():
+            print(
+                f"floor client C={f['concurrency']} (benchmarks/_floor.py: the same {f['requests']}"
+                f" requests, no other work): wall {f['wall_s']:.2f} s from its first request"
+                f" ({f['ideal_ratio']:.2f}x ideal), CPU {f['cpu_ms_per_request']:.2f} ms per"
+                f" request from its first request, server CPU {f['server_cpu_s']:.2f} s."
+            )
+        rows = targets(startup, runs, rated, memory, scale, floors)
         rows.append(
             {
                 "target": f"fan-out K={len(TARGET_WORKSPACES)}: requests vs N + K x per-target",
@@ -1041,6 +1167,7 @@ def main(argv: list[str] | None = None) -> int:
                         "scale": [asdict(r) for r in scale],
                         "memory": asdict(memory) if memory else None,
                         "fan_out": fan_figures,
+                        "floors": list(floors.values()),
                         "targets": rows,
                     },
                     indent=2,
