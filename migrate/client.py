@@ -551,7 +551,10 @@ class DatabrainClient:
             return None
         delay = policy.backoff(attempt, self._rand)
         deadline = policy.deadline_s
-        if announced is not None:
+        paced = self._pacer.retry_after_429() if isinstance(exc, RateLimitedError) else None
+        if paced is not None:
+            delay = paced
+        elif announced is not None:
             delay = max(delay, announced)
             # A wait the server announced within --max-wait is honoured beyond our own deadline.
             deadline = max(deadline, policy.retry_after_cap_s + delay)

@@ -162,6 +162,12 @@ class Pacer:
         """Wait `seconds` (a retry's backoff); a pacer may end the wait early on interrupt."""
         await asyncio.sleep(seconds)
 
+    def retry_after_429(self) -> float | None:
+        """Seconds a request answered 429 waits before it is sent again, when the pacer holds
+        every start for as long as the server needs (the retry then waits in `acquire`); None
+        when it does not: the client waits the announced Retry-After, or its backoff."""
+        return None
+
 
 @dataclass(frozen=True)
 class RateSignal:

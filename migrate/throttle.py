@@ -134,11 +134,12 @@ class Throttle(Pacer):
         except BaseException:
             self._free_slot()
             raise
-        # The slot this start was spaced for, not the moment the loop woke: waking ~1 ms late
-        # per request would otherwise slow the whole run by that much (5% at 50/s). Only such
-        # a slight delay is made up; after a pause or idle time the spacing starts from now.
+        # The slot this start was spaced for, not the moment the loop woke: a loop busy for a
+        # few ms with an answer (parsing 100 KB) wakes that late, which would otherwise slow the
+        # whole run by as much (5% at 50/s). Up to one interval is made up, so at most two
+        # starts come close together; after a pause or idle time the spacing starts from now.
         slot = self._last_start + interval
-        self._last_start = slot if now - slot <= 0.1 * interval else now
+        self._last_start = slot if now - slot <= interval else now
         # The learner reads each answer against the time its request started; the client
         # acquires and releases in one task, so the task's context carries that time across.
         _STARTED.set(now)
@@ -247,6 +248,13 @@ class Throttle(Pacer):
             self._budget_reset_at = now + signal.reset_s
             self._budget_announced = signal.announced
         self._stop_if_too_slow()
+
+    def retry_after_429(self) -> float | None:
+        """0 once a pace is known (stated or learned): the pause `release` set after the 429
+        holds the retry in `acquire` with every other start, while a whole-second Retry-After
+        waited by the request itself would hold it up to a second longer (and every request
+        that waits for it, as imports wait for the last export)."""
+        return 0.0 if self._pace() else None
 
     def _pace(self) -> float:
         """Seconds between starts: the server's stated window per request, else the learned

@@ -24,11 +24,12 @@ from migrate.errors import (
     AnnouncedWaitError,
     BadResponseError,
     PlanError,
+    RateLimitedError,
     RunInterruptedError,
     TransportError,
 )
 from migrate.plan import load_plan
-from migrate.retry import RateSignal, RetryPolicy
+from migrate.retry import Pacer, RateSignal, RetryPolicy
 from migrate.runner import RunOptions, run_plan
 from migrate.sandbox import DEFAULT_TOKEN, SandboxConfig, create_app, running_server
 from migrate.throttle import Throttle
@@ -89,6 +90,47 @@ def test_retry_after_beyond_max_wait_stops_instead_of_pausing_every_request() ->
     assert "--max-wait" in str(errors[0])
     assert all(s <= 300 for s in fake.sleeps), fake.sleeps
     assert len(app.state.sandbox.requests()) == 2  # nothing was sent after the 429
+
+
+class PacedRetries(Pacer):
+    """A pacer that holds 429 retries itself (as a throttle that knows the pace does)."""
+
+    def retry_after_429(self) -> float | None:
+        """Retries wait in the pacer, not in the client."""
+        return 0.0
+
+
+@pytest.mark.parametrize("pacer", [Pacer(), PacedRetries()], ids=["own-wait", "paced"])
+def test_a_429_retry_waits_its_retry_after_unless_the_pacer_holds_it(pacer: Pacer) -> None:
+    """A request answered 429 with `Retry-After: 1` is retried after that second by the
+    client itself, or at once (into the pacer's own wait) when the pacer holds retries."""
+    app = create_app(
+        SandboxConfig(":memory:", seed="demo", rate_limit=(1, 3600), rate_headers="none")
+    )
+    app.state.sandbox.faults.retry_after_s = 1
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async def run() -> None:
+        client = DatabrainClient(
+            "http://sandbox",
+            DEFAULT_TOKEN,
+            transport=asgi_transport(app),
+            pacer=pacer,
+            sleep=sleep,
+            options=ClientOptions(retry=RetryPolicy(attempts=3)),
+        )
+        async with client:
+            await client.export_dashboard("Sales Dev", "kpi-core")
+            with pytest.raises(RateLimitedError):
+                await client.export_dashboard("Sales Dev", "kpi-core")
+
+    asyncio.run(run())
+    assert len(app.state.sandbox.requests()) == 4  # one admitted, three answered 429
+    expected = [0.0, 0.0] if isinstance(pacer, PacedRetries) else [1.0, 1.0]
+    assert [min(s, 1.0) for s in sleeps] == expected, sleeps
 
 
 def test_429_during_exports_stops_the_whole_run_with_exit_5(tmp_path: Path) -> None:
