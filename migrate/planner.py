@@ -30,7 +30,7 @@ from migrate.errors import (
 )
 from migrate.events import ErrorInfo, Progress
 from migrate.filters import canonical_filters
-from migrate.graph import DependencyGraph, build_graph, select
+from migrate.graph import DependencyGraph, build_graph, load_library, select
 from migrate.history import Deployed, DeployedLookup
 from migrate.jsontext import dump_json_fast
 from migrate.models import (
@@ -228,6 +228,10 @@ async def make_plan(
     spool = spool or PayloadSpool()
     settings = plan.settings
     workspace = plan.target.workspace
+    # The graph library is imported while the listings and exports wait on the network: done
+    # between the last export and the first import, it idled a rate-limited run's budget. Should
+    # this function raise first, the import finishes in its thread and nothing waits for it.
+    library = asyncio.ensure_future(asyncio.to_thread(load_library))
     progress.stage("listing source and target dashboards")
     source_refs, target_refs, app_embeds = await asyncio.gather(
         source.inventory(),
@@ -269,6 +273,7 @@ async def make_plan(
         planned=frozenset(items),
     )
     await asyncio.gather(*(exporter.export(item) for item in items.values()))
+    await library
     try:
         graph = build_graph(
             sorted(items),
