@@ -136,10 +136,16 @@ class Throttle(Pacer):
             raise
         # The slot this start was spaced for, not the moment the loop woke: a loop busy for a
         # few ms with an answer (parsing 100 KB) wakes that late, which would otherwise slow the
-        # whole run by as much (5% at 50/s). Up to one interval is made up, so at most two
-        # starts come close together; after a pause or idle time the spacing starts from now.
+        # whole run by as much (5% at 50/s). Up to one interval is made up (less under a stated
+        # window, below); after a pause or idle time the spacing starts from now.
         slot = self._last_start + interval
-        self._last_start = slot if now - slot <= interval else now
+        made_up = interval
+        if self._server_interval:
+            # A start made up by d shares a stated window of W s with the next W / interval
+            # slots: only the spacing's margin, (_MARGIN - 1) * W, can be made up without a
+            # window's limit + 1 starts (a 429) - a whole interval could at 50 per 1 s or less.
+            made_up = min(interval, 0.999 * (_MARGIN - 1) * self._window)
+        self._last_start = slot if now - slot <= made_up else now
         # The learner reads each answer against the time its request started; the client
         # acquires and releases in one task, so the task's context carries that time across.
         _STARTED.set(now)

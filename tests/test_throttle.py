@@ -8,6 +8,8 @@ import itertools
 
 import httpx
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from migrate.retry import RateSignal
 from migrate.sandbox.faults import RateLimiter, RateMode
@@ -326,3 +328,43 @@ def test_a_429_is_retried_through_the_throttle_once_a_pace_is_known() -> None:
 
     assert asyncio.run(stated()) == (None, 0.0)
     assert asyncio.run(learned()) == (None, 0.0)
+
+
+def _refused_with_late_wakeups(limit: int, lateness: list[float]) -> int:
+    """Sequential requests against the sandbox's fixed window (`limit` per 1 s, draft6 headers
+    stating the window) through a throttle whose sleeps wake late by `lateness` in turn (a
+    fraction of the spacing each, then on time): the number of 429s."""
+    fake = FakeTime()
+    limiter = RateLimiter(clock=fake.clock)
+    interval = 1.02 / limit
+    wakes = iter(lateness)
+
+    async def late_sleep(seconds: float) -> None:
+        await fake.sleep(seconds + next(wakes, 0.0) * interval)
+
+    async def run() -> int:
+        throttle = Throttle(16, clock=fake.clock, sleep=late_sleep)
+        refused = 0
+        for _ in range(3 * limit):
+            await throttle.acquire()
+            decision = limiter.check("client", limit, 1.0, http_date=False, headers="draft6")
+            refused += not decision.allowed
+            status = 200 if decision.allowed else 429
+            throttle.release(RateSignal.from_response(status, decision.headers))
+        return refused
+
+    return asyncio.run(run())
+
+
+@settings(max_examples=60, deadline=None)
+@example(limit=10, lateness=[0.0] * 8 + [0.9])
+@given(
+    limit=st.integers(min_value=2, max_value=50),
+    lateness=st.lists(st.floats(min_value=0.0, max_value=1.0), max_size=60),
+)
+def test_late_wakeups_never_overrun_an_announced_fixed_window(
+    limit: int, lateness: list[float]
+) -> None:
+    """However late the loop wakes, the starts spaced for a stated fixed window never put more
+    than its limit into one window: a made-up late start must not bunch with the next slots."""
+    assert _refused_with_late_wakeups(limit, lateness) == 0
