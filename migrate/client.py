@@ -551,7 +551,14 @@ class DatabrainClient:
             return None
         delay = policy.backoff(attempt, self._rand)
         deadline = policy.deadline_s
-        paced = self._pacer.retry_after_429() if isinstance(exc, RateLimitedError) else None
+        # Only a call's first retry goes straight into the pacer's pause: that pause may end
+        # before the server's window does (a tenth of it), and retries at that rate would spend
+        # every attempt inside the window that refused them.
+        paced = (
+            self._pacer.retry_after_429()
+            if isinstance(exc, RateLimitedError) and attempt == 1
+            else None
+        )
         if paced is not None:
             delay = paced
         elif announced is not None:

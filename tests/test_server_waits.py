@@ -32,6 +32,7 @@ from migrate.plan import load_plan
 from migrate.retry import Pacer, RateSignal, RetryPolicy
 from migrate.runner import RunOptions, run_plan
 from migrate.sandbox import DEFAULT_TOKEN, SandboxConfig, create_app, running_server
+from migrate.sandbox.faults import RateLimiter
 from migrate.throttle import Throttle
 from migrate.transport import asgi_transport
 from tests.helpers import actions, sandbox_of, start_migrate, write_plan
@@ -103,7 +104,8 @@ class PacedRetries(Pacer):
 @pytest.mark.parametrize("pacer", [Pacer(), PacedRetries()], ids=["own-wait", "paced"])
 def test_a_429_retry_waits_its_retry_after_unless_the_pacer_holds_it(pacer: Pacer) -> None:
     """A request answered 429 with `Retry-After: 1` is retried after that second by the
-    client itself, or at once (into the pacer's own wait) when the pacer holds retries."""
+    client itself, or first at once (into the pacer's own wait) when the pacer holds retries,
+    then, refused again, after its Retry-After."""
     app = create_app(
         SandboxConfig(":memory:", seed="demo", rate_limit=(1, 3600), rate_headers="none")
     )
@@ -129,7 +131,7 @@ def test_a_429_retry_waits_its_retry_after_unless_the_pacer_holds_it(pacer: Pace
 
     asyncio.run(run())
     assert len(app.state.sandbox.requests()) == 4  # one admitted, three answered 429
-    expected = [0.0, 0.0] if isinstance(pacer, PacedRetries) else [1.0, 1.0]
+    expected = [0.0, 1.0] if isinstance(pacer, PacedRetries) else [1.0, 1.0]
     assert [min(s, 1.0) for s in sleeps] == expected, sleeps
 
 
@@ -364,3 +366,32 @@ def test_max_rps_nan_is_refused_and_1e_3_is_read_as_a_number(tmp_path: Path) -> 
     assert load_plan(path).settings.max_rps == pytest.approx(0.001)
     with pytest.raises(ValueError, match="max_rps"):
         Throttle(1, max_rps=math.nan)
+
+
+def test_a_paced_429_retry_outlasts_a_window_spent_by_another_consumer() -> None:
+    """Under a stated window (50 per 1 s) whose budget another consumer of the same key has
+    spent, a 429's retries still reach the next window: each 429 says `Retry-After: 1`, so the
+    request is not spent in six attempts within the window that refused it."""
+    app = create_app(SandboxConfig(":memory:", seed="demo", rate_limit=(50, 1.0)))
+    fake = FakeTime()
+    limiter = RateLimiter(clock=fake.clock)
+    app.state.sandbox.rate_limiter = limiter
+    throttle = Throttle(4, clock=fake.clock, sleep=fake.sleep)
+
+    async def run() -> None:
+        client = DatabrainClient(
+            "http://sandbox",
+            DEFAULT_TOKEN,
+            transport=asgi_transport(app),
+            pacer=throttle,
+            sleep=fake.sleep,
+            clock=fake.clock,
+        )
+        async with client:
+            await client.export_dashboard("Sales Dev", "kpi-core")  # the window states its pace
+            for _ in range(49):  # another consumer spends the rest of this window's budget
+                limiter.check("127.0.0.1", 50, 1.0, http_date=False)
+            await client.export_dashboard("Sales Dev", "kpi-core")
+
+    bounded(run())
+    assert fake.now >= 1.0  # the export that succeeded went in the next window
