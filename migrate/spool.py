@@ -42,11 +42,12 @@ class PayloadSpool:
         self._files: dict[str, Path] = {}
         self._spans: dict[str, tuple[int, int]] = {}  # key -> where `data`'s text lies in raw
         self._folder: Path | None = None
+        self._written = 0  # files written, for their names
 
     def put(self, key: str, export: ExportFile, data_text: bytes | None = None) -> None:
         """Keep `export` for `key` (replacing any earlier one). `data_text`, when given, is
         `jsontext.dump_json_fast` of its `data` already written by the caller."""
-        self._spans.pop(key, None)
+        self._forget(key)
         span = _data_span(export, data_text)
         if span is not None:
             self._spans[key] = span
@@ -55,10 +56,21 @@ class PayloadSpool:
             self._memory[key] = export.raw if span is not None else export
             self._used += size
             return
-        path = self._folder_path() / f"{len(self._files)}.json"  # names never come from ids
+        self._written += 1
+        path = self._folder_path() / f"{self._written}.json"  # names never come from ids
         # Scratch data, removed on close: not worth an fsync per payload.
         create_private(path, export.raw, durable=False)
         self._files[key] = path
+
+    def _forget(self, key: str) -> None:
+        """Drop what `key` held (before it is put again), its bytes no longer counted."""
+        self._spans.pop(key, None)
+        held = self._memory.pop(key, None)
+        if held is not None:
+            self._used -= len(held if isinstance(held, bytes) else held.raw)
+        path = self._files.pop(key, None)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     def get(self, key: str) -> ExportFile:
         """The export file for `key`; KeyError if none was stored."""

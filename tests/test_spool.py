@@ -95,3 +95,27 @@ def test_an_export_not_sent_as_text_is_held_parsed(tmp_path: Path) -> None:
     held = spool.held("d")
     assert held is not None and held.data == {"n": 1, "layout": []}
     assert spool.data_text("d") is None
+
+
+def test_putting_a_key_again_replaces_what_it_held(tmp_path: Path) -> None:
+    """A second `put` of a key replaces the first wherever each was held (memory or disk):
+    `get`, `raw` and `data_text` give the second, and the first no longer counts against
+    the budget."""
+    compact = {"_meta": {"dashboardId": "d"}, "data": {"n": 1}}
+    first = ExportFile(raw=b'{"_meta":{"dashboardId":"d"},"data":{"n":1}}', document=compact)
+    spool = PayloadSpool(tmp_path / "spool", memory_budget=2 * len(first.raw) + 10)
+    spool.put("d", first)  # in memory, as bytes
+    second = export_file(2)  # larger than the budget left: to disk
+    spool.put("d", second)
+    assert spool.get("d").document == second.document
+    assert spool.raw("d") == second.raw
+    assert spool.data_text("d") is None
+    spool.put("d", first)  # back to memory: the file is no longer what `d` holds
+    assert spool.raw("d") == first.raw
+    spool.put("e", first)  # `d`'s earlier copies no longer fill the budget
+    assert spool.raw("e") == first.raw
+    assert not list((tmp_path / "spool").rglob("*.json"))  # both in memory, no stale file
+    spool.put("d", export_file(3))
+    spool.put("f", export_file(4))  # file names never collide after a replacement
+    assert spool.get("f").document == export_file(4).document
+    spool.close()
