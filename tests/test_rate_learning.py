@@ -128,8 +128,8 @@ def simulate(
 ) -> Outcome:
     """`requests` requests by `concurrency` workers (each answer after `latency`, +-50%
     jitter), paced by one Throttle against a `model` limiter announcing `headers`; each 429 is
-    retried as the client does: at once into the throttle once it knows a pace, else after its
-    Retry-After (or a short backoff)."""
+    retried as the client does: the first retry at once into the throttle once it knows a pace,
+    else (and every later retry) after its Retry-After (or a short backoff)."""
     clock = VirtualClock()
     rand = random.Random(seed)
     epoch = SimpleNamespace(time=lambda: EPOCH + clock.now, monotonic=clock.clock)
@@ -181,7 +181,7 @@ def simulate(
                 outcome.refused += 1
                 attempt += 1
                 backoff = rand.random() * min(10.0, 0.2 * 2 ** (attempt - 1))
-                paced = throttle.retry_after_429()
+                paced = throttle.retry_after_429() if attempt == 1 else None
                 wait = paced if paced is not None else max(backoff, signal.retry_after or 0.0)
                 await throttle.sleep(wait)
 
