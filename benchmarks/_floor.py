@@ -10,8 +10,9 @@ nothing, and ignores the dependency order `migrate` must keep.
 So its wall time is what the server, the network and the machine leave to any client making
 these requests, and its CPU is the cost of the HTTP exchanges alone: the bound `migrate`'s own
 figures are read against (`benchmarks/README.md`). Prints one JSON line:
-`{"requests": N, "wall_s": S, "cpu_s": S, "failed": F}`, wall and CPU from the first
-request on (its start-up left out). Not part of the `migrate` package.
+`{"requests": N, "wall_s": S, "cpu_s": S, "failed": F, "median_answer_s": {ENDPOINT: S}}`,
+wall and CPU from the first request on (its start-up left out), and the median time from
+sending a request to its whole answer, per endpoint. Not part of the `migrate` package.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import json
 import os
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,6 +41,9 @@ class Floor:
     def __init__(self, url: str, token: str, concurrency: int) -> None:
         self.url = url.rstrip("/")
         self.transport = LeanTransport(True, concurrency)
+        # At most `concurrency` requests wait on the transport, so an answer's time is the
+        # server's and the network's, not a wait for one of the pool's connections.
+        self.slots = asyncio.Semaphore(concurrency)
         self.headers = [
             (b"Authorization", f"Bearer {token}".encode()),
             (b"Content-Type", b"application/json"),
@@ -47,12 +52,17 @@ class Floor:
         ]
         self.requests = 0
         self.failed = 0
+        self.seconds: dict[str, list[float]] = {}  # answer times by endpoint path
 
     async def post(self, path: str, body: bytes) -> bytes:
         """POST `body`; the answer's bytes."""
         request = httpx.Request("POST", self.url + path, headers=self.headers, content=body)
-        response = await self.transport.handle_async_request(request)
-        chunks = [chunk async for chunk in response.aiter_raw()]
+        async with self.slots:
+            sent = time.perf_counter()
+            response = await self.transport.handle_async_request(request)
+            chunks = [chunk async for chunk in response.aiter_raw()]
+            answered = time.perf_counter() - sent
+        self.seconds.setdefault(path.rsplit("/", 1)[-1], []).append(answered)
         self.requests += 1
         if not 200 <= response.status_code < 300:
             self.failed += 1
@@ -101,7 +111,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     wall, cpu = time.perf_counter() - started, _cpu_s() - cpu_started
     await floor.transport.aclose()
-    return {"requests": floor.requests, "wall_s": wall, "cpu_s": cpu, "failed": floor.failed}
+    medians = {kind: statistics.median(times) for kind, times in floor.seconds.items()}
+    return {
+        "requests": floor.requests,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "failed": floor.failed,
+        "median_answer_s": medians,
+    }
 
 
 def _cpu_s() -> float:

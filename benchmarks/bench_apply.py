@@ -521,6 +521,7 @@ def run_floor(
         "cpu_s": result["cpu_s"],
         "cpu_ms_per_request": 1000 * result["cpu_s"] / requests,
         "ideal_ratio": result["wall_s"] / ideal_s,
+        "median_answer_s": result.get("median_answer_s", {}),
         "server_cpu_s": float(stats["cpu_during_s"]),
     }
 
@@ -1123,11 +1124,15 @@ def main(argv: list[str] | None = None) -> int:
         fan_figures = fan_out_case(fan, runs[-1], len(TARGET_WORKSPACES))
         print()
         for f in floors.values():
+            answers = ", ".join(
+                f"{kind} {1000 * s:.0f} ms" for kind, s in sorted(f["median_answer_s"].items())
+            )
             print(
                 f"floor client C={f['concurrency']} (benchmarks/_floor.py: the same {f['requests']}"
                 f" requests, no other work): wall {f['wall_s']:.2f} s from its first request"
                 f" ({f['ideal_ratio']:.2f}x ideal), CPU {f['cpu_ms_per_request']:.2f} ms per"
-                f" request from its first request, server CPU {f['server_cpu_s']:.2f} s."
+                f" request from its first request, server CPU {f['server_cpu_s']:.2f} s; median"
+                f" answer ({args.latency_ms:g} ms of latency): {answers}."
             )
         rows = targets(startup, runs, rated, memory, scale, floors)
         rows.append(
