@@ -8,10 +8,9 @@ folder is removed on `close`.
 Where an export's `data` arrived written exactly as `jsontext.dump_json` writes its value
 (compact, as a server that writes with orjson sends it), the spool notes where that text lies
 in the bytes: an import then sends the text as it arrived, without parsing the payload again.
-Such a payload is held as its bytes only: its parsed value is dropped on arrival (it is several
-times the size of the text, and every collection of the garbage collector would walk it), so
-the budget goes four times as far and a payload is parsed again only when it is `get`. Other
-payloads are held parsed, as they are parsed again to be sent.
+Such a payload is held as its bytes only: its parsed value, several times the size of the text,
+is dropped on arrival, so the budget counts what memory holds, and the payload is parsed again
+only when it is `get`. Other payloads are held parsed, as they are parsed again to be sent.
 """
 
 from __future__ import annotations

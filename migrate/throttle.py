@@ -9,7 +9,9 @@ cap, and back-off that adapts to 429s.
   requests pause until the reset before any 429 happens. Once a pace is learned (below), a
   whole-second `Retry-After` is waited less its last second (it is rounded up), a bare 429
   holds starts for a tenth of a learned budget's time, and neither halves the concurrency:
-  waiting out a rounded-up second per window would idle up to half the run.
+  waiting out a rounded-up second per window would idle up to half the run. The request
+  answered 429 then waits in that pause too, not its own Retry-After (`retry_after_429`; the
+  client does so for a call's first retry).
 - When the server announces its budget with a window (`w=`), request starts are spread evenly
   at just under that rate, so a fixed window is never overrun in a burst.
 - When it does not, `RateLearner` learns the rate from what the server shows: the requests it
