@@ -38,7 +38,11 @@ def _log_config() -> dict[str, Any]:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns Nagle's algorithm off only on sockets whose protocol
+    # says TCP, and an accepted connection takes the listener's. With it on, an answer written
+    # in two small parts (head, then body: every import's) waited ~40 ms for the client's
+    # delayed ACK, so the sandbox answered in latency + 40 ms, not latency.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(128)

@@ -3,7 +3,9 @@ connection after commit, per-IP rate limiting, and `serve`'s start-up line."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ import httpx
 import pytest
 
 from migrate.sandbox import DEFAULT_TOKEN, Sandbox, SandboxConfig, create_app, running_server
+from migrate.sandbox.server import _bind
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
 
@@ -104,3 +107,27 @@ def test_serve_logs_url_not_token(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_connections_the_sandbox_accepts_send_small_writes_at_once() -> None:
+    """A connection accepted on the sandbox's listener has Nagle's algorithm off (TCP_NODELAY),
+    as asyncio sets it for TCP sockets: an answer written as a head and then a small body
+    leaves at once instead of waiting ~40 ms for the client's delayed ACK."""
+
+    async def nodelay_of_an_accepted_connection() -> int:
+        listener = _bind("127.0.0.1", 0)
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(accepted, sock=listener)
+        async with server:
+            _, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+            value = await asyncio.wait_for(seen, timeout=10)
+            writer.close()
+        return value
+
+    assert asyncio.run(nodelay_of_an_accepted_connection()) != 0
