@@ -45,6 +45,7 @@ DEFAULT_MAX_WAIT_S = 300.0
 _PROBE_STEP = 0.97
 _PROBE_BACKOFF = 2
 _MARGIN = 1.02  # spacing 2% above the learned rate's absorbs clock skew and jitter
+_CYCLE_MARGIN = 1.01  # over a window measured from its openers (the cycle holds the gaps)
 _HISTORY = 4096  # admitted request starts kept for counting
 _ANCHORS = 16  # saturation points kept per kind
 _STARTED: ContextVar[float | None] = ContextVar("migrate_request_started", default=None)
@@ -141,12 +142,16 @@ class Throttle(Pacer):
         # whole run by as much (5% at 50/s). Up to one interval is made up (less under a stated
         # window, below); after a pause or idle time the spacing starts from now.
         slot = self._last_start + interval
-        made_up = interval
+        # A start made up by d shares a window of W s with the next W / interval slots: only
+        # the spacing's margin over a known window, (margin - 1) * W, can be made up without a
+        # window's limit + 1 starts (a 429) - a whole interval could at 50 per 1 s or less. A
+        # pace learned from 429s knows no window: making up more than a sliver of it ran the
+        # server out, and the 429s that followed taught the learner half the rate.
+        made_up = 0.1 * interval
         if self._server_interval:
-            # A start made up by d shares a stated window of W s with the next W / interval
-            # slots: only the spacing's margin, (_MARGIN - 1) * W, can be made up without a
-            # window's limit + 1 starts (a 429) - a whole interval could at 50 per 1 s or less.
             made_up = min(interval, 0.999 * (_MARGIN - 1) * self._window)
+        elif self._learner.window:
+            made_up = min(interval, 0.999 * (_CYCLE_MARGIN - 1) * self._learner.window)
         self._last_start = slot if now - slot <= made_up else now
         # The learner reads each answer against the time its request started; the client
         # acquires and releases in one task, so the task's context carries that time across.
@@ -349,6 +354,7 @@ class RateLearner:
 
     def __init__(self) -> None:
         self.interval = 0.0  # seconds between request starts; 0 while nothing is learned
+        self.window = 0.0  # a fixed window's length, once measured from its openers
         self._admitted: list[float] = []  # start times of admitted requests, sorted
         self._saturated_at = -math.inf  # start of the latest out-of-budget answer
         self._recovered_at = -math.inf  # start of the first success after it
@@ -527,7 +533,8 @@ class RateLearner:
             steady = [c for c in self._cycles if middle / 1.5 <= c <= middle * 1.5]
             # The cycle already holds the gap before each window's first request: 1% is margin
             # enough.
-            candidates.append(1.01 * statistics.fmean(steady) / self._limit)
+            self.window = statistics.fmean(steady)
+            candidates.append(_CYCLE_MARGIN * self.window / self._limit)
         if not candidates:
             return
         self.interval = min(candidates)

@@ -368,3 +368,37 @@ def test_late_wakeups_never_overrun_an_announced_fixed_window(
     """However late the loop wakes, the starts spaced for a stated fixed window never put more
     than its limit into one window: a made-up late start must not bunch with the next slots."""
     assert _refused_with_late_wakeups(limit, lateness) == 0
+
+
+def test_a_pace_learned_from_429s_makes_up_no_late_start() -> None:
+    """Once a pace is learned from 429s (no window known), a start that woke late by half the
+    spacing is not made up: the next start keeps the whole spacing after it. Making it up let
+    the catch-up starts run a fixed window out, and the 429s that followed taught the learner
+    half the rate (the benchmark's header-less window took 1.6x requests / R)."""
+    fake = FakeTime()
+    late = {"by": 0.0}
+
+    async def sleep(seconds: float) -> None:
+        await fake.sleep(seconds + late["by"])
+
+    async def run() -> tuple[float, list[float]]:
+        throttle = Throttle(8, clock=fake.clock, sleep=sleep)
+        for _ in range(10):  # a first budget of 10, then the server runs out
+            await throttle.acquire()
+            throttle.release(RateSignal())
+        await throttle.acquire()
+        throttle.release(RateSignal(rate_limited=True, retry_after=1.0))
+        await throttle.acquire()
+        throttle.release(RateSignal())  # back: a pace is learned
+        starts: list[float] = []
+        for n in range(4):
+            # The third start wakes late by half the spacing the first two kept.
+            late["by"] = (starts[1] - starts[0]) / 2 if n == 2 else 0.0
+            await throttle.acquire()
+            starts.append(fake.now)
+            throttle.release(RateSignal())
+        return starts[1] - starts[0], starts
+
+    interval, starts = asyncio.run(run())
+    assert interval > 0
+    assert starts[3] - starts[2] >= interval * 0.999, (interval, starts)
