@@ -531,9 +531,13 @@ class RateLearner:
         if self._cycles:
             middle = statistics.median(self._cycles)
             steady = [c for c in self._cycles if middle / 1.5 <= c <= middle * 1.5]
+            # Cycles in two groups far apart (an idle spell lengthens one; an even count puts
+            # the median between them) agree on none: the window measured before stands until
+            # one group holds the majority. A single cycle is always steady, so one exists.
+            if steady:
+                self.window = statistics.fmean(steady)
             # The cycle already holds the gap before each window's first request: 1% is margin
             # enough.
-            self.window = statistics.fmean(steady)
             candidates.append(_CYCLE_MARGIN * self.window / self._limit)
         if not candidates:
             return

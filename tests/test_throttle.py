@@ -402,3 +402,23 @@ def test_a_pace_learned_from_429s_makes_up_no_late_start() -> None:
     interval, starts = asyncio.run(run())
     assert interval > 0
     assert starts[3] - starts[2] >= interval * 0.999, (interval, starts)
+
+
+def test_window_cycles_split_by_an_idle_spell_keep_the_measured_window() -> None:
+    """A legacy fixed window's cycle measured once at 1 s, then once across 100 s of idling,
+    leaves no cycle within 1.5x of their median: the learner keeps the 1 s window instead of
+    raising (StatisticsError from the mean of no cycle)."""
+    learner = RateLearner()
+    limit = 4
+
+    def one_window(opened: float) -> None:
+        for n in range(limit):
+            started = opened + 0.1 * n
+            answer = RateSignal(limit=limit, remaining=limit - 1 - n, reset_s=opened + 1 - started)
+            learner.observe(started, started, answer, oldest_in_flight=started)
+
+    one_window(0.0)
+    one_window(1.0)  # the first cycle: 1 s
+    one_window(101.0)  # the second: 100 s, idle between
+    assert learner.window == pytest.approx(1.0)
+    assert learner.interval == pytest.approx(1.01 / limit)
