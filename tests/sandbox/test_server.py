@@ -107,6 +107,8 @@ def test_serve_logs_url_not_token(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()  # else an unclosed pipe is left to the garbage collector
 
 
 def test_connections_the_sandbox_accepts_send_small_writes_at_once() -> None:
