@@ -93,15 +93,31 @@ def test_find_references_quotes_odd_keys() -> None:
 
 
 _IDS = ["d1", "kpi-core", "é-dash", "x y", "a.b"]
+
+_SMALL_SCALARS = st.integers(-3, 3) | st.none()
+
+
+def _payloads(
+    texts: st.SearchStrategy[str],
+    *,
+    width: int,
+    leaves: int,
+    scalars: st.SearchStrategy[Any] = _SMALL_SCALARS,
+) -> st.SearchStrategy[Any]:
+    """JSON values whose strings and keys are joined from `texts` (ids, fragments, escapes),
+    containers up to `width` wide, at most `leaves` leaves."""
+    return st.recursive(
+        st.lists(texts, max_size=3).map("".join) | scalars,
+        lambda inner: (
+            st.lists(inner, max_size=width)
+            | st.dictionaries(st.lists(texts, max_size=2).map("".join), inner, max_size=width)
+        ),
+        max_leaves=leaves,
+    )
+
+
 _REF_TEXTS = st.sampled_from([*_IDS, "d", '"d1"', "d1\\", "\n", "\\", '"', "k", ""])
-_REF_VALUES = st.recursive(
-    st.lists(_REF_TEXTS, max_size=3).map("".join) | st.integers(-3, 3) | st.none(),
-    lambda inner: (
-        st.lists(inner, max_size=3)
-        | st.dictionaries(st.lists(_REF_TEXTS, max_size=2).map("".join), inner, max_size=3)
-    ),
-    max_leaves=15,
-)
+_REF_VALUES = _payloads(_REF_TEXTS, width=3, leaves=15)
 
 
 @settings(max_examples=300, deadline=None)
@@ -128,17 +144,14 @@ _ODD_IDS = ["d1", "é-dash", "x y", "a.b", "中", "d", "0", "true", "/s", "]", "
 _ODD_REF_TEXTS = st.sampled_from(
     [*_ODD_IDS, '"d1"', "d1\\", "\n", "\\", '"', "\\u00e9", "\u2028", "\x7f", "", "k"]
 )
-_ODD_REF_VALUES = st.recursive(
-    st.lists(_ODD_REF_TEXTS, max_size=3).map("".join)
-    | st.integers(-3, 3)
+_ODD_REF_VALUES = _payloads(
+    _ODD_REF_TEXTS,
+    width=4,
+    leaves=25,
+    scalars=st.integers(-3, 3)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.none()
     | st.booleans(),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.lists(_ODD_REF_TEXTS, max_size=2).map("".join), inner, max_size=4)
-    ),
-    max_leaves=25,
 )
 
 
@@ -158,14 +171,7 @@ def test_references_found_on_the_text_are_the_walks(
 
 _PREFIXED_IDS = ["gen-1", "gen-12", "gen-123", "gen-", "ge", "gen-1\\", "gen-é"]
 _PREFIXED_TEXTS = st.sampled_from([*_PREFIXED_IDS, '"', "\\", '"gen-1"', "gen", "1", ":", ""])
-_PREFIXED_VALUES = st.recursive(
-    st.lists(_PREFIXED_TEXTS, max_size=3).map("".join) | st.integers(-3, 3) | st.none(),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.lists(_PREFIXED_TEXTS, max_size=2).map("".join), inner, max_size=4)
-    ),
-    max_leaves=25,
-)
+_PREFIXED_VALUES = _payloads(_PREFIXED_TEXTS, width=4, leaves=25)
 
 
 @settings(max_examples=400, deadline=None)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from starlette.applications import Starlette
 from typer.testing import CliRunner
 
 from migrate.cli import app as cli_app
@@ -47,6 +48,14 @@ def bounded(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout=120))
 
 
+def on_sandbox(app: Starlette, **options: Any) -> DatabrainClient:
+    """A client of the in-process sandbox `app` (no network), with `options` as for
+    DatabrainClient (pacer, sleep, clock, ClientOptions)."""
+    return DatabrainClient(
+        "http://sandbox", DEFAULT_TOKEN, transport=asgi_transport(app), **options
+    )
+
+
 def plan_on_sandbox(tmp: Path, **policy: Any) -> Coroutine[Any, Any, Any]:
     """run_plan of the demo plan on this test's embedded sandbox."""
     options = RunOptions(policy=ConnectionPolicy(state_dir=tmp, **policy))
@@ -67,10 +76,8 @@ def test_retry_after_beyond_max_wait_stops_instead_of_pausing_every_request() ->
     throttle = Throttle(4, max_wait_s=300, clock=fake.clock, sleep=fake.sleep)
 
     async def run() -> list[BaseException]:
-        client = DatabrainClient(
-            "http://sandbox",
-            DEFAULT_TOKEN,
-            transport=asgi_transport(app),
+        client = on_sandbox(
+            app,
             pacer=throttle,
             sleep=fake.sleep,
             clock=fake.clock,
@@ -116,10 +123,8 @@ def test_a_429_retry_waits_its_retry_after_unless_the_pacer_holds_it(pacer: Pace
         sleeps.append(seconds)
 
     async def run() -> None:
-        client = DatabrainClient(
-            "http://sandbox",
-            DEFAULT_TOKEN,
-            transport=asgi_transport(app),
+        client = on_sandbox(
+            app,
             pacer=pacer,
             sleep=sleep,
             options=ClientOptions(retry=RetryPolicy(attempts=3)),
@@ -297,10 +302,8 @@ def test_slow_body_meets_the_per_request_deadline() -> None:
     app = create_app(SandboxConfig(":memory:", seed="demo", slow_body_bps=20))
 
     async def run() -> None:
-        client = DatabrainClient(
-            "http://sandbox",
-            DEFAULT_TOKEN,
-            transport=asgi_transport(app),
+        client = on_sandbox(
+            app,
             options=ClientOptions(request_deadline_s=0.3, retry=RetryPolicy(attempts=1)),
         )
         async with client:
@@ -379,10 +382,8 @@ def test_a_paced_429_retry_outlasts_a_window_spent_by_another_consumer() -> None
     throttle = Throttle(4, clock=fake.clock, sleep=fake.sleep)
 
     async def run() -> None:
-        client = DatabrainClient(
-            "http://sandbox",
-            DEFAULT_TOKEN,
-            transport=asgi_transport(app),
+        client = on_sandbox(
+            app,
             pacer=throttle,
             sleep=fake.sleep,
             clock=fake.clock,

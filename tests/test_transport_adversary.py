@@ -195,6 +195,22 @@ async def _read_then_cut_body(reader: asyncio.StreamReader, writer: asyncio.Stre
     await writer.drain()
 
 
+def _import_is_uncertain(
+    error: type[EndpointError],
+) -> Callable[[str], Awaitable[None]]:
+    """A check for `_serve`: an import to the server at its URL raises `error`, marked
+    uncertain (it may have been stored), and the error names no token."""
+
+    async def check(url: str) -> None:
+        async with _client(url) as client:
+            with pytest.raises(error) as caught:
+                await _import(client)
+            assert caught.value.uncertain
+            _no_token(caught.value)
+
+    return check
+
+
 @pytest.mark.parametrize(
     "handler", [_read_then_close, _read_then_half_a_head, _read_then_reset, _read_then_cut_body]
 )
@@ -204,14 +220,7 @@ def test_an_import_the_server_received_is_uncertain_when_its_answer_is_lost(
     """Whatever way the answer to a received import is lost, the error says it may have been
     stored (so it is confirmed, never blindly re-sent), and names no token."""
 
-    async def check(url: str) -> None:
-        async with _client(url) as client:
-            with pytest.raises(TransportError) as caught:
-                await _import(client)
-            assert caught.value.uncertain
-            _no_token(caught.value)
-
-    asyncio.run(_serve(handler, check))
+    asyncio.run(_serve(handler, _import_is_uncertain(TransportError)))
 
 
 @pytest.mark.parametrize(
@@ -255,14 +264,7 @@ def test_an_undecodable_gzip_answer_is_a_bad_response_not_a_crash() -> None:
         writer.write(_ok(b"not gzip at all", b"content-encoding: gzip\r\n"))
         await writer.drain()
 
-    async def check(url: str) -> None:
-        async with _client(url) as client:
-            with pytest.raises(EndpointError) as caught:
-                await _import(client)
-            assert caught.value.uncertain
-            _no_token(caught.value)
-
-    asyncio.run(_serve(handler, check))
+    asyncio.run(_serve(handler, _import_is_uncertain(EndpointError)))
 
 
 # ---- no pool slot leaks, whatever await a request is cancelled at ---------------------------
