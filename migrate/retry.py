@@ -163,9 +163,10 @@ class Pacer:
         await asyncio.sleep(seconds)
 
     def retry_after_429(self) -> float | None:
-        """Seconds a request answered 429 waits before it is sent again, when the pacer holds
-        every start for as long as the server needs (the retry then waits in `acquire`); None
-        when it does not: the client waits the announced Retry-After, or its backoff."""
+        """Seconds a call's first retry after a 429 waits before it is sent, when the pacer
+        holds every start for as long as the server needs (the retry then waits in `acquire`);
+        None when it does not. Later retries, and every retry when None, wait the announced
+        Retry-After or the backoff (a pacer's pause may end before the server's window)."""
         return None
 
 
