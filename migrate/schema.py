@@ -66,7 +66,21 @@ Check = Callable[[Any], bool]
 _ANNOTATIONS = frozenset(
     {"$schema", "$id", "$comment", "$defs", "title", "description", "default", "examples"}
 )
-_FAST_KEYWORDS = _ANNOTATIONS | {"type", "properties", "items", "required", "$ref"}
+_FAST_KEYWORDS = _ANNOTATIONS | {
+    "type",
+    "properties",
+    "items",
+    "required",
+    "$ref",
+    "additionalProperties",
+    "enum",
+    "const",
+    "pattern",
+}
+# `enum` and `const` values the fast path compares by type and value together. jsonschema's
+# equality tells 1 from true but not 1 from 1.0: a value of another number type than the
+# schema's is called invalid here, and jsonschema then gives the answer.
+_FAST_CONSTANTS = (str, bool, type(None), int, float)
 _TYPES: dict[str, Check] = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
@@ -136,9 +150,41 @@ def _fast_check(root: Any) -> Check | None:
         if "items" in schema:
             item = build(schema["items"])
             checks.append(lambda v: not isinstance(v, list) or all(map(item, v)))
+        if "additionalProperties" in schema:
+            checks.append(extra_keys(schema))
+        for keyword in ("enum", "const"):
+            if keyword in schema:
+                allowed = schema["enum"] if keyword == "enum" else [schema["const"]]
+                checks.append(one_of_constants(allowed))
+        if "pattern" in schema:
+            try:
+                search = re.compile(schema["pattern"]).search  # jsonschema's own `re.search`
+            except (re.error, TypeError):
+                raise _Unsupported(schema) from None
+            checks.append(lambda v: not isinstance(v, str) or search(v) is not None)
         if len(checks) == 1:
             return checks[0]
         return lambda v: all(check(v) for check in checks)
+
+    def extra_keys(schema: dict[str, Any]) -> Check:
+        # Keys outside `properties` (there is no `patternProperties`: it is not fast).
+        known = frozenset(schema.get("properties", ()))
+        rest = schema["additionalProperties"]
+        if rest is False:
+            return lambda v: not isinstance(v, dict) or known.issuperset(v)
+        other = build(rest)
+        return lambda v: (
+            not isinstance(v, dict)
+            or all(other(value) for key, value in v.items() if key not in known)
+        )
+
+    def one_of_constants(allowed: Any) -> Check:
+        if not isinstance(allowed, list) or not all(
+            type(value) in _FAST_CONSTANTS for value in allowed
+        ):
+            raise _Unsupported(allowed)
+        pairs = frozenset((type(value), value) for value in allowed)
+        return lambda v: type(v) in _FAST_CONSTANTS and (type(v), v) in pairs
 
     try:
         return build(root)
@@ -391,9 +437,17 @@ def plan_problems(document: Any) -> list[SchemaProblem]:
 # --- file formats -----------------------------------------------------------------------------
 
 
+@functools.cache
+def _fast_format_check(name: FileFormat) -> Check | None:
+    return _fast_check(_schema(name))
+
+
 def format_problems(name: FileFormat, document: Any) -> list[Violation]:
     """Every way `document` fails the file-format schema `name`, located by JSON path and sorted
     (none: it is valid). Messages name types and keys, never echo a value."""
+    fast = _fast_format_check(name)
+    if fast is not None and fast(document):
+        return []  # the fast path's "valid" is the answer; only failures need jsonschema's detail
     found: list[Violation] = []
     for error in _validator(name).iter_errors(document):
         found.extend(_format_violations(error))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ from jsonschema import Draft202012Validator
 
 from migrate.errors import PlanError, Violation
 from migrate.schema import (
+    FileFormat,
     PayloadValidator,
+    _fast_format_check,
     check_export_meta,
     format_violations,
     load_schema,
@@ -205,3 +208,9 @@ def test_check_export_meta() -> None:
     wrong = check_export_meta(doc, dashboard_id="b", workspace="Prod")
     assert [v.path for v in wrong] == ["_meta.dashboardId", "_meta.workspaceName"]
     assert check_export_meta({"data": {}}, dashboard_id="a", workspace="Dev") == []
+
+
+@pytest.mark.parametrize("name", typing.get_args(FileFormat))
+def test_file_formats_compile_to_the_fast_path(name: FileFormat) -> None:
+    """Deploy records, bundle manifests and saved plans are checked without jsonschema's walk."""
+    assert _fast_format_check(name) is not None

@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
-from migrate.schema import PayloadValidator, _compiled_export
+from migrate.schema import PayloadValidator, _compiled_export, _fast_check
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
@@ -101,3 +103,133 @@ def test_fast_path_agrees_with_jsonschema(data: st.DataObject, replacement: Any)
     assert compiled.fast is not None
     for instance in (document, {"data": replacement}):
         assert compiled.fast(instance) == compiled.validator.is_valid(instance)
+
+
+# Small schemas of every keyword the fast path compiles, and instances that often match them.
+_KEYS = st.sampled_from(["a", "b", "c"])
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-1, 2)
+    | st.sampled_from([0.0, 1.0, 1.5])
+    | st.sampled_from(["", "a", "ab", "ba"])
+)
+_TYPE_NAMES = ["object", "array", "string", "boolean", "null", "number", "integer"]
+
+
+def _object_schema(properties: dict[str, Any], required: list[str], rest: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties, "required": required}
+    if rest is not None:
+        schema["additionalProperties"] = rest
+    return schema
+
+
+_fast_schemas = st.recursive(
+    st.booleans()
+    | st.builds(
+        lambda names: {"type": names},
+        st.sampled_from(_TYPE_NAMES)
+        | st.lists(st.sampled_from(_TYPE_NAMES), min_size=1, max_size=2, unique=True),
+    )
+    | st.builds(lambda values: {"enum": values}, st.lists(_SCALARS, max_size=3))
+    | st.builds(lambda value: {"const": value}, _SCALARS)
+    | st.builds(
+        lambda p: {"type": ["string", "null"], "pattern": p},
+        st.sampled_from(["^a", "b$", "^$", "^[ab]{2}$"]),
+    ),
+    lambda children: (
+        st.builds(
+            _object_schema,
+            st.dictionaries(_KEYS, children, max_size=3),
+            st.lists(_KEYS, max_size=2, unique=True),
+            st.none() | st.booleans() | children,
+        )
+        | st.builds(lambda item: {"type": "array", "items": item}, children)
+        | st.builds(
+            lambda a, b: {**a, **b},
+            children.filter(lambda c: isinstance(c, dict)),
+            children.filter(lambda c: isinstance(c, dict)),
+        )
+    ),
+    max_leaves=8,
+)
+_instances = st.recursive(
+    _SCALARS,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(_KEYS | st.text(max_size=2), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+def _near(schema: Any) -> st.SearchStrategy[Any]:
+    """Instances that mostly follow `schema` (so deep members get checked), sometimes not."""
+    if not isinstance(schema, dict):
+        return _instances
+    options: list[st.SearchStrategy[Any]] = [_instances]
+    if "properties" in schema:
+        members = st.fixed_dictionaries(
+            {},
+            optional={key: _near(sub) for key, sub in schema["properties"].items()},
+        )
+        extra = st.dictionaries(
+            st.just("d"), _near(schema.get("additionalProperties", True)), max_size=1
+        )
+        following = st.builds(lambda m, e: {**e, **m}, members, extra)
+        options += [following, following]  # weighted: most instances reach the members
+    if "items" in schema:
+        options += [st.lists(_near(schema["items"]), max_size=3)] * 2
+    for values in (schema.get("enum"), [schema["const"]] if "const" in schema else None):
+        if values:
+            options.append(st.sampled_from(values))
+    if "pattern" in schema:
+        options.append(st.sampled_from(["a", "ab", "b", "", "ba"]))
+    return st.one_of(options)
+
+
+def _number_constants(schema: Any) -> bool:
+    """True when an `enum` or `const` in `schema` holds a number (not a boolean)."""
+    if isinstance(schema, dict):
+        values = [*schema.get("enum", []), *([schema["const"]] if "const" in schema else [])]
+        if any(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            return True
+        return any(_number_constants(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_number_constants(v) for v in schema)
+    return False
+
+
+@settings(max_examples=300, deadline=None)
+@given(schema=_fast_schemas, data=st.data())
+def test_fast_keywords_never_pass_what_jsonschema_refuses(schema: Any, data: st.DataObject) -> None:
+    """A compiled schema's "valid" is jsonschema's; its "invalid" too, numbers in enums aside."""
+    instance = data.draw(_near(schema))
+    fast = _fast_check(schema)
+    assert fast is not None
+    valid = Draft202012Validator(schema).is_valid(instance)
+    if fast(instance):
+        assert valid
+    elif not _number_constants(schema):
+        assert not valid
+
+
+@pytest.mark.parametrize(
+    ("schema", "instance"),
+    [
+        ({"additionalProperties": False, "properties": {"a": True}}, {"a": 1, "b": 2}),
+        ({"additionalProperties": {"type": "string"}, "properties": {"a": True}}, {"a": 1, "b": 2}),
+        ({"enum": [1, "x"]}, True),
+        ({"enum": [True]}, 1),
+        ({"const": None}, 0),
+        ({"const": "a"}, "b"),
+        ({"pattern": "^a"}, "ba"),
+        ({"type": "array", "items": {"enum": ["a"]}}, ["a", "b"]),
+    ],
+)
+def test_fast_keywords_refuse_what_jsonschema_refuses(schema: Any, instance: Any) -> None:
+    """Each compiled keyword refuses its textbook violation, as jsonschema does."""
+    fast = _fast_check(schema)
+    assert fast is not None
+    assert not Draft202012Validator(schema).is_valid(instance)
+    assert not fast(instance)
