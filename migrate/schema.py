@@ -99,6 +99,36 @@ class _Unsupported(Exception):
     """The schema uses a keyword the fast path does not implement."""
 
 
+def _extra_keys_check(schema: dict[str, Any], other: Check | None) -> Check:
+    """`additionalProperties`: the keys outside `properties` (there is no `patternProperties`:
+    it is not fast) are refused (`other` None, for `false`) or each value must pass `other`."""
+    known = frozenset(schema.get("properties", ()))
+    if other is None:
+        return lambda v: not isinstance(v, dict) or known.issuperset(v)
+    return lambda v: (
+        not isinstance(v, dict) or all(other(value) for key, value in v.items() if key not in known)
+    )
+
+
+def _constants_check(allowed: Any) -> Check:
+    """`enum` (or `const` as a one-item list), for scalar values only."""
+    if not isinstance(allowed, list) or not all(
+        type(value) in _FAST_CONSTANTS for value in allowed
+    ):
+        raise _Unsupported(allowed)
+    pairs = frozenset((type(value), value) for value in allowed)
+    return lambda v: type(v) in _FAST_CONSTANTS and (type(v), v) in pairs
+
+
+def _pattern_check(pattern: Any) -> Check:
+    """`pattern`, searched as jsonschema does (`re.search`), on strings only."""
+    try:
+        search = re.compile(pattern).search
+    except (re.error, TypeError):
+        raise _Unsupported(pattern) from None
+    return lambda v: not isinstance(v, str) or search(v) is not None
+
+
 def _fast_check(root: Any) -> Check | None:
     """A predicate equivalent to `root` for valid-or-not, or None if `root` is beyond it."""
     compiled: dict[str, Check] = {}
@@ -151,40 +181,17 @@ def _fast_check(root: Any) -> Check | None:
             item = build(schema["items"])
             checks.append(lambda v: not isinstance(v, list) or all(map(item, v)))
         if "additionalProperties" in schema:
-            checks.append(extra_keys(schema))
-        for keyword in ("enum", "const"):
-            if keyword in schema:
-                allowed = schema["enum"] if keyword == "enum" else [schema["const"]]
-                checks.append(one_of_constants(allowed))
+            rest = schema["additionalProperties"]
+            checks.append(_extra_keys_check(schema, None if rest is False else build(rest)))
+        if "enum" in schema:
+            checks.append(_constants_check(schema["enum"]))
+        if "const" in schema:
+            checks.append(_constants_check([schema["const"]]))
         if "pattern" in schema:
-            try:
-                search = re.compile(schema["pattern"]).search  # jsonschema's own `re.search`
-            except (re.error, TypeError):
-                raise _Unsupported(schema) from None
-            checks.append(lambda v: not isinstance(v, str) or search(v) is not None)
+            checks.append(_pattern_check(schema["pattern"]))
         if len(checks) == 1:
             return checks[0]
         return lambda v: all(check(v) for check in checks)
-
-    def extra_keys(schema: dict[str, Any]) -> Check:
-        # Keys outside `properties` (there is no `patternProperties`: it is not fast).
-        known = frozenset(schema.get("properties", ()))
-        rest = schema["additionalProperties"]
-        if rest is False:
-            return lambda v: not isinstance(v, dict) or known.issuperset(v)
-        other = build(rest)
-        return lambda v: (
-            not isinstance(v, dict)
-            or all(other(value) for key, value in v.items() if key not in known)
-        )
-
-    def one_of_constants(allowed: Any) -> Check:
-        if not isinstance(allowed, list) or not all(
-            type(value) in _FAST_CONSTANTS for value in allowed
-        ):
-            raise _Unsupported(allowed)
-        pairs = frozenset((type(value), value) for value in allowed)
-        return lambda v: type(v) in _FAST_CONSTANTS and (type(v), v) in pairs
 
     try:
         return build(root)
