@@ -183,6 +183,21 @@ def test_extra_schema_must_also_pass(tmp_path: Path) -> None:
     assert [v.path for v in data_violations(validator, {"metrics": []})] == ["data.metrics"]
 
 
+def test_draft4_extra_schema_keeps_its_integers(tmp_path: Path) -> None:
+    """A draft-04 payload_schema refuses 1.0 for an integer, as its draft says."""
+    strict = tmp_path / "strict.json"
+    strict.write_text(
+        json.dumps(
+            {
+                "$schema": "http://json-schema.org/draft-04/schema#",
+                "properties": {"gridCols": {"type": "integer"}},
+            }
+        )
+    )
+    violations = data_violations(PayloadValidator(strict), {**realistic(2), "gridCols": 12.0})
+    assert [v.path for v in violations] == ["data.gridCols"]
+
+
 @pytest.mark.parametrize("content", ["{not json", '{"type": 12}', "[1]"])
 def test_bad_extra_schema_is_plan_error(tmp_path: Path, content: str) -> None:
     """An unreadable or invalid payload_schema is a PlanError naming the file."""

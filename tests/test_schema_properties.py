@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
+from jsonschema.validators import validator_for
 
-from migrate.schema import PayloadValidator, _compiled_export, _fast_check
+from migrate.schema import PayloadValidator, _Compiled, _compiled_export, _fast_check
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
@@ -233,3 +234,65 @@ def test_fast_keywords_refuse_what_jsonschema_refuses(schema: Any, instance: Any
     assert fast is not None
     assert not Draft202012Validator(schema).is_valid(instance)
     assert not fast(instance)
+
+
+_DRAFT4 = "http://json-schema.org/draft-04/schema#"
+
+
+@pytest.mark.parametrize(
+    ("schema", "instance"),
+    [
+        # Drafts 3 and 4 call 1.0 a number, not an integer (the user's schema picks its draft).
+        ({"$schema": _DRAFT4, "type": "integer"}, 1.0),
+        ({"$schema": "http://json-schema.org/draft-03/schema#", "type": "integer"}, 1.0),
+        # A nested `$schema` switches jsonschema to that draft for the subschema.
+        ({"properties": {"a": {"$schema": _DRAFT4, "type": "integer"}}}, {"a": 1.0}),
+        # A nested `$id` is a new base: its "#/..." references point inside it, not at the root.
+        (
+            {
+                "$defs": {"y": True},
+                "properties": {
+                    "a": {"$id": "sub", "$defs": {"y": {"type": "string"}}, "$ref": "#/$defs/y"}
+                },
+            },
+            {"a": 5},
+        ),
+        (
+            {
+                "$defs": {
+                    "y": True,
+                    "x": {
+                        "$id": "https://example.com/x",
+                        "$defs": {"y": {"type": "string"}},
+                        "properties": {"p": {"$ref": "#/$defs/y"}},
+                    },
+                },
+                "$ref": "#/$defs/x/properties/p",
+            },
+            5,
+        ),
+        # A `$ref` fragment is percent-decoded before it is read as a JSON pointer.
+        ({"$defs": {"a b": {"type": "string"}, "a%20b": True}, "$ref": "#/$defs/a%20b"}, 5),
+    ],
+)
+def test_fast_path_never_passes_what_the_users_draft_refuses(schema: Any, instance: Any) -> None:
+    """Dialects, nested `$id`/`$schema` and encoded pointers never make the fast path say valid."""
+    cls = validator_for(schema, default=Draft202012Validator)
+    cls.check_schema(schema)
+    assert not cls(schema).is_valid(instance)
+    fast = _fast_check(schema)
+    assert fast is None or not fast(instance)
+
+
+def test_fast_path_is_no_shallower_than_jsonschema() -> None:
+    """A recursive user schema on a deep (but parseable) payload is answered, not a crash."""
+    schema = {
+        "$defs": {"n": {"type": "array", "items": {"$ref": "#/$defs/n"}}},
+        "$ref": "#/$defs/n",
+    }
+    compiled = _Compiled.of(Draft202012Validator(schema))
+    deep: list[Any] = []
+    for _ in range(200):  # within the parser's depth cap; jsonschema itself answers this
+        deep = [deep]
+    assert compiled.validator.is_valid(deep)
+    assert compiled.violations(deep) == []
