@@ -129,20 +129,33 @@ def _pattern_check(pattern: Any) -> Check:
     return lambda v: not isinstance(v, str) or search(v) is not None
 
 
+def _pointed(root: Any, pointer: str) -> Any:
+    """The subschema of `root` that a `#/...` reference names, where jsonschema finds it too."""
+    # A fragment is percent-decoded before it is a JSON pointer: `%` is left to jsonschema.
+    if not pointer.startswith("#/") or "%" in pointer:
+        raise _Unsupported(pointer)
+    node = root
+    for token in pointer[2:].split("/"):
+        part = token.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or part not in node:
+            raise _Unsupported(pointer)
+        node = node[part]
+        if isinstance(node, dict) and "$id" in node:
+            raise _Unsupported(pointer)  # a new base: its `#/...` are not the root's
+    return node
+
+
 def _fast_check(root: Any) -> Check | None:
-    """A predicate equivalent to `root` for valid-or-not, or None if `root` is beyond it."""
+    """A predicate equivalent to `root` for valid-or-not, or None if `root` is beyond it.
+
+    Only for the 2020-12 dialect, in one resource: an older `$schema` changes what `integer`
+    means, and a nested `$id` or `$schema` changes what `#/...` points at or the dialect below it.
+    """
     compiled: dict[str, Check] = {}
 
     def ref(pointer: str) -> Check:
-        if not pointer.startswith("#/"):
-            raise _Unsupported(pointer)
         if pointer not in compiled:
-            node = root
-            for token in pointer[2:].split("/"):
-                part = token.replace("~1", "/").replace("~0", "~")
-                if not isinstance(node, dict) or part not in node:
-                    raise _Unsupported(pointer)
-                node = node[part]
+            node = _pointed(root, pointer)
             compiled[pointer] = lambda v: True  # a recursive reference sees the final check
             check = build(node)
             compiled[pointer] = check
@@ -156,6 +169,8 @@ def _fast_check(root: Any) -> Check | None:
             return lambda v: False
         if not isinstance(schema, dict) or not set(schema) <= _FAST_KEYWORDS:
             raise _Unsupported(schema)
+        if schema is not root and ("$id" in schema or "$schema" in schema):
+            raise _Unsupported(schema)  # another resource, maybe another dialect
         checks: list[Check] = []
         if "$ref" in schema:
             checks.append(ref(str(schema["$ref"])))
@@ -194,9 +209,25 @@ def _fast_check(root: Any) -> Check | None:
         return lambda v: all(check(v) for check in checks)
 
     try:
+        if validator_for(root, default=Draft202012Validator) is not Draft202012Validator:
+            return None
         return build(root)
     except (_Unsupported, KeyError, TypeError):
         return None
+
+
+def _fast_valid(fast: Check | None, instance: Any) -> bool:
+    """True when `fast` says `instance` is valid; False when there is none or it cannot tell.
+
+    The predicate recurses with the instance, using more stack per level than jsonschema: a deep
+    instance jsonschema can still answer is left to it rather than crashing here.
+    """
+    if fast is None:
+        return False
+    try:
+        return fast(instance)
+    except RecursionError:
+        return False
 
 
 # --- JSON types -------------------------------------------------------------------------------
@@ -291,7 +322,7 @@ class _Compiled:
         return cls(validator, _fast_check(validator.schema))
 
     def violations(self, instance: Any, prefix: Sequence[PathPart] = ()) -> list[Violation]:
-        if self.fast is not None and self.fast(instance):
+        if _fast_valid(self.fast, instance):
             return []
         return [_violation(error, prefix) for error in self.validator.iter_errors(instance)]
 
@@ -452,8 +483,7 @@ def _fast_format_check(name: FileFormat) -> Check | None:
 def format_problems(name: FileFormat, document: Any) -> list[Violation]:
     """Every way `document` fails the file-format schema `name`, located by JSON path and sorted
     (none: it is valid). Messages name types and keys, never echo a value."""
-    fast = _fast_format_check(name)
-    if fast is not None and fast(document):
+    if _fast_valid(_fast_format_check(name), document):
         return []  # the fast path's "valid" is the answer; only failures need jsonschema's detail
     found: list[Violation] = []
     for error in _validator(name).iter_errors(document):
