@@ -198,7 +198,9 @@ def test_draft4_extra_schema_keeps_its_integers(tmp_path: Path) -> None:
     assert [v.path for v in violations] == ["data.gridCols"]
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"type": 12}', "[1]"])
+@pytest.mark.parametrize(
+    "content", ["{not json", '{"type": 12}', "[1]", '{"pattern": "a{4294967296}"}']
+)
 def test_bad_extra_schema_is_plan_error(tmp_path: Path, content: str) -> None:
     """An unreadable or invalid payload_schema is a PlanError naming the file."""
     bad = tmp_path / "bad.json"

@@ -296,3 +296,17 @@ def test_fast_path_is_no_shallower_than_jsonschema() -> None:
         deep = [deep]
     assert compiled.validator.is_valid(deep)
     assert compiled.violations(deep) == []
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"pattern": "a{4294967296}"},
+        {"properties": [1]},
+        {"additionalProperties": False, "properties": "ab"},
+        {"$schema": ["x"], "type": "string"},
+    ],
+)
+def test_fast_check_of_an_odd_schema_is_none_not_an_error(schema: Any) -> None:
+    """Building the predicate for a schema it cannot compile gives None; nothing escapes."""
+    assert _fast_check(schema) is None
