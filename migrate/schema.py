@@ -124,7 +124,7 @@ def _pattern_check(pattern: Any) -> Check:
     """`pattern`, searched as jsonschema does (`re.search`), on strings only."""
     try:
         search = re.compile(pattern).search
-    except (re.error, TypeError):
+    except (re.error, TypeError, OverflowError):  # `a{4294967296}` overflows, not re.error
         raise _Unsupported(pattern) from None
     return lambda v: not isinstance(v, str) or search(v) is not None
 
@@ -212,7 +212,7 @@ def _fast_check(root: Any) -> Check | None:
         if validator_for(root, default=Draft202012Validator) is not Draft202012Validator:
             return None
         return build(root)
-    except (_Unsupported, KeyError, TypeError):
+    except (_Unsupported, KeyError, TypeError, AttributeError):  # AttributeError: a list for a dict
         return None
 
 
@@ -368,6 +368,12 @@ def _compile_user_schema(path: Path) -> Any:
     cls: Any = validator_for(schema, default=Draft202012Validator)
     try:
         cls.check_schema(schema)
+    except OverflowError as exc:  # the regex format check of a `pattern` like `a{4294967296}`
+        raise PlanError(
+            f"payload_schema is not a valid JSON Schema: {exc}",
+            file=source,
+            hint="check its patterns: a repetition count is too large",
+        ) from exc
     except SchemaError as exc:
         where = _where(list(exc.absolute_path))
         raise PlanError(
