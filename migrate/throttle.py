@@ -346,7 +346,9 @@ class RateLearner:
     - Windows: when answers carry a limit, `remaining` and an absolute reset (the legacy
       epoch form), the first request of each window answers `remaining = limit - 1` and every
       answer in one window names the same reset; the time between such openers is the
-      window's cycle, measured without a single 429.
+      window's cycle, measured without a single 429. A 429 while paced under a measured window
+      refutes it for the rest of the run: a token bucket refilled between our requests
+      mimics openers.
     - Probing: after a budget of successes (what was admitted before the server first ran
       out) without running it out, the spacing is tried 3% shorter; a probe that runs it out
       returns to the spacing that did not, and probing becomes rarer.
@@ -381,6 +383,8 @@ class RateLearner:
         self._window_count = 0
         self._cycles: deque[float] = deque(maxlen=8)
         self._limit = 0
+        self._refuted = False  # a 429 under a measured window: the openers were no window's
+        self._announced_limit = 0  # the largest limit an answer stated (caps the budget)
 
     def observe(
         self, started: float, now: float, signal: RateSignal, *, oldest_in_flight: float
@@ -390,6 +394,10 @@ class RateLearner:
         admitted = not signal.rate_limited
         if self._first_start is None or started < self._first_start:
             self._first_start = started
+        if signal.limit:
+            self._announced_limit = max(self._announced_limit, signal.limit)
+        if signal.rate_limited and self._cycles:
+            self._refute_window()
         if admitted:
             bisect.insort(self._admitted, started)
             if len(self._admitted) > _HISTORY:
@@ -422,10 +430,28 @@ class RateLearner:
         budget takes at it."""
         return 0.1 * (self._budget or 1) * self.interval
 
+    def _refute_window(self) -> None:
+        """Forget the measured window: paced under it, the server still refused. A token
+        bucket the client drains more slowly than it refills answers `remaining = limit - 1`
+        again and again with one whole-second reset, which reads as a window's openers a
+        fraction of a second apart, and pacing at that "window" overruns the bucket. The 429s,
+        not the openers, tell the rate from here on."""
+        self._refuted = True
+        self._cycles.clear()
+        self.window = 0.0
+        self.interval = max(self._provisional, self._good)
+        self._update()
+
+    def _budget_of(self, admitted: int) -> int:
+        """`admitted` before the server ran out, as a budget: never above a stated limit (a
+        bucket refilling while we sent slowly admits far more than one budget before then)."""
+        budget = max(1, admitted)
+        return min(budget, self._announced_limit) if self._announced_limit else budget
+
     def _saturated(self, started: float) -> None:
         """The server ran out of budget for the request that started at `started`."""
         if self._budget is None:
-            self._budget = max(1, len(self._admitted))
+            self._budget = self._budget_of(len(self._admitted))
             self._first_onset = started
         if self._saturated_at <= self._recovered_at < started:
             self._add_anchor("onset", started)
@@ -444,8 +470,8 @@ class RateLearner:
             # The server's budget came back by now: what it admitted before running out,
             # over the time since the first request, is a first (low) figure for its rate.
             before = bisect.bisect_right(self._admitted, self._first_onset)
-            self._budget = max(1, before)
-            self._rates["first"] = self._budget / max(1e-3, started - self._first_start)
+            self._budget = self._budget_of(before)
+            self._rates["first"] = max(1, before) / max(1e-3, started - self._first_start)
             self._update()
         if started - self._saturated_at <= 2 * self.interval:
             self._add_anchor("recovery", started)
@@ -502,8 +528,10 @@ class RateLearner:
             provisional = _MARGIN * reset_s / limit
             if provisional > self._provisional:
                 self._provisional = self.interval = provisional
-        if limit == 1 or started < self._opener_at:
-            return  # one request per window shows no opener apart; or an earlier window's
+        if self._refuted or limit == 1 or started < self._opener_at:
+            # Refuted: no more openers are believed. One request per window shows no opener
+            # apart; an earlier start belongs to an earlier window.
+            return
         reset_at = now + reset_s
         if remaining == limit - 1:
             if self._window_steady and self._window_count >= max(3, limit // 4):

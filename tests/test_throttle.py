@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 
 import httpx
 import pytest
@@ -422,3 +423,49 @@ def test_window_cycles_split_by_an_idle_spell_keep_the_measured_window() -> None
     one_window(101.0)  # the second: 100 s, idle between
     assert learner.window == pytest.approx(1.0)
     assert learner.interval == pytest.approx(1.01 / limit)
+
+
+def _bucket_openers(learner: RateLearner, opened: float, limit: int) -> None:
+    """What a token bucket answers in legacy form when drained a little, then left to refill:
+    `remaining = limit - 1` twice, a fraction of a second apart, under one whole-second reset."""
+    reset_at = math.floor(opened) + 1.0
+    times = [opened + 0.01 * n for n in range(limit // 4 + 1)]
+    for n, started in enumerate(times):
+        answer = RateSignal(limit=limit, remaining=limit - 1 - n, reset_s=reset_at - started)
+        learner.observe(started, started, answer, oldest_in_flight=started)
+    refilled = opened + 0.3
+    answer = RateSignal(limit=limit, remaining=limit - 1, reset_s=reset_at - refilled)
+    learner.observe(refilled, refilled, answer, oldest_in_flight=refilled)
+
+
+def test_a_429_under_a_measured_window_refutes_it() -> None:
+    """Openers of a refilled token bucket read as a 0.3 s window; the first 429 at its pace
+    drops that window for good, and the spacing falls back to the stated limit over the
+    longest reset seen instead of 50 requests per 0.3 s."""
+    learner = RateLearner()
+    limit = 50
+    _bucket_openers(learner, 0.0, limit)
+    assert learner.window == pytest.approx(0.3)  # the false window the 429 must undo
+    refused = RateSignal(rate_limited=True, limit=limit, remaining=0, reset_s=0.5)
+    learner.observe(0.5, 0.5, refused, oldest_in_flight=0.5)
+    assert learner.window == 0.0
+    assert learner.interval >= 1.02 * 0.7 / limit  # the longest reset seen: 0.7 s for 50
+    _bucket_openers(learner, 2.0, limit)
+    assert learner.window == 0.0  # openers are not believed again
+
+
+def test_a_budget_learned_from_a_slow_start_is_capped_by_the_stated_limit() -> None:
+    """300 requests admitted before a bucket of 50 first ran out make a budget of 50, not 300:
+    the pause after a 429 at the learned pace is a tenth of 50 spacings."""
+    learner = RateLearner()
+    limit = 50
+    for n in range(300):
+        started = 0.03 * n
+        answer = RateSignal(limit=limit, remaining=10, reset_s=0.5)
+        learner.observe(started, started, answer, oldest_in_flight=started)
+    refused = RateSignal(rate_limited=True, limit=limit, remaining=0, reset_s=0.5)
+    learner.observe(9.0, 9.0, refused, oldest_in_flight=9.0)
+    back = RateSignal(limit=limit, remaining=5, reset_s=0.5)
+    learner.observe(9.1, 9.1, back, oldest_in_flight=9.1)
+    assert learner.interval > 0
+    assert learner.tail_pause() == pytest.approx(0.1 * limit * learner.interval)
