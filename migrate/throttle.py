@@ -396,7 +396,9 @@ class RateLearner:
             self._first_start = started
         if signal.limit:
             self._announced_limit = max(self._announced_limit, signal.limit)
-        if signal.rate_limited and self._cycles:
+        if signal.rate_limited and self._cycles and signal.limit and signal.remaining == 0:
+            # Only the limiter's own refusal (its headers: nothing remaining) refutes the window;
+            # a 429 without them (a proxy's, or another cause) says nothing about its cycle.
             self._refute_window()
         if admitted:
             bisect.insort(self._admitted, started)
