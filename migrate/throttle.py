@@ -346,9 +346,9 @@ class RateLearner:
     - Windows: when answers carry a limit, `remaining` and an absolute reset (the legacy
       epoch form), the first request of each window answers `remaining = limit - 1` and every
       answer in one window names the same reset; the time between such openers is the
-      window's cycle, measured without a single 429. A 429 while paced under a measured window
-      refutes it for the rest of the run: a token bucket refilled between our requests
-      mimics openers.
+      window's cycle, measured without a single 429. Two of the limiter's 429s (nothing
+      remaining) within a window's limit of successes, paced under a measured window, refute
+      it for the rest of the run: a token bucket refilled between our requests mimics openers.
     - Probing: after a budget of successes (what was admitted before the server first ran
       out) without running it out, the spacing is tried 3% shorter; a probe that runs it out
       returns to the spacing that did not, and probing becomes rarer.
@@ -383,8 +383,10 @@ class RateLearner:
         self._window_count = 0
         self._cycles: deque[float] = deque(maxlen=8)
         self._limit = 0
-        self._refuted = False  # a 429 under a measured window: the openers were no window's
+        self._refuted = False  # 429s under a measured window: the openers were no window's
         self._announced_limit = 0  # the largest limit an answer stated (caps the budget)
+        self._successes = 0  # admitted answers seen
+        self._strike: int | None = None  # `_successes` at the latest 429 under a window
 
     def observe(
         self, started: float, now: float, signal: RateSignal, *, oldest_in_flight: float
@@ -397,10 +399,15 @@ class RateLearner:
         if signal.limit:
             self._announced_limit = max(self._announced_limit, signal.limit)
         if signal.rate_limited and self._cycles and signal.limit and signal.remaining == 0:
-            # Only the limiter's own refusal (its headers: nothing remaining) refutes the window;
-            # a 429 without them (a proxy's, or another cause) says nothing about its cycle.
-            self._refute_window()
+            # Only the limiter's own refusals (its headers: nothing remaining) refute the window;
+            # a 429 without them (a proxy's) says nothing about its cycle. And two of them
+            # within a window's limit of successes: jitter in the network carries one request
+            # of a window now and then into the one before (the margin is 1% of it).
+            if self._strike is not None and self._successes - self._strike <= self._limit:
+                self._refute_window()
+            self._strike = self._successes
         if admitted:
+            self._successes += 1
             bisect.insort(self._admitted, started)
             if len(self._admitted) > _HISTORY:
                 del self._admitted[: len(self._admitted) - _HISTORY]

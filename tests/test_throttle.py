@@ -439,15 +439,17 @@ def _bucket_openers(learner: RateLearner, opened: float, limit: int) -> None:
 
 
 def test_a_429_under_a_measured_window_refutes_it() -> None:
-    """Openers of a refilled token bucket read as a 0.3 s window; the first 429 at its pace
-    drops that window for good, and the spacing falls back to the stated limit over the
-    longest reset seen instead of 50 requests per 0.3 s."""
+    """Openers of a refilled token bucket read as a 0.3 s window; the second 429 at its pace
+    within a limit of successes drops that window for good, and the spacing falls back to the
+    stated limit over the longest reset seen instead of 50 requests per 0.3 s."""
     learner = RateLearner()
     limit = 50
     _bucket_openers(learner, 0.0, limit)
-    assert learner.window == pytest.approx(0.3)  # the false window the 429 must undo
+    assert learner.window == pytest.approx(0.3)  # the false window the 429s must undo
     refused = RateSignal(rate_limited=True, limit=limit, remaining=0, reset_s=0.5)
     learner.observe(0.5, 0.5, refused, oldest_in_flight=0.5)
+    assert learner.window == pytest.approx(0.3)  # one 429 may be the network's jitter
+    learner.observe(0.52, 0.52, refused, oldest_in_flight=0.52)
     assert learner.window == 0.0
     assert learner.interval >= 1.02 * 0.7 / limit  # the longest reset seen: 0.7 s for 50
     _bucket_openers(learner, 2.0, limit)
@@ -469,3 +471,22 @@ def test_a_budget_learned_from_a_slow_start_is_capped_by_the_stated_limit() -> N
     learner.observe(9.1, 9.1, back, oldest_in_flight=9.1)
     assert learner.interval > 0
     assert learner.tail_pause() == pytest.approx(0.1 * limit * learner.interval)
+
+
+def test_a_429_without_the_limiters_headers_keeps_a_measured_window() -> None:
+    """A measured window survives any number of 429s that carry no rate-limit header (a
+    proxy's, not the limiter's), and a limiter 429 a window's limit of successes after another."""
+    learner = RateLearner()
+    limit = 50
+    _bucket_openers(learner, 0.0, limit)
+    for at in (0.5, 0.51, 0.52):
+        learner.observe(at, at, RateSignal(rate_limited=True), oldest_in_flight=at)
+    assert learner.window == pytest.approx(0.3)
+    refused = RateSignal(rate_limited=True, limit=limit, remaining=0, reset_s=0.5)
+    learner.observe(0.6, 0.6, refused, oldest_in_flight=0.6)
+    for n in range(limit + 1):
+        started = 0.7 + 0.03 * n
+        answer = RateSignal(limit=limit, remaining=10, reset_s=0.5)
+        learner.observe(started, started, answer, oldest_in_flight=started)
+    learner.observe(3.0, 3.0, refused, oldest_in_flight=3.0)
+    assert learner.window == pytest.approx(0.3)
