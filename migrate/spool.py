@@ -66,7 +66,7 @@ class PayloadSpool:
         self._spans.pop(key, None)
         held = self._memory.pop(key, None)
         if held is not None:
-            self._used -= len(held if isinstance(held, bytes) else held.raw)
+            self._used -= len(_bytes_of(held))
         path = self._files.pop(key, None)
         if path is not None:
             path.unlink(missing_ok=True)
@@ -88,7 +88,7 @@ class PayloadSpool:
         """The bytes the API returned for `key`, without parsing them."""
         held = self._memory.get(key)
         if held is not None:
-            return held if isinstance(held, bytes) else held.raw
+            return _bytes_of(held)
         return self._files[key].read_bytes()
 
     def data_text(self, key: str) -> bytes | None:
@@ -101,7 +101,7 @@ class PayloadSpool:
         start, end = span
         held = self._memory.get(key)
         if held is not None:
-            return (held if isinstance(held, bytes) else held.raw)[start:end]
+            return _bytes_of(held)[start:end]
         with self._files[key].open("rb") as file:
             file.seek(start)
             text = file.read(end - start)
@@ -143,6 +143,11 @@ def _damaged(path: Path) -> LocalFileError:
         file=str(path),
         hint="something else writes to the state dir; rerun to export the payload again",
     )
+
+
+def _bytes_of(held: ExportFile | bytes) -> bytes:
+    """The export file's bytes as the API returned them, for what the memory holds either way."""
+    return held if isinstance(held, bytes) else held.raw
 
 
 def _data_span(export: ExportFile, text: bytes | None = None) -> tuple[int, int] | None:
