@@ -482,17 +482,18 @@ def plan_problems(document: Any) -> list[SchemaProblem]:
 
 
 @functools.cache
-def _fast_format_check(name: FileFormat) -> Check | None:
-    return _fast_check(_schema(name))
+def _compiled_format(name: FileFormat) -> _Compiled:
+    return _Compiled.of(_validator(name))
 
 
 def format_problems(name: FileFormat, document: Any) -> list[Violation]:
     """Every way `document` fails the file-format schema `name`, located by JSON path and sorted
     (none: it is valid). Messages name types and keys, never echo a value."""
-    if _fast_valid(_fast_format_check(name), document):
+    compiled = _compiled_format(name)
+    if _fast_valid(compiled.fast, document):
         return []  # the fast path's "valid" is the answer; only failures need jsonschema's detail
     found: list[Violation] = []
-    for error in _validator(name).iter_errors(document):
+    for error in compiled.validator.iter_errors(document):
         found.extend(_format_violations(error))
     return _sorted(found)
 

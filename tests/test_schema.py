@@ -14,7 +14,7 @@ from migrate.errors import PlanError, Violation
 from migrate.schema import (
     FileFormat,
     PayloadValidator,
-    _fast_format_check,
+    _compiled_format,
     check_export_meta,
     format_violations,
     load_schema,
@@ -230,4 +230,4 @@ def test_check_export_meta() -> None:
 @pytest.mark.parametrize("name", typing.get_args(FileFormat))
 def test_file_formats_compile_to_the_fast_path(name: FileFormat) -> None:
     """Deploy records, bundle manifests and saved plans are checked without jsonschema's walk."""
-    assert _fast_format_check(name) is not None
+    assert _compiled_format(name).fast is not None
